@@ -1,0 +1,369 @@
+"""`build_circuit`: the NeurFlow method from a model, a layer list and one class's images.
+
+Pipeline (spec section in brackets):
+  validate input -> keep images predicted as the class [§1] -> cut crops [§1]
+  -> one forward pass per crop batch reads every layer [§2]
+  -> per layer, top to bottom: top samples [§2], batched IG [§3], core sets [§3, §4],
+     concepts and edge weights [§5, §6]
+  -> groups per layer [§7] -> group edges [§8] -> a `Circuit`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from neurflow import __version__
+from neurflow.attribution import layer_attributions
+from neurflow.circuit import (
+    LOGITS,
+    Circuit,
+    ConceptMemberRec,
+    ConceptRec,
+    CoreRec,
+    CropRec,
+    EdgeRec,
+    ImageRec,
+    LayerRec,
+    NeuronRec,
+    Params,
+    TopSampleRec,
+)
+from neurflow.concepts import neuron_concepts
+from neurflow.groups import group_edges, layer_groups
+from neurflow.hooks import capture, execution_order, module_of, valid_layer_names
+from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops
+from neurflow.subnetwork import build_subnetworks
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Batch-size knobs that bound peak memory; none of them changes the result's meaning."""
+
+    crop_batch: int = 512  # crops per forward pass when reading activations
+    ig_rows: int = 256  # (neuron, sample) pairs per captum call
+    ig_internal_batch: int = 4096  # interpolation points per sub-network forward inside IG
+    autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 for IG on AMX / tensor cores
+
+
+PhaseCallback = Callable[[str, int, int], None]
+"""`(phase, done, total)`: lets callers (the ingest CLI) draw their own progress."""
+
+
+def validate_layers(model: nn.Module, layers: list[str], example: torch.Tensor) -> list[str]:
+    """Return the full layer list (logits first) after checking names and top-to-bottom order."""
+    layers = list(layers)
+    if not layers or layers[0] != LOGITS:
+        layers = [LOGITS] + layers
+    if len(layers) < 2:
+        raise NeurflowInputError("give at least one layer below the logits")
+    if len(set(layers)) != len(layers):
+        raise NeurflowInputError(f"layer list has duplicates: {layers}")
+    modules = dict(model.named_modules())
+    unknown = [n for n in layers[1:] if n not in modules]
+    if unknown:
+        raise NeurflowInputError(f"unknown layer(s) {unknown}; valid layers: {', '.join(valid_layer_names(model))}")
+    for a in layers[1:]:
+        for b in layers[1:]:
+            if a != b and b.startswith(a + "."):
+                raise NeurflowInputError(f"layer {b!r} lies inside layer {a!r}; analyse one or the other")
+    order = execution_order(model, example, layers[1:])
+    if list(reversed(order)) != layers[1:]:
+        raise NeurflowInputError(
+            f"layer list must be ordered top to bottom (output side first): expected {list(reversed(order))}, got {layers[1:]}"
+        )
+    return layers
+
+
+def _expected_channels(model: nn.Module) -> int | None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return None
+
+
+@contextmanager
+def _frozen(model: nn.Module):
+    """Eval mode and no parameter gradients (IG needs input gradients only), restored after."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-values, kind="stable")[:k]
+
+
+class _CropSource:
+    """Crops by id (`image * boxes + box`), cut on demand so they never all sit in memory."""
+
+    def __init__(self, pixels: torch.Tensor, boxes):
+        self.pixels, self.boxes = pixels, boxes
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0] * len(self.boxes)
+
+    def get(self, ids: list[int]) -> torch.Tensor:
+        nb = len(self.boxes)
+        out = torch.empty((len(ids),) + tuple(self.pixels.shape[1:]), dtype=self.pixels.dtype)
+        by_box: dict[int, list[int]] = {}
+        for pos, cid in enumerate(ids):
+            by_box.setdefault(cid % nb, []).append(pos)
+        for b, positions in by_box.items():
+            images = self.pixels[[ids[p] // nb for p in positions]]
+            out[positions] = cut_crops(images, [self.boxes[b]])
+        return out
+
+
+def build_circuit(
+    model: nn.Module,
+    layers: list[str],
+    images: ImageSet,
+    class_index: int,
+    params: Params = Params(),
+    *,
+    model_uid: str = "model",
+    class_name: str | None = None,
+    device: str | torch.device = "cpu",
+    budget: Budget = Budget(),
+    progress: bool = True,
+    on_phase: PhaseCallback | None = None,
+) -> Circuit:
+    """Build the NeurFlow circuit of `class_index` (see the module docstring for the steps)."""
+    started = time.perf_counter()
+    started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    device = torch.device(device)
+    _seed(params.seed)
+    phase = on_phase or (lambda *_: None)
+    model = model.to(device)
+
+    with _frozen(model):
+        expected = _expected_channels(model)
+        if expected is not None and images.pixels.shape[1] != expected:
+            raise NeurflowInputError(
+                f"images have {images.pixels.shape[1]} channel(s) but the model expects {expected}"
+            )
+        example = images.pixels[:1].to(device)
+        layers = validate_layers(model, layers, example)
+        with torch.no_grad():
+            num_classes = capture(model, example, [LOGITS])[LOGITS].shape[1]
+        if not 0 <= class_index < num_classes:
+            raise NeurflowInputError(f"class index {class_index} out of range: the model has classes 0..{num_classes - 1}")
+
+        images = _select_images(model, images, class_index, params, device, budget)
+        boxes = crop_boxes(images.size, params.granularities)
+        crops = _CropSource(images.pixels, boxes)
+        if params.k > len(crops):
+            raise NeurflowInputError(f"k={params.k} is larger than the {len(crops)} crops available; lower k or add images")
+        means = _collect_means(model, layers, crops, device, budget, progress, phase)
+        channels = [means[name].shape[1] for name in layers]
+        for d in range(1, len(layers)):
+            if params.tau > channels[d]:
+                raise NeurflowInputError(
+                    f"tau={params.tau} is larger than layer {layers[d]!r}'s {channels[d]} channels"
+                )
+        subs = build_subnetworks(model, layers, tuple(images.pixels.shape[1:]))
+        circuit = Circuit(
+            model=model_uid,
+            class_index=class_index,
+            class_name=class_name if class_name is not None else str(class_index),
+            params=params,
+            image_size=images.size,
+            neurflow_version=__version__,
+            started_at=started_at,
+            layers=[LayerRec(depth=d, name=n, channels=c) for d, (n, c) in enumerate(zip(layers, channels))],
+            images=[
+                ImageRec(image_id=i, source=images.sources[i], sha256=images.sha256[i], label=int(images.labels[i]))
+                for i in range(len(images))
+            ],
+        )
+        critical: list[list[int]] = [[class_index]]
+        used_crops: set[int] = set()
+        for d in range(len(layers) - 1):
+            lower_name = layers[d + 1]
+
+            def lower_maps(ids: list[int], name=lower_name) -> torch.Tensor:
+                with torch.no_grad():
+                    x = crops.get(ids).to(device)
+                    return capture(model, x, [name], reduce=False)[name]
+
+            below = _analyse_layer(
+                circuit, d, critical[d], means[layers[d]].numpy(), means[lower_name].numpy(), subs[d],
+                lower_maps, params, budget, device, progress, phase, used_crops, crops,
+            )
+            critical.append(below)
+        bottom = len(layers) - 1
+        circuit.neurons += [NeuronRec(depth=bottom, channel=c) for c in critical[bottom]]
+        for c in critical[bottom]:
+            for r, cid in enumerate(_top_k(means[layers[bottom]].numpy()[:, c], params.k)):
+                circuit.top_samples.append(TopSampleRec(bottom, c, r, int(cid), float(means[layers[bottom]][cid, c])))
+                used_crops.add(int(cid))
+        _add_groups(circuit, params, phase)
+        nb = len(boxes)
+        circuit.crops = [
+            CropRec(cid, cid // nb, *boxes[cid % nb][:4], granularity=boxes[cid % nb][4]) for cid in sorted(used_crops)
+        ]
+    circuit.seconds = time.perf_counter() - started
+    circuit.finished_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return circuit
+
+
+def _select_images(model, images: ImageSet, class_index: int, params: Params, device, budget: Budget) -> ImageSet:
+    """Spec §1: keep the images the model predicts as the class (if asked), then cap the count."""
+    if params.predicted_only:
+        keep = []
+        with torch.no_grad():
+            for start in range(0, len(images), budget.crop_batch):
+                x = images.pixels[start : start + budget.crop_batch].to(device)
+                pred = capture(model, x, [LOGITS])[LOGITS].argmax(dim=1).cpu()
+                keep += [start + i for i in torch.flatnonzero(pred == class_index).tolist()]
+        if not keep:
+            raise NeurflowInputError(
+                f"the model predicts class {class_index} for none of the {len(images)} images given; "
+                "pass images of that class or turn off predicted_only"
+            )
+        images = images.subset(keep)
+    if params.max_images is not None and len(images) > params.max_images:
+        images = images.subset(list(range(params.max_images)))
+    return images
+
+
+def _collect_means(model, layers, crops: _CropSource, device, budget: Budget, progress, phase) -> dict[str, torch.Tensor]:
+    """One forward pass per crop batch reads the spatial means of every analysed layer (spec §2)."""
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    total = len(crops)
+    bar = tqdm(total=total, desc="activations", unit="crop", disable=not progress, leave=False)
+    with torch.no_grad():
+        for start in range(0, total, budget.crop_batch):
+            ids = list(range(start, min(start + budget.crop_batch, total)))
+            out = capture(model, crops.get(ids).to(device), layers, stop_early=False)
+            for name in layers:
+                parts[name].append(out[name].float().cpu())
+            bar.update(len(ids))
+            phase("activations", min(start + budget.crop_batch, total), total)
+    bar.close()
+    means = {name: torch.cat(p) for name, p in parts.items()}
+    for name, m in means.items():
+        if not torch.isfinite(m).all():
+            raise NeurflowInputError(f"layer {name!r} produced NaN or infinite activations; check the weights and inputs")
+    return means
+
+
+def _analyse_layer(
+    circuit: Circuit, d: int, upper: list[int], upper_means: np.ndarray, lower_means: np.ndarray, sub: nn.Module,
+    lower_maps, params: Params, budget: Budget, device, progress, phase, used_crops: set[int], crops: _CropSource,
+) -> list[int]:
+    """Top samples, IG, core sets, concepts and edge weights for the critical neurons at depth `d`.
+
+    Returns the critical neurons one layer down (the union of the core sets, spec §4)."""
+    k, tau = params.k, params.tau
+    tops = {u: _top_k(upper_means[:, u], k) for u in upper}
+    pairs = [(u, int(cid)) for u in upper for cid in tops[u]]
+    name = circuit.layers[d].name
+    bar = tqdm(total=len(pairs), desc=f"IG {name}", unit="pair", disable=not progress, leave=False)
+    done = [0]
+
+    def on_rows(n: int) -> None:
+        bar.update(n)
+        done[0] += n
+        phase(f"IG {name}", done[0], len(pairs))
+
+    attributions = layer_attributions(
+        sub, pairs, lower_maps, steps=params.ig_steps, rows_per_call=budget.ig_rows,
+        internal_batch_size=budget.ig_internal_batch, device=device, autocast_dtype=budget.autocast_dtype,
+        on_rows=on_rows,
+    ).numpy()
+    bar.close()
+    attributions = attributions.reshape(len(upper), k, -1)
+    below: set[int] = set()
+    for i, u in enumerate(upper):
+        circuit.neurons.append(NeuronRec(depth=d, channel=u))
+        a_u = attributions[i]
+        importance = np.abs(a_u).mean(axis=0)
+        ranked = np.argsort(-importance, kind="stable")[:tau]
+        if params.epsilon >= 0:
+            ranked = _prune(sub, u, ranked, tops[u], lower_maps, len(crops), params, budget, device)
+        core = ranked
+        for r, v in enumerate(core):
+            circuit.core.append(CoreRec(d, u, int(v), r, float(importance[v])))
+        below.update(int(v) for v in core)
+        top = tops[u]
+        for r, cid in enumerate(top):
+            circuit.top_samples.append(TopSampleRec(d, u, r, int(cid), float(upper_means[cid, u])))
+            used_crops.add(int(cid))
+        nc = neuron_concepts(
+            lower_means[top], upper_means[top, u], a_u, core,
+            max_concepts=params.max_concepts, num_representatives=params.num_representatives,
+        )
+        for j in range(len(nc.vectors)):
+            circuit.concepts.append(
+                ConceptRec(d, u, j, int((nc.labels == j).sum()), float(nc.mean_activations[j]),
+                           tuple(float(x) for x in nc.vectors[j]))
+            )
+            rep_rank = {pos: r for r, pos in enumerate(nc.representatives[j])}
+            for pos in np.flatnonzero(nc.labels == j):
+                circuit.concept_members.append(
+                    ConceptMemberRec(d, u, j, int(top[pos]), float(upper_means[top[pos], u]), rep_rank.get(int(pos), -1))
+                )
+            for col, v in enumerate(core):
+                circuit.edges.append(EdgeRec(d, u, j, int(v), float(nc.weights[j, col])))
+    return sorted(below)
+
+
+def _prune(sub, u, ranked, top, lower_maps, n_crops, params: Params, budget: Budget, device) -> np.ndarray:
+    """Optional pruning of spec §3: the shortest prefix whose top-k overlap is near the minimum."""
+    k = params.k
+    acts = []
+    for i in range(1, len(ranked) + 1):
+        values = []
+        for start in range(0, n_crops, budget.crop_batch):
+            ids = list(range(start, min(start + budget.crop_batch, n_crops)))
+            h = lower_maps(ids).to(device)
+            h[:, torch.as_tensor(ranked[:i].copy(), device=device)] = 0
+            with torch.no_grad():
+                out = sub(h)
+            values.append((out.mean(dim=(2, 3)) if out.ndim == 4 else out)[:, u].float().cpu())
+        acts.append(torch.cat(values).numpy())
+    base = set(int(c) for c in top)
+    acc = np.array([len(base & set(int(c) for c in _top_k(a, k))) / k for a in acts])
+    length = int(np.flatnonzero(acc < acc.min() + params.epsilon)[0]) + 1 if params.epsilon > 0 else int(np.argmin(acc)) + 1
+    return ranked[:length]
+
+
+def _add_groups(circuit: Circuit, params: Params, phase) -> None:
+    """Spec §7-8: groups in every layer that has concepts, then edges between adjacent layers."""
+    depths = sorted({c.depth for c in circuit.concepts})
+    for d in depths:
+        rows = [c for c in circuit.concepts if c.depth == d]
+        vectors = np.array([c.vector for c in rows])
+        circuit.group_members += layer_groups(
+            d, [(c.channel, c.index) for c in rows], vectors,
+            num_groups=params.num_groups, max_groups=params.max_groups, num_top_vecs=params.num_top_vecs,
+        )
+        phase("groups", depths.index(d) + 1, len(depths))
+    for d in depths:
+        if d + 1 in depths:
+            circuit.group_edges += group_edges(d, circuit.group_members, circuit.edges)

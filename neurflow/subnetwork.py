@@ -1,0 +1,140 @@
+"""`g_l`: the piece of a model that maps one analysed layer's output to the next one up.
+
+Integrated gradients of an upper neuron are taken with respect to the lower layer's output,
+through `g_l`, fifty times per sample.  Recomputing the model from the input at every step
+(what the reference code does) wastes most of that work, so `g_l` is cut out of the model's
+traced graph with `torch.fx`: the nodes the upper layer's output needs, starting from the
+lower layer's output.  Tracing respects whatever the forward code does (skip connections,
+functional calls), unlike rebuilding the model from `named_children`.
+
+When a model cannot be traced, a hook-based `g_l` is used instead: it runs the model on a
+dummy input and substitutes the lower layer's output with a forward hook.  It is exact too,
+only slower (it pays for the layers below).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import fx, nn
+
+from neurflow.circuit import LOGITS
+from neurflow.hooks import _as_tensor, _StopForward, module_of
+from neurflow.images import NeurflowInputError
+
+
+class NotACut(NeurflowInputError):
+    """The upper layer's output depends on more than the lower layer's output."""
+
+
+class _LayerTracer(fx.Tracer):
+    def __init__(self, leaves: set[str]):
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module, layers: list[str]) -> fx.GraphModule | None:
+    """Trace `model` keeping every analysed layer as one call node; None if it cannot be traced."""
+    leaves = {name for name in layers if name != LOGITS}
+    try:
+        graph = _LayerTracer(leaves).trace(model)
+    except Exception as exc:  # fx raises many types for untraceable code
+        warnings.warn(f"torch.fx could not trace the model ({type(exc).__name__}: {exc}); using the slower hook-based sub-networks")
+        return None
+    return fx.GraphModule(model, graph)
+
+
+def _layer_node(gm: fx.GraphModule, name: str) -> fx.Node:
+    if name == LOGITS:
+        out = next(n for n in gm.graph.nodes if n.op == "output")
+        arg = out.args[0]
+        if isinstance(arg, fx.Node):
+            return arg
+        if isinstance(arg, (tuple, list)) and arg and isinstance(arg[0], fx.Node):
+            return arg[0]
+        raise NeurflowInputError("cannot find the logits in the traced model's output")
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target == name:
+            return node
+    raise NeurflowInputError(f"layer {name!r} is not called in the model's forward pass")
+
+
+def _fx_subnetwork(gm: fx.GraphModule, lower: str, upper: str) -> fx.GraphModule:
+    lower_node, upper_node = _layer_node(gm, lower), _layer_node(gm, upper)
+    needed: set[fx.Node] = set()
+    stack = [upper_node]
+    while stack:
+        node = stack.pop()
+        if node in needed:
+            continue
+        needed.add(node)
+        if node is lower_node:
+            continue
+        if node.op == "placeholder":
+            raise NotACut(
+                f"layer {upper!r} does not depend on layer {lower!r} alone (a connection bypasses it); "
+                "analyse block outputs so that each layer's output is a function of the next lower one"
+            )
+        stack.extend(node.all_input_nodes)
+    if lower_node not in needed:
+        raise NotACut(f"layer {upper!r} does not depend on layer {lower!r}; is the layer list ordered top to bottom?")
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node not in needed:
+            continue
+        if node is lower_node:
+            env[node] = graph.placeholder("lower")
+        else:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    graph.output(env[upper_node])
+    sub = fx.GraphModule(gm, graph)
+    sub.eval()
+    return sub
+
+
+class HookSubnetwork(nn.Module):
+    """`g_l` by substitution: run the model on zeros, replace the lower output, read the upper one."""
+
+    def __init__(self, model: nn.Module, lower: str, upper: str, input_shape: tuple[int, ...]):
+        super().__init__()
+        self.model, self.lower, self.upper, self.input_shape = model, lower, upper, input_shape
+
+    def forward(self, lower_output: torch.Tensor) -> torch.Tensor:
+        captured: dict[str, torch.Tensor] = {}
+        dummy = torch.zeros((lower_output.shape[0],) + tuple(self.input_shape), device=lower_output.device)
+
+        def substitute(_m, _i, _o):
+            return lower_output
+
+        def read(_m, _i, output):
+            captured["out"] = _as_tensor(output)
+            raise _StopForward
+
+        handles = [module_of(self.model, self.lower).register_forward_hook(substitute)]
+        if self.upper != LOGITS:
+            handles.append(module_of(self.model, self.upper).register_forward_hook(read))
+        try:
+            captured["out"] = _as_tensor(self.model(dummy))
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return captured["out"]
+
+
+def build_subnetworks(model: nn.Module, layers: list[str], input_shape: tuple[int, ...]) -> list[nn.Module]:
+    """`[g_0, g_1, ...]` where `g_d` maps the output of `layers[d + 1]` to that of `layers[d]`."""
+    gm = trace(model, layers)
+    subs: list[nn.Module] = []
+    for d in range(len(layers) - 1):
+        if gm is not None:
+            subs.append(_fx_subnetwork(gm, layers[d + 1], layers[d]))
+        else:
+            subs.append(HookSubnetwork(model, layers[d + 1], layers[d], input_shape))
+    return subs
