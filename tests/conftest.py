@@ -2,6 +2,6 @@
 
 import os
 
-pytest_plugins = ["tests.fixtures_model", "tests.fixtures_store"]
+pytest_plugins = ["tests.fixtures_model", "tests.fixtures_circuits", "tests.fixtures_store"]
 
 os.environ.setdefault("NEURFLOW_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "neurflow"))

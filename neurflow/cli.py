@@ -1,0 +1,167 @@
+"""The `neurflow` command line.
+
+Every command reports bad input as one `error: ...` line on stderr and exits with status 2;
+the commands that touch the store live in `ingest/` and `app/` and are wired in here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from neurflow.circuit import Params
+from neurflow.images import NeurflowInputError
+
+EXIT_BAD_INPUT = 2
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="fashion-cnn", help="registry name (fashion-cnn, resnet50, ...) ")
+    p.add_argument("--weights", default=None, help="state-dict file for the model (torchvision models)")
+    p.add_argument("--random-init", action="store_true", help="random weights (timing and tests only)")
+    p.add_argument("--data", default=None, help="dataset name (fashion-mnist) or an ImageFolder-style folder")
+    p.add_argument("--split", default="train", help="dataset split whose images form the concept data")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
+
+
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    d = Params()
+    p.add_argument("--layers", default=None, help="comma-separated module names, top to bottom (default: the model's)")
+    p.add_argument("--tau", type=int, default=d.tau, help="core concept neurons per neuron")
+    p.add_argument("--k", type=int, default=d.k, help="top samples per neuron")
+    p.add_argument("--ig-steps", type=int, default=d.ig_steps, help="integrated-gradients steps")
+    p.add_argument("--max-images", type=int, default=200, help="images of the class to use (concept data)")
+    p.add_argument("--num-groups", type=int, default=None, help="groups per layer (default: best silhouette)")
+    p.add_argument("--epsilon", type=float, default=d.epsilon, help="core-set pruning tolerance (<0: off)")
+    p.add_argument("--all-images", action="store_true", help="keep images the model misclassifies too")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--ig-rows", type=int, default=256, help="(neuron, sample) pairs per IG call (memory knob)")
+    p.add_argument("--ig-internal-batch", type=int, default=4096, help="IG interpolation points per forward (memory knob)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast inside IG (faster on AMX / tensor cores)")
+
+
+def params_from_args(args: argparse.Namespace) -> Params:
+    for name in ("tau", "k", "ig_steps", "max_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise NeurflowInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    return Params(
+        tau=args.tau,
+        k=args.k,
+        ig_steps=args.ig_steps,
+        max_images=args.max_images,
+        num_groups=args.num_groups,
+        epsilon=args.epsilon,
+        predicted_only=not args.all_images,
+        seed=args.seed,
+    )
+
+
+def budget_from_args(args: argparse.Namespace):
+    import torch
+
+    from neurflow.method import Budget
+
+    return Budget(
+        ig_rows=args.ig_rows,
+        ig_internal_batch=args.ig_internal_batch,
+        autocast_dtype=torch.bfloat16 if args.bf16 else None,
+    )
+
+
+def layers_from_args(args: argparse.Namespace, spec) -> list[str]:
+    if args.layers:
+        return [name.strip() for name in args.layers.split(",") if name.strip()]
+    return list(spec.layers)
+
+
+def cmd_circuit(args: argparse.Namespace) -> int:
+    """Build one class's circuit, print its summary, optionally save it as Parquet."""
+    from neurflow.datasets import load_images
+    from neurflow.method import build_circuit
+    from neurflow.models.registry import load_model, resolve_device
+
+    params = params_from_args(args)
+    device = resolve_device(args.device)
+    loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init)
+    data = args.data or loaded.spec.default_data
+    if data is None:
+        raise NeurflowInputError(f"model {args.model!r} has no default dataset: pass --data FOLDER")
+    images = load_images(data, loaded.spec, class_index=args.class_index, split=args.split)
+    circuit = build_circuit(
+        loaded.module,
+        layers_from_args(args, loaded.spec),
+        images,
+        args.class_index,
+        params,
+        model_uid=loaded.uid,
+        class_name=loaded.class_names[args.class_index] if args.class_index < len(loaded.class_names) else None,
+        device=device,
+        budget=budget_from_args(args),
+        progress=not args.quiet,
+    )
+    print(json.dumps(circuit.summary(), indent=2))
+    if args.out:
+        path = circuit.save(args.out)
+        print(f"saved to {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from neurflow.train import ensure_trained
+
+    info = ensure_trained(force=args.force)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neurflow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("circuit", help="build one class's circuit and print a summary")
+    add_model_args(p)
+    add_method_args(p)
+    p.add_argument("--class", dest="class_index", type=int, required=True, help="class index")
+    p.add_argument("--out", default=None, help="folder to save the circuit to (Parquet tables)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_circuit)
+
+    p = sub.add_parser("train", help="train the demo model (fashion-cnn) if its weights are not cached")
+    p.add_argument("--force", action="store_true", help="retrain even if cached")
+    p.set_defaults(func=cmd_train)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable]:
+    """Commands from the store and app packages, registered when those packages are importable."""
+    found = []
+    for module, name in (("ingest.ingest_cli", "add_ingest_commands"), ("ingest.store_cli", "add_store_commands"), ("app.app_cli", "add_app_commands")):
+        try:
+            mod = __import__(module, fromlist=[name])
+        except ImportError:
+            continue
+        found.append(getattr(mod, name))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NeurflowInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
