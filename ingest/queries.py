@@ -1,0 +1,322 @@
+"""The query library: named, parameterised, documented Cypher that ArcadeDB and Neo4j 5 both run.
+
+The app's Cypher console starts from this list, and the app and the tests import it:
+
+    from ingest.queries import QUERIES, get_query, run_query
+    rows = run_query(store, "shared_neurons", model="fmnist-cnn", class_a=0, class_b=6)
+
+Which circuit a query reads: only ``status = 'complete'`` circuits.  A class can have several
+(one per parameter set).  Queries take ``params`` (a parameter hash, the last part of a
+circuit uid); ``params = null`` picks, per class, the latest complete circuit (highest
+``completed_at``, the time the writer finished it).  `circuit_diff` takes one hash per side.
+
+Every query is plain Neo4j-5 Cypher: no APOC, no ``SHORTEST k``, no CALL subqueries; the
+variable-length pattern of `strongest_paths` has a fixed upper bound (``MAX_PATH_DEPTH``)
+because Cypher cannot bind a length bound to a parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_PATH_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    title: str
+    description: str
+    cypher: str
+    params: dict[str, Any] = field(default_factory=dict)  # every parameter with its default
+    returns: tuple[str, ...] = ()
+
+    def bind(self, **given: Any) -> dict[str, Any]:
+        unknown = set(given) - set(self.params)
+        if unknown:
+            raise KeyError(f"query {self.name!r} has no parameter {', '.join(sorted(unknown))}; it takes {', '.join(self.params) or 'none'}")
+        return {**self.params, **given}
+
+
+def _pick(cls_pattern: str, circuit: str, params: str = "$params") -> str:
+    """Cypher lines binding `circuit` to the chosen complete circuit of the class matched by `cls_pattern`."""
+    return (
+        f"MATCH {cls_pattern}-[:HAS_CIRCUIT]->({circuit}:Circuit {{status: 'complete'}})\n"
+        f"WHERE {params} IS NULL OR {circuit}.params_hash = {params}\n"
+    )
+
+
+# every class of a model with its chosen circuit -> (cl, c)
+_PICK_PER_CLASS = (
+    "MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})\n"
+    "WHERE $params IS NULL OR c.params_hash = $params\n"
+    "WITH cl, c ORDER BY c.completed_at DESC\n"
+    "WITH cl, collect(c)[0] AS c\n"
+)
+
+_JACCARD = "CASE WHEN {a} + {b} - {s} = 0 THEN 0.0 ELSE toFloat({s}) / ({a} + {b} - {s}) END"
+
+QUERIES: list[Query] = [
+    Query(
+        name="models",
+        title="Models",
+        description="Every model in the store with its number of classes and of complete circuits.",
+        cypher="""
+MATCH (m:Model)
+OPTIONAL MATCH (m)-[:HAS_CLASS]->(cl:Class)
+OPTIONAL MATCH (cl)-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
+RETURN m.uid AS model, m.name AS name, m.arch AS arch, m.num_classes AS num_classes, m.input_size AS input_size,
+       count(DISTINCT cl) AS classes, count(DISTINCT c) AS complete_circuits
+ORDER BY model
+""",
+        returns=("model", "name", "arch", "num_classes", "input_size", "classes", "complete_circuits"),
+    ),
+    Query(
+        name="overview",
+        title="Overview: classes and circuits",
+        description=(
+            "One row per circuit: model, class, parameter hash, status and sizes.  Complete circuits "
+            "only, unless include_incomplete is true (then running/failed ones show too)."
+        ),
+        cypher="""
+MATCH (m:Model)-[:HAS_CLASS]->(cl:Class)-[:HAS_CIRCUIT]->(c:Circuit)
+WHERE ($model IS NULL OR m.uid = $model) AND (c.status = 'complete' OR $include_incomplete)
+RETURN m.uid AS model, cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, c.params_hash AS params,
+       c.status AS status, c.num_neurons AS neurons, c.num_feeds AS feeds, c.num_concepts AS concepts,
+       c.num_groups AS groups, c.num_group_feeds AS group_feeds, c.completed_at AS completed_at
+ORDER BY model, class_index, completed_at DESC
+""",
+        params={"model": None, "include_incomplete": False},
+        returns=("model", "class_index", "class_name", "circuit", "params", "status", "neurons", "feeds", "concepts", "groups", "group_feeds", "completed_at"),
+    ),
+    Query(
+        name="shared_neurons",
+        title="Shared critical neurons of two classes",
+        description=(
+            "Per layer: the critical neurons of class A, of class B, the channels they share and "
+            "the Jaccard index |A and B| / |A or B|."
+        ),
+        cypher=_pick("(:Class {model: $model, index: $class_a})", "ca")
+        + "WITH ca ORDER BY ca.completed_at DESC LIMIT 1\n"
+        + _pick("(:Class {model: $model, index: $class_b})", "cb")
+        + """WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
+MATCH (l:Layer {model: $model})
+OPTIONAL MATCH (ca)-[:INCLUDES]->(na:Neuron)
+WHERE na.layer = l.name
+WITH ca, cb, l, na ORDER BY na.channel
+WITH ca, cb, l, collect(na.channel) AS a
+OPTIONAL MATCH (cb)-[:INCLUDES]->(nb:Neuron)
+WHERE nb.layer = l.name
+WITH ca, cb, l, a, nb ORDER BY nb.channel
+WITH ca, cb, l, a, collect(nb.channel) AS b
+WITH ca, cb, l, a, b, [x IN a WHERE x IN b] AS shared
+RETURN l.name AS layer, l.depth AS depth, size(a) AS n_a, size(b) AS n_b, size(shared) AS n_shared,
+       shared AS shared_channels, """
+        + _JACCARD.format(a="size(a)", b="size(b)", s="size(shared)")
+        + """ AS jaccard,
+       ca.uid AS circuit_a, cb.uid AS circuit_b
+ORDER BY depth
+""",
+        params={"model": None, "class_a": 0, "class_b": 1, "params": None},
+        returns=("layer", "depth", "n_a", "n_b", "n_shared", "shared_channels", "jaccard", "circuit_a", "circuit_b"),
+    ),
+    Query(
+        name="similarity_matrix",
+        title="Class-by-class similarity of one layer",
+        description=(
+            "Jaccard index of the critical neurons of every pair of classes of a model in one layer "
+            "(full matrix, diagonal included).  Cost grows with classes^2 x neurons^2: fine up to a "
+            "few hundred classes."
+        ),
+        cypher=_PICK_PER_CLASS
+        + """OPTIONAL MATCH (c)-[:INCLUDES]->(n:Neuron {layer: $layer})
+WITH cl, collect(n.channel) AS chans
+WITH collect({index: cl.index, name: cl.name, chans: chans}) AS classes
+UNWIND classes AS a
+UNWIND classes AS b
+WITH a, b, size([x IN a.chans WHERE x IN b.chans]) AS shared
+RETURN a.index AS class_a, a.name AS name_a, b.index AS class_b, b.name AS name_b,
+       size(a.chans) AS n_a, size(b.chans) AS n_b, shared AS n_shared, """
+        + _JACCARD.format(a="size(a.chans)", b="size(b.chans)", s="shared")
+        + """ AS jaccard
+ORDER BY class_a, class_b
+""",
+        params={"model": None, "layer": None, "params": None},
+        returns=("class_a", "name_a", "class_b", "name_b", "n_a", "n_b", "n_shared", "jaccard"),
+    ),
+    Query(
+        name="hub_neurons",
+        title="Hub neurons",
+        description=(
+            "The neurons that are critical for the most classes (class-logit neurons excluded), "
+            "optionally in one layer."
+        ),
+        cypher=_PICK_PER_CLASS
+        + """MATCH (c)-[:INCLUDES]->(n:Neuron)
+WHERE n.depth > 0 AND ($layer IS NULL OR n.layer = $layer)
+WITH n, cl ORDER BY cl.index
+WITH n, count(DISTINCT cl) AS classes, collect(cl.index) AS class_indices
+RETURN n.uid AS neuron, n.layer AS layer, n.depth AS depth, n.channel AS channel, classes, class_indices
+ORDER BY classes DESC, depth, channel
+LIMIT $limit
+""",
+        params={"model": None, "layer": None, "params": None, "limit": 20},
+        returns=("neuron", "layer", "depth", "channel", "classes", "class_indices"),
+    ),
+    Query(
+        name="class_circuit",
+        title="Circuit of one class (layered groups)",
+        description=(
+            "The groups of a class's circuit, layer by layer, each with its members "
+            "('channel:concept') and its GROUP_FEEDS edges to the groups of the layer above "
+            "(feeds_to[i] has weight weights[i])."
+        ),
+        cypher=_pick("(:Class {model: $model, index: $class_index})", "c")
+        + """WITH c ORDER BY c.completed_at DESC LIMIT 1
+MATCH (c)-[:HAS_GROUP]->(g:Group)
+OPTIONAL MATCH (g)<-[:IN_GROUP]-(k:Concept)
+WITH c, g, k ORDER BY k.channel, k.index
+WITH c, g, collect(toString(k.channel) + ':' + toString(k.index)) AS members
+OPTIONAL MATCH (g)-[e:GROUP_FEEDS]->(up:Group)
+WITH c, g, members, up, e ORDER BY up.index
+WITH c, g, members, collect(up.uid) AS feeds_to, collect(e.weight) AS weights
+RETURN c.uid AS circuit, g.uid AS group, g.layer AS layer, g.depth AS depth, g.index AS index, g.size AS size,
+       g.label AS label, g.label_source AS label_source, members, feeds_to, weights
+ORDER BY depth, index
+""",
+        params={"model": None, "class_index": 0, "params": None},
+        returns=("circuit", "group", "layer", "depth", "index", "size", "label", "label_source", "members", "feeds_to", "weights"),
+    ),
+    Query(
+        name="circuit_diff",
+        title="Diff of two circuits",
+        description=(
+            "Critical neurons and FEEDS edges ('lower uid->upper uid') only in circuit A, only in B, "
+            "and in both.  A and B are (class, params) pairs: two classes, or one class under two "
+            "parameter sets."
+        ),
+        cypher=_pick("(:Class {model: $model, index: $class_a})", "ca", "$params_a")
+        + "WITH ca ORDER BY ca.completed_at DESC LIMIT 1\n"
+        + _pick("(:Class {model: $model, index: $class_b})", "cb", "$params_b")
+        + """WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
+OPTIONAL MATCH (ca)-[:INCLUDES]->(n1:Neuron)
+WITH ca, cb, collect(n1.uid) AS na
+OPTIONAL MATCH (cb)-[:INCLUDES]->(n2:Neuron)
+WITH ca, cb, na, collect(n2.uid) AS nb
+OPTIONAL MATCH (ca)-[:INCLUDES]->(u1:Neuron)<-[f1:FEEDS]-(v1:Neuron)
+WHERE f1.circuit = ca.uid
+WITH ca, cb, na, nb, collect(v1.uid + '->' + u1.uid) AS fa
+OPTIONAL MATCH (cb)-[:INCLUDES]->(u2:Neuron)<-[f2:FEEDS]-(v2:Neuron)
+WHERE f2.circuit = cb.uid
+WITH ca, cb, na, nb, fa, collect(v2.uid + '->' + u2.uid) AS fb
+UNWIND [
+  {kind: 'neuron', side: 'only_a', items: [x IN na WHERE NOT x IN nb]},
+  {kind: 'neuron', side: 'only_b', items: [x IN nb WHERE NOT x IN na]},
+  {kind: 'neuron', side: 'both', items: [x IN na WHERE x IN nb]},
+  {kind: 'feeds', side: 'only_a', items: [x IN fa WHERE NOT x IN fb]},
+  {kind: 'feeds', side: 'only_b', items: [x IN fb WHERE NOT x IN fa]},
+  {kind: 'feeds', side: 'both', items: [x IN fa WHERE x IN fb]}
+] AS r
+RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side, size(r.items) AS count, r.items AS items
+""",
+        params={"model": None, "class_a": 0, "params_a": None, "class_b": 1, "params_b": None},
+        returns=("circuit_a", "circuit_b", "kind", "side", "count", "items"),
+    ),
+    Query(
+        name="strongest_paths",
+        title="Strongest paths from a class logit",
+        description=(
+            "FEEDS paths of a class's circuit from a neuron at `depth` up to the class logit "
+            f"(depth 0), scored by the product of the FEEDS importances along the path (depth <= {MAX_PATH_DEPTH}).  "
+            "`path` lists neuron uids from the logit downwards."
+        ),
+        cypher=_pick("(:Class {model: $model, index: $class_index})", "c")
+        + f"""WITH c ORDER BY c.completed_at DESC LIMIT 1
+MATCH (c)-[:INCLUDES {{depth: 0}}]->(logit:Neuron)
+MATCH p = (v:Neuron)-[:FEEDS*1..{MAX_PATH_DEPTH} {{circuit: c.uid}}]->(logit)
+WHERE v.depth = $depth
+WITH c, p, reduce(s = 1.0, r IN relationships(p) | s * r.importance) AS score
+RETURN c.uid AS circuit, reverse([n IN nodes(p) | n.uid]) AS path,
+       reverse([r IN relationships(p) | r.importance]) AS importances, score
+ORDER BY score DESC
+LIMIT $limit
+""",
+        params={"model": None, "class_index": 0, "params": None, "depth": 2, "limit": 10},
+        returns=("circuit", "path", "importances", "score"),
+    ),
+    Query(
+        name="reverse_lookup",
+        title="Which classes use a neuron",
+        description=(
+            "The classes whose chosen complete circuit includes neuron (layer, channel), with the "
+            "number of neurons it FEEDS in that circuit."
+        ),
+        cypher=_PICK_PER_CLASS
+        + """MATCH (c)-[:INCLUDES]->(n:Neuron {uid: $model + '/' + $layer + '/' + toString($channel)})
+OPTIONAL MATCH (n)-[f:FEEDS]->(u:Neuron)
+WHERE f.circuit = c.uid
+WITH cl, c, n, count(u) AS feeds_up
+RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, c.params_hash AS params,
+       n.depth AS depth, feeds_up
+ORDER BY class_index
+""",
+        params={"model": None, "layer": None, "channel": 0, "params": None},
+        returns=("class_index", "class_name", "circuit", "params", "depth", "feeds_up"),
+    ),
+    Query(
+        name="label_search",
+        title="Search group labels",
+        description="Groups of the chosen complete circuits whose label contains a text (case-insensitive).",
+        cypher="""MATCH (cl:Class)-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
+WHERE ($model IS NULL OR cl.model = $model) AND ($params IS NULL OR c.params_hash = $params)
+WITH cl, c ORDER BY c.completed_at DESC
+WITH cl, collect(c)[0] AS c
+MATCH (c)-[:HAS_GROUP]->(g:Group)
+WHERE g.label IS NOT NULL AND toLower(g.label) CONTAINS toLower($text)
+RETURN cl.model AS model, cl.index AS class_index, cl.name AS class_name, g.uid AS group, g.label AS label,
+       g.label_source AS label_source, g.label_score AS label_score, g.layer AS layer, g.depth AS depth, g.size AS size
+ORDER BY model, class_index, depth, group
+LIMIT $limit
+""",
+        params={"text": "", "model": None, "params": None, "limit": 100},
+        returns=("model", "class_index", "class_name", "group", "label", "label_source", "label_score", "layer", "depth", "size"),
+    ),
+    Query(
+        name="neuron_concepts",
+        title="Concepts of a neuron and their exemplar crops",
+        description=(
+            "The concepts of neuron (layer, channel) in a class's chosen circuit, each with its "
+            "representative crops (thumbnail paths, relative to the artifact folder) and its group."
+        ),
+        cypher=_pick("(:Class {model: $model, index: $class_index})", "c")
+        + """WITH c ORDER BY c.completed_at DESC LIMIT 1
+MATCH (c)-[:HAS_CONCEPT]->(k:Concept)-[:OF]->(n:Neuron {uid: $model + '/' + $layer + '/' + toString($channel)})
+OPTIONAL MATCH (k)-[:IN_GROUP]->(g:Group)
+OPTIONAL MATCH (k)-[e:EXEMPLIFIED_BY]->(cr:Crop)-[:CROP_OF]->(im:Image)
+WITH c, k, g, e, cr, im ORDER BY e.rank
+WITH c, k, g, collect(cr.thumbnail) AS thumbnails, collect(im.source) AS sources, collect(e.activation) AS activations,
+     collect(cr.uid) AS crops
+RETURN c.uid AS circuit, k.uid AS concept, k.index AS index, k.size AS size, k.mean_activation AS mean_activation,
+       g.uid AS group, g.label AS label, crops, thumbnails, sources, activations
+ORDER BY index
+""",
+        params={"model": None, "class_index": 0, "params": None, "layer": None, "channel": 0},
+        returns=("circuit", "concept", "index", "size", "mean_activation", "group", "label", "crops", "thumbnails", "sources", "activations"),
+    ),
+]
+
+QUERY_BY_NAME: dict[str, Query] = {q.name: q for q in QUERIES}
+
+
+def get_query(name: str) -> Query:
+    try:
+        return QUERY_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no library query named {name!r}; known: {', '.join(QUERY_BY_NAME)}") from None
+
+
+def run_query(store: Any, name: str, **params: Any) -> list[dict[str, Any]]:
+    """Run a library query on a `Store` (writer or read-only); rows as dicts."""
+    q = get_query(name)
+    return store.run(q.cypher, q.bind(**params))

@@ -1,0 +1,45 @@
+"""Uniqueness constraints on `uid` of every label, plus lookup indexes the writer relies on.
+
+The same Neo4j-5 DDL runs on ArcadeDB (its Cypher creates the type, a unique index on
+`uid` and reports it in SHOW CONSTRAINTS).  Everything is `IF NOT EXISTS`, so
+`ensure_schema` is idempotent and cheap; it must run before the first write because a
+uniqueness constraint is what keeps concurrent MERGEs from creating duplicates.
+"""
+
+from __future__ import annotations
+
+from ingest.store import Store
+
+LABELS = ("Model", "Layer", "Neuron", "Class", "Circuit", "Concept", "Group", "Image", "Crop")
+"""Every node label of the schema; each has a unique `uid`."""
+
+RELATIONSHIPS = (
+    "HAS_LAYER", "HAS_NEURON", "HAS_CLASS", "HAS_CIRCUIT", "INCLUDES", "FEEDS", "HAS_CONCEPT", "OF",
+    "DRIVES", "IN_GROUP", "HAS_GROUP", "GROUP_FEEDS", "EXEMPLIFIED_BY", "CROP_OF",
+)  # fmt: skip
+
+# (label, property): secondary indexes used to find a circuit's nodes when cleaning it up.
+INDEXES = (("Concept", "circuit"), ("Group", "circuit"), ("Circuit", "status"), ("Neuron", "model"))
+
+
+def constraint_statements() -> list[str]:
+    out = [
+        f"CREATE CONSTRAINT {label.lower()}_uid IF NOT EXISTS FOR (n:{label}) REQUIRE n.uid IS UNIQUE" for label in LABELS
+    ]
+    out += [
+        f"CREATE INDEX {label.lower()}_{prop} IF NOT EXISTS FOR (n:{label}) ON (n.{prop})" for label, prop in INDEXES
+    ]
+    return out
+
+
+def ensure_schema(store: Store, *, again: bool = False) -> None:
+    """Create the constraints and indexes (idempotent); once per `Store` object unless `again`."""
+    if getattr(store, "_schema_ready", False) and not again:
+        return
+    for statement in constraint_statements():
+        store.run(statement)
+    store._schema_ready = True
+
+
+def show_constraints(store: Store) -> list[dict]:
+    return store.run("SHOW CONSTRAINTS")

@@ -1,0 +1,154 @@
+"""Opening the store: one `neo4j` driver, errors mapped to typed one-line `StoreError`s.
+
+    with open_store() as store:            # from the environment (embedded by default)
+        rows = store.run("MATCH (c:Circuit) RETURN c.uid AS uid")
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import neo4j
+from neo4j import GraphDatabase
+from neo4j import exceptions as nx
+
+from ingest.config import StoreConfig, load_config
+from ingest.errors import (
+    StoreAuthError,
+    StoreDatabaseNotFound,
+    StoreError,
+    StoreQueryError,
+    StoreUnavailable,
+    one_line,
+)
+
+
+def _where(cfg: StoreConfig) -> str:
+    return f"{cfg.uri}" + (f" (database {cfg.database})" if cfg.database else "")
+
+
+def translate_error(exc: Exception, cfg: StoreConfig, *, user: str | None = None) -> StoreError:
+    """Map a driver exception to a typed one-line error that names the fix."""
+    if isinstance(exc, StoreError):
+        return exc
+    hint_env = "NEURFLOW_STORE_URI" if not cfg.embedded else "`neurflow store start` (or NEURFLOW_STORE_URI)"
+    if isinstance(exc, nx.AuthError) or getattr(exc, "code", "") in (
+        "Neo.ClientError.Security.Unauthorized",
+        "Neo.ClientError.Security.AuthenticationRateLimit",
+    ):
+        who = user or cfg.user
+        fix = "check NEURFLOW_STORE_USER / NEURFLOW_STORE_PASSWORD" if not cfg.embedded else "the embedded store's password files were changed; restore them or move the store folder away"
+        return StoreAuthError(f"the store at {cfg.uri} refused the login of user {who!r}: {fix}")
+    code = getattr(exc, "code", "") or ""
+    if code == "Neo.ClientError.Database.DatabaseNotFound" or "DatabaseNotFound" in code:
+        return StoreDatabaseNotFound(
+            f"database {cfg.database!r} does not exist on {cfg.uri}; set NEURFLOW_STORE_DATABASE to an existing database or create it"
+        )
+    if isinstance(exc, (nx.ServiceUnavailable, nx.SessionExpired)) or isinstance(exc, OSError):
+        return StoreUnavailable(f"cannot reach the store at {cfg.uri}: is it running? start it with {hint_env}")
+    if isinstance(exc, nx.ConfigurationError):
+        return StoreError(f"bad store configuration for {cfg.uri}: {one_line(exc)}; check NEURFLOW_STORE_URI")
+    if isinstance(exc, nx.Neo4jError):
+        msg = getattr(exc, "message", None) or str(exc)
+        return StoreQueryError(f"the store refused the query: {one_line(msg)}")
+    return StoreError(f"store error at {_where(cfg)}: {one_line(exc)}")
+
+
+def open_driver(cfg: StoreConfig, *, readonly: bool = False, verify: bool = True) -> neo4j.Driver:
+    """A driver for `cfg` (the read-only account when `readonly`), verified against the database."""
+    auth = cfg.readonly_auth if readonly else cfg.auth
+    try:
+        driver = GraphDatabase.driver(cfg.uri, auth=auth, connection_timeout=10, max_transaction_retry_time=15)
+    except Exception as exc:  # bad URI scheme and the like
+        raise translate_error(exc, cfg) from None
+    if verify:
+        try:
+            with driver.session(database=cfg.database) as session:
+                session.run("RETURN 1 AS ok").consume()
+        except Exception as exc:
+            driver.close()
+            raise translate_error(exc, cfg, user=auth[0] if auth else None) from None
+    return driver
+
+
+class Store:
+    """A driver plus the database to use; `run` returns plain dicts."""
+
+    def __init__(self, cfg: StoreConfig, *, readonly: bool = False, driver: neo4j.Driver | None = None):
+        self.config = cfg
+        self.database = cfg.database
+        self.driver = driver or open_driver(cfg, readonly=readonly)
+        self._agent: str | None = None
+        self._schema_ready = False
+
+    # ------------------------------------------------------------------ basics
+    def session(self, **kwargs: Any) -> neo4j.Session:
+        return self.driver.session(database=self.database, **kwargs)
+
+    def run(self, cypher: str, params: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
+        """Run one auto-commit statement; rows as dicts."""
+        try:
+            with self.session() as session:
+                result = session.run(cypher, {**(params or {}), **kw})
+                return [record.data() for record in result]
+        except Exception as exc:
+            raise translate_error(exc, self.config) from None
+
+    def write(self, cypher: str, params: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
+        """Run one statement in a managed write transaction (retried on transient errors)."""
+        p = {**(params or {}), **kw}
+
+        def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
+            return [record.data() for record in tx.run(cypher, p)]
+
+        try:
+            with self.session() as session:
+                return session.execute_write(work)
+        except Exception as exc:
+            raise translate_error(exc, self.config) from None
+
+    @property
+    def server_agent(self) -> str:
+        if self._agent is None:
+            try:
+                self._agent = self.driver.get_server_info().agent
+            except Exception as exc:
+                raise translate_error(exc, self.config) from None
+        return self._agent
+
+    @property
+    def is_arcadedb(self) -> bool:
+        return "arcadedb" in self.server_agent.lower()
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes per label and relationships per type (tests, status)."""
+        out: dict[str, int] = {}
+        for row in self.run("MATCH (n) RETURN labels(n) AS labels, count(*) AS n"):
+            for label in row["labels"]:
+                out[label] = out.get(label, 0) + row["n"]
+        for row in self.run("MATCH ()-[r]->() RETURN type(r) AS t, count(*) AS n"):
+            out[row["t"]] = out.get(row["t"], 0) + row["n"]
+        return out
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        self.driver.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.config!r})"
+
+
+def open_store(cfg: StoreConfig | None = None, *, readonly: bool = False) -> Store:
+    """Open the configured store (the embedded server is started when needed)."""
+    return Store(cfg or load_config(), readonly=readonly)
+
+
+def iter_batches(rows: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]

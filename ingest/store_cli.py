@@ -1,0 +1,207 @@
+"""Store commands for the `neurflow` CLI: ``store start|stop|status``, ``query``, ``export``.
+
+The CLI owner wires them in with::
+
+    from ingest.store_cli import add_store_commands
+    add_store_commands(subparsers)          # an argparse subparsers object
+    ...
+    args = parser.parse_args(); sys.exit(args.func(args))
+
+Every command returns an exit code; errors are printed as one line on stderr (exit 1; a
+read-only refusal exits 3).  ``python -m ingest.store_cli ...`` runs them without the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from ingest.errors import ReadOnlyViolation, StoreError
+
+EXIT_ERROR = 1
+EXIT_REFUSED = 3
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except ReadOnlyViolation as exc:
+            print(f"neurflow: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except (StoreError, KeyError, ValueError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"neurflow: {msg}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print("neurflow: interrupted", file=sys.stderr)
+            return 130
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+# --------------------------------------------------------------------------- store start|stop|status
+@_guard
+def cmd_store_start(args: argparse.Namespace) -> int:
+    """Start the embedded store in the background (or report the running one)."""
+    from ingest.config import uses_embedded
+    from ingest.embedded import embedded_status, ensure_embedded_server
+
+    if not uses_embedded():
+        print("neurflow: NEURFLOW_STORE_URI is set: the store is external, there is nothing to start", file=sys.stderr)
+        return EXIT_ERROR
+    was = embedded_status()["running"]
+    cfg = ensure_embedded_server()
+    print(f"store {'already running' if was else 'started'}: {cfg.uri} (database {cfg.database}, data {cfg.data_dir})")
+    return 0
+
+
+@_guard
+def cmd_store_stop(args: argparse.Namespace) -> int:
+    """Stop the embedded store."""
+    from ingest.embedded import stop_embedded_server
+
+    print("store stopped" if stop_embedded_server() else "store was not running")
+    return 0
+
+
+@_guard
+def cmd_store_status(args: argparse.Namespace) -> int:
+    """Show whether the store runs, where, and what it holds."""
+    from ingest.config import external_config, uses_embedded
+    from ingest.embedded import embedded_status
+
+    if uses_embedded():
+        info: dict[str, Any] = {"kind": "embedded", **embedded_status()}
+    else:
+        cfg = external_config()
+        info = {"kind": "external", "uri": cfg.uri, "database": cfg.database, "user": cfg.user}
+    if info.get("running", True) and getattr(args, "counts", False):
+        from ingest.config import load_config
+        from ingest.store import Store
+
+        with Store(load_config(start=False)) as store:
+            info["counts"] = store.counts()
+    if getattr(args, "json", False):
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        for k, v in info.items():
+            print(f"{k:>10}: {v}")
+    return 0 if info.get("running", True) else EXIT_ERROR
+
+
+# --------------------------------------------------------------------------- query
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``k=v`` pairs; v is JSON when it parses (numbers, null, true, lists), else a string."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--param {item!r} is not of the form name=value")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def _cell(v: Any, width: int = 60) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, default=str)
+    return s if len(s) <= width else s[: width - 3] + "..."
+
+
+def format_table(columns: list[str], rows: list[list[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = " | ".join(c.ljust(w) for c, w in zip(columns, widths))
+    out = [line, "-+-".join("-" * w for w in widths)]
+    out += [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+@_guard
+def cmd_query(args: argparse.Namespace) -> int:
+    """Run read-only Cypher (or a library query) and print a table."""
+    from ingest.queries import QUERIES, get_query
+    from ingest.readonly import run_readonly
+
+    if args.list:
+        for q in QUERIES:
+            params = ", ".join(f"{k}={json.dumps(v)}" for k, v in q.params.items())
+            print(f"{q.name}: {q.title} ({params or 'no parameters'})\n    {q.description}")
+        return 0
+    params = parse_params(args.param)
+    if args.lib:
+        q = get_query(args.lib)
+        cypher, params = q.cypher, q.bind(**params)
+    elif args.cypher:
+        cypher = args.cypher
+    else:
+        raise ValueError("give a Cypher query, --lib NAME or --list")
+    columns, rows = run_readonly(cypher, params, max_rows=args.max_rows)
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], indent=1, default=str))
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+@_guard
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export the complete circuits of the store."""
+    from ingest.config import load_config
+    from ingest.export import export_store
+    from ingest.store import Store
+
+    with Store(load_config(), readonly=True) as store:
+        counts = export_store(store, args.format, args.out, model=args.model)
+    print(f"exported {counts['nodes']} nodes and {counts['relationships']} relationships to {args.out} ({args.format})")
+    return 0
+
+
+# --------------------------------------------------------------------------- wiring
+def add_store_commands(subparsers: Any) -> None:
+    """Add ``store``, ``query`` and ``export`` to an argparse subparsers object (each sets `func`)."""
+    store = subparsers.add_parser("store", help="manage the embedded graph store (start, stop, status)")
+    ssub = store.add_subparsers(dest="store_command", metavar="{start,stop,status}")
+    ssub.required = True
+    ssub.add_parser("start", help="start the embedded store in the background").set_defaults(func=cmd_store_start)
+    ssub.add_parser("stop", help="stop the embedded store").set_defaults(func=cmd_store_stop)
+    st = ssub.add_parser("status", help="is the store running, where")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--counts", action="store_true", help="also count nodes and relationships")
+    st.set_defaults(func=cmd_store_status)
+
+    q = subparsers.add_parser("query", help="run read-only Cypher against the store and print a table")
+    q.add_argument("cypher", nargs="?", help="the Cypher query (read-only)")
+    q.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE", help="a query parameter (JSON value or text); repeatable")
+    q.add_argument("--lib", metavar="NAME", help="run a query of the library by name (see --list)")
+    q.add_argument("--list", action="store_true", help="list the library queries")
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.add_argument("--max-rows", type=int, default=1000)
+    q.set_defaults(func=cmd_query)
+
+    e = subparsers.add_parser("export", help="export the store's complete circuits")
+    e.add_argument("--format", choices=("parquet", "graphml", "json"), required=True)
+    e.add_argument("--out", required=True, help="output file (graphml, json) or folder (parquet)")
+    e.add_argument("--model", default=None, help="only this model")
+    e.set_defaults(func=cmd_export)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingest.store_cli", description="NeurFlow store commands")
+    sub = parser.add_subparsers(dest="command", metavar="{store,query,export}")
+    sub.required = True
+    add_store_commands(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
