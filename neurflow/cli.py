@@ -110,10 +110,10 @@ def cmd_circuit(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from neurflow.train import ensure_trained
+    from neurflow.train import ensure_trained, read_sidecar
 
-    info = ensure_trained(force=args.force)
-    print(json.dumps(info, indent=2))
+    path = ensure_trained(force=args.force)
+    print(json.dumps({"weights": str(path), **(read_sidecar() or {})}, indent=2))
     return 0
 
 
@@ -150,13 +150,26 @@ def _extra_commands() -> list[Callable]:
     return found
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the user must change something": printed as one line, no traceback."""
+    errors: list[type[BaseException]] = [NeurflowInputError]
+    try:
+        from ingest.errors import StoreError
+
+        errors.append(StoreError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except NeurflowInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except _user_errors() as exc:
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

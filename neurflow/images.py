@@ -101,3 +101,22 @@ def cut_crops(pixels: torch.Tensor, boxes: list[tuple[int, int, int, int, float]
             patch = F.interpolate(patch, size=(h, w), mode="bilinear", align_corners=False)
         out.append(patch)
     return torch.stack(out, dim=1).reshape(n * len(boxes), c, h, w)
+
+
+def crop_picture(pixels: torch.Tensor, box: tuple[int, int, int, int], mean, std, min_side: int = 64):
+    """A crop of one preprocessed image `(C, S, S)` as a PIL image for people to look at.
+
+    Undoes the normalisation; small crops are enlarged (nearest) to `min_side` so that a
+    28-pixel Fashion-MNIST crop is still visible in a grid."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = box
+    c = pixels.shape[0]
+    patch = pixels[:, y0:y1, x0:x1].detach().float().cpu()
+    patch = patch * torch.tensor(std).reshape(c, 1, 1) + torch.tensor(mean).reshape(c, 1, 1)
+    array = (patch.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[:, :, 0] if c == 1 else array, mode="L" if c == 1 else "RGB")
+    if max(picture.size) < min_side:
+        scale = -(-min_side // max(picture.size))
+        picture = picture.resize((picture.size[0] * scale, picture.size[1] * scale), Image.NEAREST)
+    return picture
