@@ -200,10 +200,22 @@ def run_readonly(
     `max_rows`: stop reading after that many rows (the transaction is rolled back anyway)."""
     check_readonly(cypher)  # layer 1
     st = store or readonly_store(config)  # layer 2: the read-only account
+    return execute_rolled_back(st, cypher, params, max_rows=max_rows, timeout=timeout)
+
+
+def execute_rolled_back(
+    st: Store,
+    cypher: str,
+    params: dict[str, Any] | None = None,
+    *,
+    max_rows: int | None = 10000,
+    timeout: float | None = 60.0,
+) -> tuple[list[str], list[list[Any]]]:
+    """Layer 3 alone: run `cypher` in a READ-mode explicit transaction that is always rolled back."""
     cfg = st.config
     try:
         with st.driver.session(database=st.database, default_access_mode=neo4j.READ_ACCESS) as session:
-            tx = session.begin_transaction(timeout=timeout)  # layer 3: always rolled back
+            tx = session.begin_transaction(timeout=timeout)
             try:
                 result = tx.run(cypher, params or {})
                 columns = list(result.keys())
@@ -223,7 +235,7 @@ def run_readonly(
         msg = one_line(getattr(exc, "message", None) or exc)
         if "Forbidden" in code or "AccessMode" in code or "not allowed" in msg:
             raise ReadOnlyViolation(f"refused by the store (read-only account): {msg}") from None
-        if isinstance(exc, (nx.AuthError,)) or "Database" in code:
+        if isinstance(exc, nx.AuthError) or "Database" in code:
             raise translate_error(exc, cfg) from None
         raise StoreQueryError(f"the query failed: {msg}") from None
     except Exception as exc:

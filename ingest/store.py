@@ -108,6 +108,10 @@ class Store:
             raise translate_error(exc, self.config) from None
 
     @property
+    def cfg(self) -> StoreConfig:  # alias used by callers that say cfg
+        return self.config
+
+    @property
     def server_agent(self) -> str:
         if self._agent is None:
             try:

@@ -147,6 +147,45 @@ def make_circuit(
     return c
 
 
+def expected_counts(circuits) -> dict[str, int]:
+    """Node and relationship counts the store must hold after writing `circuits` (all complete)."""
+    models = {c.model for c in circuits}
+    layers = {(c.model, rec.name) for c in circuits for rec in c.layers}
+    classes = {(c.model, c.class_index) for c in circuits}
+    neurons: set = set()
+    images: set = set()
+    crops: set = set()
+    out = {k: 0 for k in ("Concept", "Group", "INCLUDES", "FEEDS", "DRIVES", "IN_GROUP", "GROUP_FEEDS", "EXEMPLIFIED_BY")}
+    for c in circuits:
+        neurons |= {(c.model, n.depth, n.channel) for n in c.neurons}
+        neurons |= {(c.model, r.depth + 1, r.lower_channel) for r in c.core} | {(c.model, r.depth, r.channel) for r in c.core}
+        neurons |= {(c.model, e.depth + 1, e.lower_channel) for e in c.edges}
+        neurons |= {(c.model, k.depth, k.channel) for k in c.concepts}
+        groups = {(m.depth, m.group) for m in c.group_members}
+        groups |= {(g.depth, g.upper_group) for g in c.group_edges} | {(g.depth + 1, g.lower_group) for g in c.group_edges}
+        crop_by_id = {cr.crop_id: cr for cr in c.crops}
+        sha = {im.image_id: im.sha256 for im in c.images}
+        reps = {(m.depth, m.channel, m.concept, m.crop_id) for m in c.concept_members if m.rep_rank >= 0}
+        for *_, crop_id in reps:
+            cr = crop_by_id[crop_id]
+            images.add(sha[cr.image_id])
+            crops.add((sha[cr.image_id], cr.x0, cr.y0, cr.x1, cr.y1))
+        out["Concept"] += len(c.concepts)
+        out["Group"] += len(groups)
+        out["INCLUDES"] += len(c.neurons)
+        out["FEEDS"] += len(c.core)
+        out["DRIVES"] += len(c.edges)
+        out["IN_GROUP"] += len(c.group_members)
+        out["GROUP_FEEDS"] += len(c.group_edges)
+        out["EXEMPLIFIED_BY"] += len(reps)
+    out.update(
+        Model=len(models), Layer=len(layers), Class=len(classes), Circuit=len(circuits), Neuron=len(neurons),
+        Image=len(images), Crop=len(crops), HAS_LAYER=len(layers), HAS_NEURON=len(neurons), HAS_CLASS=len(classes),
+        HAS_CIRCUIT=len(circuits), HAS_CONCEPT=out["Concept"], OF=out["Concept"], HAS_GROUP=out["Group"], CROP_OF=len(crops),
+    )  # fmt: skip
+    return out
+
+
 def model_info(model: str = TEST_MODEL) -> dict:
     return {"name": model, "arch": "tiny-cnn", "weights_sha256": "0" * 64, "num_classes": LAYERS[0][1], "input_size": 28}
 
