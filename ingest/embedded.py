@@ -462,4 +462,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the server is stopped and its databases closed; a client connection still open would keep
+    # a non-daemon Bolt thread, and so the JVM and this process, alive at a normal exit
+    os._exit(code)
