@@ -23,6 +23,9 @@ from ingest.errors import (
 )
 
 
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
 def _where(cfg: StoreConfig) -> str:
     return f"{cfg.uri}" + (f" (database {cfg.database})" if cfg.database else "")
 
@@ -57,6 +60,11 @@ def translate_error(exc: Exception, cfg: StoreConfig, *, user: str | None = None
 def open_driver(cfg: StoreConfig, *, readonly: bool = False, verify: bool = True) -> neo4j.Driver:
     """A driver for `cfg` (the read-only account when `readonly`), verified against the database."""
     auth = cfg.readonly_auth if readonly else cfg.auth
+    scheme = cfg.uri.split("://", 1)[0].lower() if "://" in cfg.uri else ""
+    if scheme not in BOLT_SCHEMES:
+        raise StoreError(
+            f"the store URI {cfg.uri!r} is not a Bolt URI; set NEURFLOW_STORE_URI to bolt://host:7687 (or neo4j://, bolt+s://)"
+        )
     try:
         driver = GraphDatabase.driver(cfg.uri, auth=auth, connection_timeout=10, max_transaction_retry_time=15)
     except Exception as exc:  # bad URI scheme and the like
