@@ -254,3 +254,45 @@ def test_write_through_a_bare_driver_and_session(store):
 def test_thumbnails_need_an_artifact_folder(store):
     with pytest.raises(ValueError, match="artifact_dir"):
         write_circuit(store, make_circuit(0), None, thumbnails=lambda i: Image.new("RGB", (4, 4)))
+
+
+def test_export_formats(store, tmp_path, monkeypatch, capsys):
+    import xml.etree.ElementTree as ET
+
+    import pyarrow.parquet as pq
+
+    from ingest.store_cli import main
+
+    done = [make_circuit(0), make_circuit(1)]
+    for c in done:
+        write_circuit(store, c, model_info=model_info())
+    write_circuit(store, make_circuit(2), _stop_after="head")  # running: not exported
+    want = nonzero(expected_counts(done))
+    want["Class"] = want["HAS_CLASS"] = 3  # classes are model structure; class 2 has no complete circuit yet
+
+    monkeypatch.setenv("NEURFLOW_STORE_DATABASE", store.database)
+    assert main(["export", "--format", "json", "--out", str(tmp_path / "g.json")]) == 0
+    assert "exported" in capsys.readouterr().out
+    payload = json.loads((tmp_path / "g.json").read_text())
+    got: dict[str, int] = {}
+    for n in payload["nodes"]:
+        got[n["label"]] = got.get(n["label"], 0) + 1
+    for r in payload["relationships"]:
+        got[r["type"]] = got.get(r["type"], 0) + 1
+    assert got == want
+    uids = {n["uid"] for n in payload["nodes"]}
+    assert all(r["start"] in uids and r["end"] in uids for r in payload["relationships"])
+
+    assert main(["export", "--format", "parquet", "--out", str(tmp_path / "pq")]) == 0
+    assert pq.read_table(tmp_path / "pq" / "nodes_Circuit.parquet").num_rows == 2
+    feeds = pq.read_table(tmp_path / "pq" / "rels_FEEDS.parquet").to_pylist()
+    assert len(feeds) == want["FEEDS"] and {"start", "end", "circuit", "importance", "rank"} <= set(feeds[0])
+
+    assert main(["export", "--format", "graphml", "--out", str(tmp_path / "g.graphml")]) == 0
+    ns = {"g": "http://graphml.graphdrawing.org/xmlns"}
+    graph = ET.parse(tmp_path / "g.graphml").getroot().find("g:graph", ns)
+    assert len(graph.findall("g:node", ns)) == len(payload["nodes"])
+    assert len(graph.findall("g:edge", ns)) == len(payload["relationships"])
+
+    assert main(["export", "--format", "json", "--out", str(tmp_path / "x.json"), "--model", "no-such-model"]) == 0
+    assert json.loads((tmp_path / "x.json").read_text())["nodes"] == []
