@@ -1,0 +1,303 @@
+"""Images for the method: Fashion-MNIST by name, or a folder of image files.
+
+`load_images(data, spec, class_index)` turns either into an `ImageSet` preprocessed the way the
+model in `spec` expects (size, channels, mean/std).
+
+* Fashion-MNIST is read from the Debian package `dataset-fashion-mnist`
+  (`/usr/share/datasets/fashion-mnist/*-ubyte.gz`, idx format parsed with numpy); when those
+  files are missing torchvision downloads the data set into `cache_dir()/torchvision`.
+  Sources are `fashion-mnist:<split>:<index>`, sha256 is the hash of the raw 28x28 uint8 pixels.
+* A folder is read in torchvision `ImageFolder` layout: one subfolder per class, classes in
+  sorted name order, files in sorted path order.  Labels are folder class indices; sources are
+  file paths, sha256 the file bytes' hash.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurflow.cache import cache_dir
+from neurflow.images import ImageSet, NeurflowInputError, file_hash, pixel_hash
+
+if TYPE_CHECKING:  # pragma: no cover
+    from neurflow.models.registry import ModelSpec
+
+FASHION_MNIST = "fashion-mnist"
+DATASETS = (FASHION_MNIST,)
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's `dataset-fashion-mnist` puts the files (override with `$NEURFLOW_FASHION_MNIST_DIR`)."""
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+SPLITS = {"train": "train", "test": "t10k", "t10k": "t10k"}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+_FIX = "install it with `apt-get install dataset-fashion-mnist`"
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+def _split_name(split: str) -> str:
+    if split not in SPLITS:
+        raise NeurflowInputError(f"unknown split {split!r}: use 'train' or 'test'")
+    return "test" if SPLITS[split] == "t10k" else "train"
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse one (optionally gzipped) idx file of unsigned bytes into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise NeurflowInputError(f"{path} is not an idx file of unsigned bytes")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    if data.size != int(np.prod(dims)):
+        raise NeurflowInputError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def _debian_dir() -> Path:
+    return Path(os.environ.get("NEURFLOW_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
+
+
+@lru_cache(maxsize=4)
+def _read_fashion_mnist(split: str, root: str | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    prefix = SPLITS[split]
+    folder = Path(root) if root is not None else _debian_dir()
+    images_file = folder / f"{prefix}-images-idx3-ubyte.gz"
+    labels_file = folder / f"{prefix}-labels-idx1-ubyte.gz"
+    if images_file.is_file() and labels_file.is_file():
+        images, labels = read_idx(images_file), read_idx(labels_file)
+    else:
+        if not download:
+            raise NeurflowInputError(f"Fashion-MNIST files not found in {folder}: {_FIX}")
+        try:
+            from torchvision.datasets import FashionMNIST
+
+            ds = FashionMNIST(str(cache_dir() / "torchvision"), train=(prefix == "train"), download=True)
+            images, labels = ds.data.numpy(), ds.targets.numpy().astype(np.uint8)
+        except Exception as exc:  # no network, disk full, corrupt download...
+            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            raise NeurflowInputError(
+                f"Fashion-MNIST not found in {folder} and the download failed ({reason}): {_FIX}"
+            ) from exc
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
+        raise NeurflowInputError(f"Fashion-MNIST files in {folder} have unexpected shapes {images.shape}, {labels.shape}")
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def read_fashion_mnist(split: str = "train", *, root: str | Path | None = None, download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST `(images uint8 (N, 28, 28), labels uint8 (N,))` of split 'train' or 'test'.
+
+    Reads the Debian files (or those in `root`); otherwise downloads with torchvision when
+    `download`.  Raises `NeurflowInputError` naming the fix when neither works.  Arrays are
+    cached in memory and read-only."""
+    return _read_fashion_mnist(_split_name(split), None if root is None else str(root), download)
+
+
+# ----------------------------------------------------------------------- preprocessing
+def _resize_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side of a (N, C, H, W) float batch to `size`, then center-crop."""
+    h, w = pixels.shape[-2:]
+    if (h, w) != (size, size):
+        if min(h, w) != size:
+            scale = size / min(h, w)
+            nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+            pixels = F.interpolate(pixels, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+            h, w = nh, nw
+        top, left = (h - size) // 2, (w - size) // 2
+        pixels = pixels[..., top : top + size, left : left + size]
+    return pixels
+
+
+def _normalise(pixels: torch.Tensor, spec: "ModelSpec") -> torch.Tensor:
+    mean = torch.tensor(spec.mean, dtype=pixels.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=pixels.dtype).view(1, -1, 1, 1)
+    return ((pixels - mean) / std).contiguous()
+
+
+def preprocess_tensor(pixels: torch.Tensor, spec: "ModelSpec") -> torch.Tensor:
+    """Preprocess an in-memory batch `(N, C, H, W)` (or one `(C, H, W)` image) of values in [0, 1].
+
+    The channel count must already be the model's: an in-memory tensor is never converted
+    (a 1-channel batch for a 3-channel model is an error, not a silent repeat)."""
+    if not isinstance(pixels, torch.Tensor):
+        raise NeurflowInputError(f"images must be a torch tensor, got {type(pixels).__name__}")
+    if pixels.ndim == 3:
+        pixels = pixels.unsqueeze(0)
+    if pixels.ndim != 4:
+        raise NeurflowInputError(f"images must be a (N, C, H, W) tensor, got shape {tuple(pixels.shape)}")
+    if pixels.shape[1] != spec.in_channels:
+        raise NeurflowInputError(
+            f"images have {pixels.shape[1]} channels but {spec.name} expects {spec.in_channels}"
+        )
+    pixels = pixels.float() / 255.0 if not pixels.is_floating_point() else pixels.float()
+    return _normalise(_resize_crop(pixels, spec.input_size), spec)
+
+
+def images_from_tensor(
+    pixels: torch.Tensor, spec: "ModelSpec", labels: list[int], sources: list[str] | None = None
+) -> ImageSet:
+    """An `ImageSet` from an in-memory batch of [0, 1] images (uint8 is divided by 255).
+
+    sha256 is the hash of the raw pixels handed in."""
+    raw = pixels.unsqueeze(0) if isinstance(pixels, torch.Tensor) and pixels.ndim == 3 else pixels
+    out = preprocess_tensor(raw, spec)
+    n = out.shape[0]
+    sources = sources if sources is not None else [f"tensor:{i}" for i in range(n)]
+    return ImageSet(out, list(sources), [int(x) for x in labels], [pixel_hash(raw[i]) for i in range(n)])
+
+
+def _check_class(class_index: int | None, n: int, what: str) -> None:
+    if class_index is not None and not (0 <= int(class_index) < n):
+        raise NeurflowInputError(f"class index {class_index} is out of range for {what}: valid 0..{n - 1}")
+
+
+def _fashion_images(spec: "ModelSpec", class_index: int | None, split: str, limit: int | None) -> ImageSet:
+    split = _split_name(split)
+    _check_class(class_index, len(FASHION_MNIST_CLASSES), FASHION_MNIST)
+    images, labels = read_fashion_mnist(split)
+    index = np.arange(len(labels)) if class_index is None else np.flatnonzero(labels == int(class_index))
+    if limit is not None:
+        index = index[: max(int(limit), 0)]
+    if len(index) == 0:
+        raise NeurflowInputError(f"no Fashion-MNIST {split} images selected (class {class_index}, limit {limit})")
+    raw = torch.from_numpy(images[index].copy())  # (n, 28, 28) uint8
+    pixels = raw.unsqueeze(1).float() / 255.0
+    if spec.in_channels != 1:  # a grayscale data set for an RGB model: replicate, as PIL's L -> RGB does
+        pixels = pixels.expand(-1, spec.in_channels, -1, -1)
+    pixels = _normalise(_resize_crop(pixels, spec.input_size), spec)
+    return ImageSet(
+        pixels,
+        [f"{FASHION_MNIST}:{split}:{int(i)}" for i in index],
+        [int(labels[i]) for i in index],
+        [pixel_hash(raw[j]) for j in range(len(index))],
+    )
+
+
+# --------------------------------------------------------------------------------- folders
+def folder_classes(folder: str | Path) -> list[str]:
+    """Class names of an ImageFolder-layout folder: its subfolders, sorted."""
+    root = Path(folder)
+    if not root.exists():
+        raise NeurflowInputError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise NeurflowInputError(f"{root} is not a folder (expected {root}/<class>/<image>)")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise NeurflowInputError(f"image folder {root} has no class subfolders (expected {root}/<class>/<image>)")
+    return classes
+
+
+def _folder_files(root: Path, cls: str) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root / cls, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                files.append(Path(dirpath) / name)
+    return sorted(files)
+
+
+def _read_image(path: Path, spec: "ModelSpec") -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    mode = "L" if spec.in_channels == 1 else "RGB"
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("P", "PA", "LA", "RGBA") and mode == "RGB":
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)
+            img = img.convert(mode)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise NeurflowInputError(f"cannot read image {path}: {type(exc).__name__}") from exc
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] != spec.in_channels:
+        raise NeurflowInputError(f"image {path} has {arr.shape[2]} channels; {spec.name} expects {spec.in_channels}")
+    pixels = torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return _resize_crop(pixels, spec.input_size)[0]
+
+
+def _folder_images(folder: str, spec: "ModelSpec", class_index: int | None, limit: int | None) -> ImageSet:
+    root = Path(folder)
+    classes = folder_classes(root)
+    _check_class(class_index, len(classes), f"{root} ({len(classes)} class folders)")
+    wanted = range(len(classes)) if class_index is None else [int(class_index)]
+    files: list[tuple[Path, int]] = []
+    for c in wanted:
+        files.extend((f, c) for f in _folder_files(root, classes[c]))
+    if limit is not None:
+        files = files[: max(int(limit), 0)]
+    if not files:
+        where = root if class_index is None else root / classes[int(class_index)]
+        raise NeurflowInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {where}")
+    pixels = torch.stack([_read_image(f, spec) for f, _ in files])
+    return ImageSet(
+        _normalise(pixels, spec),
+        [str(f) for f, _ in files],
+        [c for _, c in files],
+        [file_hash(str(f)) for f, _ in files],
+    )
+
+
+# ------------------------------------------------------------------------------ public API
+def _is_folder_arg(data: str) -> bool:
+    return os.sep in data or "/" in data or data.startswith(".") or Path(data).exists()
+
+
+def load_images(
+    data: str,
+    spec: "ModelSpec",
+    class_index: int | None = None,
+    split: str = "train",
+    limit: int | None = None,
+) -> ImageSet:
+    """The images of one class (or all classes) of `data`, preprocessed for `spec`.
+
+    `data` is a data set name (`fashion-mnist`) or an ImageFolder-layout folder.  `split`
+    ('train' / 'test') only applies to data sets.  `limit` keeps the first `limit` images of
+    the deterministic order (index order for data sets, sorted paths for folders)."""
+    data = str(data)
+    if data in DATASETS:
+        return _fashion_images(spec, class_index, split, limit)
+    if _is_folder_arg(data):
+        return _folder_images(data, spec, class_index, limit)
+    raise NeurflowInputError(f"unknown data set {data!r}: use one of {', '.join(DATASETS)} or an image folder path")
+
+
+def class_names(data: str, spec: "ModelSpec") -> list[str]:
+    """Class names of `data`: Fashion-MNIST's ten names, or a folder's sorted subfolder names."""
+    data = str(data)
+    if data == FASHION_MNIST:
+        return list(FASHION_MNIST_CLASSES)
+    if _is_folder_arg(data):
+        return folder_classes(data)
+    raise NeurflowInputError(f"unknown data set {data!r}: use one of {', '.join(DATASETS)} or an image folder path")

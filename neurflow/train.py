@@ -1,0 +1,255 @@
+"""Train the demo model (`fashion-cnn`) on Fashion-MNIST with the project's own code.
+
+    python -m neurflow.train            # train if `cache_dir()/fashion-cnn.pt` is missing
+    python -m neurflow.train --force    # retrain
+
+Deterministic: fixed seed for the initial weights and for the data order (one seeded
+permutation per epoch), no data-loader workers.  On CPU it trains with bf16 autocast and
+channels-last tensors (fast on CPUs with AMX / AVX512-BF16); accuracy is always measured in
+float32, the precision the method runs in.
+
+The weights are a plain state dict at `cache_dir()/fashion-cnn.pt` with a JSON sidecar
+`fashion-cnn.json` (accuracy, seed, epochs, seconds, ...).  Both are written to temporary files
+and renamed into place (sidecar first), so the weights file exists only when complete; an
+`fcntl` lock on `fashion-cnn.lock` keeps two processes from training at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurflow.cache import cache_dir
+from neurflow.datasets import read_fashion_mnist
+from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD, FashionCNN
+
+WEIGHTS_NAME = "fashion-cnn.pt"
+SIDECAR_NAME = "fashion-cnn.json"
+LOCK_NAME = "fashion-cnn.lock"
+
+SEED = 0
+EPOCHS = 5
+BATCH_SIZE = 256
+MAX_LR = 4e-3
+WEIGHT_DECAY = 5e-4
+LABEL_SMOOTHING = 0.05
+
+
+def weights_path() -> Path:
+    return cache_dir() / WEIGHTS_NAME
+
+
+def sidecar_path() -> Path:
+    return cache_dir() / SIDECAR_NAME
+
+
+def read_sidecar() -> dict[str, Any] | None:
+    try:
+        return json.loads(sidecar_path().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------- data
+def _as_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised float images (N, 1, 28, 28) and int64 labels of a split."""
+    images, labels = read_fashion_mnist(split)
+    x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)
+    x = (x - FASHION_MEAN[0]) / FASHION_STD[0]
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in float32 (eval mode)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        xb = x[i : i + batch_size].contiguous(memory_format=torch.channels_last)
+        correct += int((model(xb).argmax(1) == y[i : i + batch_size]).sum())
+    model.train(was_training)
+    return correct / len(y)
+
+
+def test_accuracy(model: torch.nn.Module) -> float:
+    """Accuracy of a fashion-cnn on the 10,000 Fashion-MNIST test images."""
+    x, y = _as_tensors("test")
+    return evaluate(model, x, y)
+
+
+# ------------------------------------------------------------------------------ training
+def train(
+    seed: int = SEED,
+    epochs: int = EPOCHS,
+    batch_size: int = BATCH_SIZE,
+    max_lr: float = MAX_LR,
+    flip: bool = True,
+    label_smoothing: float = LABEL_SMOOTHING,
+    bf16: bool | None = None,
+    threads: int | None = None,
+    limit: int | None = None,
+    verbose: bool = True,
+) -> tuple[FashionCNN, dict[str, Any]]:
+    """Train a fresh `FashionCNN` on the Fashion-MNIST training split.
+
+    `limit` keeps only the first `limit` training and test images (for quick checks).
+    Returns the model (eval mode, contiguous float32 weights) and a summary dict."""
+    start = time.perf_counter()
+    old_threads = torch.get_num_threads()
+    if threads is None:
+        threads = min(old_threads, max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+    torch.set_num_threads(threads)
+    if bf16 is None:
+        bf16 = _bf16_fast()
+    try:
+        x_train, y_train = _as_tensors("train")
+        x_test, y_test = _as_tensors("test")
+        if limit is not None:
+            x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
+        torch.manual_seed(seed)
+        model = FashionCNN().to(memory_format=torch.channels_last)
+        steps_per_epoch = (len(y_train) + batch_size - 1) // batch_size
+        opt = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=WEIGHT_DECAY)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
+        )
+        order = torch.Generator().manual_seed(seed)
+        model.train()
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            perm = torch.randperm(len(y_train), generator=order)
+            flips = torch.rand(len(y_train), generator=order) < 0.5
+            total, count = 0.0, 0
+            for i in range(0, len(perm), batch_size):
+                idx = perm[i : i + batch_size]
+                xb = x_train[idx]
+                flip_b = flips[i : i + batch_size]
+                if flip:  # horizontal flip augmentation
+                    xb = torch.where(flip_b.view(-1, 1, 1, 1), xb.flip(-1), xb)
+                xb = xb.contiguous(memory_format=torch.channels_last)
+                yb = y_train[idx]
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+            if verbose:
+                print(
+                    f"epoch {epoch + 1}/{epochs}: loss {total / count:.4f} ({time.perf_counter() - t0:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        model = model.to(memory_format=torch.contiguous_format).eval()
+        accuracy = evaluate(model, x_test, y_test)
+    finally:
+        torch.set_num_threads(old_threads)
+    info = {
+        "model": "fashion-cnn",
+        "test_accuracy": round(accuracy, 4),
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "max_lr": max_lr,
+        "flip": flip,
+        "label_smoothing": label_smoothing,
+        "bf16": bool(bf16),
+        "threads": threads,
+        "seconds": round(time.perf_counter() - start, 1),
+        "torch": torch.__version__,
+    }
+    if limit is not None:
+        info["limit"] = limit
+    return model, info
+
+
+def _bf16_fast() -> bool:
+    """bf16 autocast helps on CPUs with native bf16 (AMX / AVX512-BF16); elsewhere it is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+# --------------------------------------------------------------------------- cached file
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    with open(cache_dir() / LOCK_NAME, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def ensure_trained(force: bool = False, verbose: bool = True) -> Path:
+    """Path of the trained weights, training them first when missing (or when `force`)."""
+    path = weights_path()
+    if path.is_file() and not force:
+        return path
+    with _lock():
+        if path.is_file() and not force:  # another process trained while we waited
+            return path
+        if verbose:
+            print(f"training fashion-cnn on Fashion-MNIST -> {path}", file=sys.stderr, flush=True)
+        model, info = train(verbose=verbose)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        _atomic_write(sidecar_path(), lambda fh: fh.write(json.dumps(info, indent=2, sort_keys=True).encode()))
+        _atomic_write(path, lambda fh: torch.save(state, fh))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m neurflow.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--force", action="store_true", help="retrain even when cached weights exist")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    args = parser.parse_args(argv)
+    from neurflow.images import NeurflowInputError
+
+    try:
+        path = ensure_trained(force=args.force, verbose=not args.quiet)
+    except NeurflowInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    info = read_sidecar() or {}
+    acc = info.get("test_accuracy")
+    if acc is None:  # sidecar lost: measure again
+        from neurflow.models.registry import load_model
+
+        acc = test_accuracy(load_model("fashion-cnn", train_if_missing=False).module)
+    print(f"test accuracy {acc:.4f}  seconds {info.get('seconds', '?')}  weights {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
