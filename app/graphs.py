@@ -1,0 +1,286 @@
+"""Graph drawing without a browser library: layouts computed here, drawn as plotly figures.
+
+- `layered_layout`: depth 0 (class logits) on top, each deeper layer one row below; the nodes of a
+  row are ordered by the mean position of the nodes they feed (one barycentre sweep from the top),
+  which removes most crossings of a circuit.
+- `layered_figure`: nodes and weighted edges; edge width and colour follow |weight| (5 bins, one
+  trace each, so a figure of a thousand edges is still a dozen traces), or a category colour
+  (diff views: shared / only A / only B).
+- `result_figure`: the nodes and relationships of a console result, spring layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+
+DIFF_COLOURS = {"both": "#7b5ea7", "only_a": "#1f77b4", "only_b": "#ff7f0e"}
+DIFF_NAMES = {"both": "shared", "only_a": "only A", "only_b": "only B"}
+
+
+@dataclass
+class GNode:
+    id: str
+    depth: int
+    label: str
+    hover: str = ""
+    category: str = "node"  # colour group (legend entry)
+    size: float = 14.0
+    order: float = 0.0  # tie-break inside a layer (e.g. channel)
+
+
+@dataclass
+class GEdge:
+    lower: str  # the edge runs lower -> upper (information flows up)
+    upper: str
+    weight: float
+    category: str | None = None  # diff category; None: colour by weight
+    hover: str = ""
+
+
+@dataclass
+class Layout:
+    pos: dict[str, tuple[float, float]] = field(default_factory=dict)
+    depths: list[int] = field(default_factory=list)
+
+
+def layered_layout(nodes: Iterable[GNode], edges: Iterable[GEdge]) -> Layout:
+    """x in [0, 1] per row (evenly spread), y = -depth; barycentre ordering top-down."""
+    nodes = list(nodes)
+    by_depth: dict[int, list[GNode]] = {}
+    for n in nodes:
+        by_depth.setdefault(n.depth, []).append(n)
+    ups: dict[str, list[str]] = {}
+    for e in edges:
+        ups.setdefault(e.lower, []).append(e.upper)
+    out = Layout(depths=sorted(by_depth))
+    for d in out.depths:
+        row = by_depth[d]
+
+        def key(n: GNode) -> tuple[float, float]:
+            xs = [out.pos[u][0] for u in ups.get(n.id, []) if u in out.pos]
+            return (sum(xs) / len(xs) if xs else 0.5, n.order)
+
+        row.sort(key=key)
+        k = len(row)
+        for i, n in enumerate(row):
+            out.pos[n.id] = ((i + 0.5) / k, -float(d))
+    return out
+
+
+def _weight_bins(edges: list[GEdge], bins: int = 5) -> tuple[float, list[list[GEdge]]]:
+    top = max((abs(e.weight) for e in edges), default=0.0) or 1.0
+    out: list[list[GEdge]] = [[] for _ in range(bins)]
+    for e in edges:
+        b = min(bins - 1, int(abs(e.weight) / top * bins))
+        out[b].append(e)
+    return top, out
+
+
+def layered_figure(
+    nodes: list[GNode],
+    edges: list[GEdge],
+    *,
+    layer_names: dict[int, str] | None = None,
+    node_colours: dict[str, str] | None = None,
+    selected: str | None = None,
+    weight_name: str = "weight",
+    height: int | None = None,
+) -> go.Figure:
+    """A layered graph: nodes by depth (0 on top), edges lower -> upper."""
+    lay = layered_layout(nodes, edges)
+    pos = lay.pos
+    edges = [e for e in edges if e.lower in pos and e.upper in pos]
+    traces: list[go.BaseTraceType] = []
+    signed = any(e.weight < 0 for e in edges)
+
+    def line_trace(group: list[GEdge], colour: str, width: float, name: str, legend: bool) -> go.Scatter:
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for e in group:
+            (x0, y0), (x1, y1) = pos[e.lower], pos[e.upper]
+            xs += [x0, x1, None]
+            ys += [y0, y1, None]
+        return go.Scatter(x=xs, y=ys, mode="lines", line={"color": colour, "width": width}, hoverinfo="skip",
+                          name=name, showlegend=legend, legendgroup=name)
+
+    categorical = [e for e in edges if e.category]
+    weighted = [e for e in edges if not e.category]
+    if weighted:
+        top, bins = _weight_bins(weighted)
+        for i, group in enumerate(bins):
+            if not group:
+                continue
+            frac = (i + 0.5) / len(bins)
+            pos_colour = sample_colorscale("Blues", [0.35 + 0.65 * frac])[0]
+            neg_colour = sample_colorscale("Reds", [0.35 + 0.65 * frac])[0]
+            width = 0.6 + 4.4 * frac
+            lo, hi = top * i / len(bins), top * (i + 1) / len(bins)
+            for sign, colour in ((1, pos_colour), (-1, neg_colour)):
+                part = [e for e in group if (e.weight >= 0) == (sign > 0)]
+                if part:
+                    label = f"{'−' if sign < 0 else ''}{weight_name} {lo:.2g}–{hi:.2g}" if signed else f"{weight_name} {lo:.2g}–{hi:.2g}"
+                    traces.append(line_trace(part, colour, width, label, True))
+    if categorical:
+        top = max(abs(e.weight) for e in categorical) or 1.0
+        for cat in ("both", "only_a", "only_b"):
+            group = [e for e in categorical if e.category == cat]
+            first = True
+            for thick in (False, True):
+                part = [e for e in group if (abs(e.weight) / top >= 0.5) == thick]
+                if part:
+                    traces.append(line_trace(part, DIFF_COLOURS.get(cat, "#999"), 3.5 if thick else 1.2,
+                                             f"{DIFF_NAMES.get(cat, cat)} edges", first))
+                    first = False
+    # hover points in the middle of the edges
+    if edges:
+        traces.append(go.Scatter(
+            x=[(pos[e.lower][0] + pos[e.upper][0]) / 2 for e in edges],
+            y=[(pos[e.lower][1] + pos[e.upper][1]) / 2 for e in edges],
+            mode="markers", marker={"size": 6, "opacity": 0.0}, showlegend=False,
+            hovertext=[e.hover or f"{e.lower} → {e.upper}<br>{weight_name} {e.weight:.4g}" for e in edges],
+            hoverinfo="text", name="edges",
+        ))  # fmt: skip
+    # nodes, one trace per category
+    cats: dict[str, list[GNode]] = {}
+    for n in nodes:
+        cats.setdefault(n.category, []).append(n)
+    palette = node_colours or {}
+    default_colours = ["#2a9d8f", "#264653", "#e9c46a", "#f4a261", "#e76f51"]
+    for i, (cat, group) in enumerate(cats.items()):
+        colour = palette.get(cat, default_colours[i % len(default_colours)])
+        traces.append(go.Scatter(
+            x=[pos[n.id][0] for n in group], y=[pos[n.id][1] for n in group],
+            mode="markers+text", text=[n.label for n in group], textposition="top center",
+            textfont={"size": 10},
+            marker={"size": [n.size for n in group], "color": colour,
+                    "line": {"width": [3 if n.id == selected else 0.5 for n in group],
+                             "color": ["#d62728" if n.id == selected else "#ffffff" for n in group]}},
+            hovertext=[n.hover or n.id for n in group], hoverinfo="text", customdata=[n.id for n in group],
+            name=DIFF_NAMES.get(cat, cat), showlegend=len(cats) > 1,
+        ))  # fmt: skip
+    names = layer_names or {}
+    fig = go.Figure(traces)
+    rows = max(1, len(lay.depths))
+    fig.update_layout(
+        height=height or min(900, 140 + 130 * rows),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        plot_bgcolor="white",
+        hovermode="closest",
+        clickmode="event+select",
+        dragmode="pan",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+        xaxis={"visible": False, "range": [-0.03, 1.03]},
+        yaxis={
+            "tickmode": "array",
+            "tickvals": [-float(d) for d in lay.depths],
+            "ticktext": [names.get(d, f"depth {d}") for d in lay.depths],
+            "showgrid": True,
+            "gridcolor": "#eeeeee",
+            "zeroline": False,
+            "range": [-(max(lay.depths, default=0)) - 0.5, 0.6],
+        },
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- console results
+def spring_layout(ids: list[str], links: list[tuple[str, str]], seed: int = 0) -> dict[str, tuple[float, float]]:
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(ids)
+    g.add_edges_from((a, b) for a, b in links if a in g and b in g)
+    if len(ids) <= 1:
+        return {i: (0.0, 0.0) for i in ids}
+    raw = nx.spring_layout(g, seed=seed, iterations=60)
+    return {k: (float(v[0]), float(v[1])) for k, v in raw.items()}
+
+
+def result_figure(nodes: dict[str, dict[str, Any]], rels: list[dict[str, Any]], *, height: int = 520) -> go.Figure:
+    """Nodes ``{id: {labels, props}}`` and relationships ``[{type, start, end, props}]``."""
+    ids = list(nodes)
+    pos = spring_layout(ids, [(r["start"], r["end"]) for r in rels])
+    traces: list[go.BaseTraceType] = []
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in rels:
+        if r["start"] in pos and r["end"] in pos:
+            by_type.setdefault(r["type"], []).append(r)
+    greys = ["#9e9e9e", "#b0bec5", "#bcaaa4", "#a5d6a7", "#ce93d8"]
+    for i, (t, group) in enumerate(sorted(by_type.items())):
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for r in group:
+            (x0, y0), (x1, y1) = pos[r["start"]], pos[r["end"]]
+            xs += [x0, x1, None]
+            ys += [y0, y1, None]
+        traces.append(go.Scatter(x=xs, y=ys, mode="lines", line={"width": 1.2, "color": greys[i % len(greys)]},
+                                 hoverinfo="skip", name=f":{t}"))
+        traces.append(go.Scatter(
+            x=[(pos[r["start"]][0] + pos[r["end"]][0]) / 2 for r in group],
+            y=[(pos[r["start"]][1] + pos[r["end"]][1]) / 2 for r in group],
+            mode="markers", marker={"size": 5, "opacity": 0.0}, showlegend=False, hoverinfo="text",
+            hovertext=[f":{r['type']} " + _props(r["props"]) for r in group],
+        ))  # fmt: skip
+    by_label: dict[str, list[str]] = {}
+    for nid, n in nodes.items():
+        by_label.setdefault(":".join(n["labels"]) or "(node)", []).append(nid)
+    colours = ["#2a9d8f", "#e76f51", "#264653", "#e9c46a", "#8ab17d", "#6d597a", "#f4a261", "#457b9d"]
+    for i, (label, group) in enumerate(sorted(by_label.items())):
+        traces.append(go.Scatter(
+            x=[pos[n][0] for n in group], y=[pos[n][1] for n in group], mode="markers+text",
+            text=[_caption(nodes[n]) for n in group], textposition="top center", textfont={"size": 9},
+            marker={"size": 13, "color": colours[i % len(colours)]}, name=label,
+            hovertext=[f"{label} " + _props(nodes[n]["props"]) for n in group], hoverinfo="text",
+        ))  # fmt: skip
+    fig = go.Figure(traces)
+    fig.update_layout(height=height, margin={"l": 5, "r": 5, "t": 5, "b": 5}, plot_bgcolor="white",
+                      xaxis={"visible": False}, yaxis={"visible": False}, dragmode="pan",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0})
+    return fig
+
+
+def _caption(node: dict[str, Any]) -> str:
+    p = node["props"]
+    for key in ("name", "label", "uid"):
+        if p.get(key) not in (None, ""):
+            text = str(p[key])
+            return text if len(text) <= 28 else "…" + text[-27:]
+    return ""
+
+
+def _props(props: dict[str, Any], limit: int = 8) -> str:
+    items = list(props.items())[:limit]
+    return "<br>".join(f"{k}: {_short(v)}" for k, v in items)
+
+
+def _short(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def heatmap_figure(labels: list[str], matrix: list[list[float]], *, title: str = "") -> go.Figure:
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=labels, y=labels, colorscale="Viridis", zmin=0.0, zmax=1.0,
+        text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}", textfont={"size": 10},
+        hovertemplate="%{y} vs %{x}<br>Jaccard %{z:.3f}<extra></extra>", colorbar={"title": "Jaccard"},
+    ))  # fmt: skip
+    n = len(labels)
+    fig.update_layout(height=min(760, 160 + 42 * n), margin={"l": 10, "r": 10, "t": 30 if title else 10, "b": 10},
+                      title=title or None, yaxis={"autorange": "reversed"})
+    return fig
+
+
+def bar_figure(x: list[str], series: dict[str, list[float]], *, y_title: str = "", height: int = 280) -> go.Figure:
+    fig = go.Figure([go.Bar(name=name, x=x, y=vals) for name, vals in series.items()])
+    fig.update_layout(barmode="group", height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      yaxis={"title": y_title}, legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0})
+    return fig
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

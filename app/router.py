@@ -1,0 +1,61 @@
+"""One script, four pages: the sidebar picks the page, the model and the parameter set; the
+page's module draws the rest.  Everything a page shows is in the URL (app/state.py)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import data
+from app.state import PAGES, UrlState
+from app.views import circuit, common, compare, console, overview
+from ingest.errors import StoreError
+
+VIEWS = {"overview": overview, "circuit": circuit, "compare": compare, "console": console}
+LATEST = "latest"
+
+
+def sidebar(url: UrlState) -> str:
+    st.sidebar.markdown("## 🧠 NeurFlow Store")
+    st.sidebar.caption("Neuron groups and their interactions, per class, in a graph you can query.")
+    return url.radio("Page", list(PAGES), key="page", default="overview", format_func=PAGES.get,
+                     container=st.sidebar, label_visibility="collapsed")
+
+
+def context(url: UrlState) -> common.Context | None:
+    """Model and parameter set from the sidebar; None when the store holds no circuits."""
+    models = [m for m in data.models() if m.get("complete_circuits")]
+    if not models:
+        return None
+    model = url.selectbox("Model", [m["model"] for m in models], key="model", container=st.sidebar)
+    sets = data.app_query("param_sets", model=model)
+    params = None
+    if len(sets) > 1:
+        labels = {s["params"]: f"{s['params']} (tau {s['tau']}, k {s['k']}, {s['classes']} classes)" for s in sets}
+        choice = url.selectbox("Parameter set", [LATEST] + list(labels), key="params", container=st.sidebar,
+                               format_func=lambda p: "latest per class" if p == LATEST else labels[p])
+        params = None if choice == LATEST else choice
+    return common.Context(model=model, params=params, class_names=data.class_names(model), layers=data.layers(model))
+
+
+def store_caption() -> None:
+    try:
+        cfg = data.config()
+        st.sidebar.caption(f"Store: {data.store_kind(cfg)} · {cfg.uri} · database {cfg.database or 'default'}")
+    except StoreError:
+        pass
+
+
+def main() -> None:
+    url = UrlState()
+    page = sidebar(url)
+    try:
+        ctx = context(url)
+        store_caption()
+        if ctx is None and page != "console":
+            st.header(PAGES[page])
+            common.empty_store_message()
+        else:
+            VIEWS[page].render(url, ctx or common.Context(model=None, params=None))
+    except StoreError as exc:
+        common.store_error_message(exc)
+    url.commit()

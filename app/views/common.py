@@ -1,0 +1,82 @@
+"""Pieces every page uses: the page context, in-app navigation, image grids, messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from app import data
+from app.state import PAGES
+
+
+@dataclass
+class Context:
+    """What the sidebar decided for this run."""
+
+    model: str | None
+    params: str | None  # parameter hash, None = the latest complete circuit per class
+    class_names: dict[int, str] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # name, depth, channels; by depth
+
+    @property
+    def layer_names(self) -> dict[int, str]:
+        return {row["depth"]: row["name"] for row in self.layers}
+
+    @property
+    def depth_of(self) -> dict[str, int]:
+        return {row["name"]: row["depth"] for row in self.layers}
+
+    def class_label(self, index: int) -> str:
+        name = self.class_names.get(index)
+        return f"{index} · {name}" if name is not None else str(index)
+
+
+def _go(page: str, state: dict[str, Any]) -> None:
+    st.session_state["w:page"] = page
+    st.session_state["keep:page"] = page
+    for key, value in state.items():
+        st.session_state["w:" + key] = value
+        st.session_state["keep:" + key] = value
+
+
+def nav_button(label: str, page: str, *, key: str, container: Any = st, **state: Any) -> None:
+    """A button that opens another page with some of its widgets set (e.g. a class)."""
+    container.button(label, key=key, on_click=_go, args=(page, state), help=f"open {PAGES[page]}")
+
+
+def image_row(rel_paths: list[str | None], *, width: int = 56, container: Any = st, captions: list[str] | None = None) -> int:
+    """Show the existing thumbnails of `rel_paths` in one row; returns how many were shown."""
+    paths = data.thumbnail_paths(rel_paths)
+    if paths:
+        container.image(paths, width=width, caption=captions[: len(paths)] if captions else None)
+    elif rel_paths:
+        container.caption("thumbnails not found in " + str(data.artifact_dir()))
+    else:
+        container.caption("no exemplar crops")
+    return len(paths)
+
+
+def empty_store_message() -> None:
+    cfg = data.config()
+    st.info(
+        f"The store at {cfg.uri} (database {cfg.database or 'default'}) holds no complete circuits yet.\n\n"
+        "Build the Fashion-MNIST demo with `neurflow demo`, or your own with "
+        "`neurflow ingest --model fashion-cnn --data fashion-mnist --classes all`; then reload this page.",
+        icon="ℹ️",
+    )
+
+
+def store_error_message(exc: Exception) -> None:
+    from ingest.errors import StoreUnavailable
+
+    st.error(f"The store cannot be read: {exc}", icon="⚠️")
+    if isinstance(exc, StoreUnavailable):
+        st.caption(
+            "The embedded store starts with `neurflow store start` (or `neurflow app`); an external Neo4j is "
+            "set with NEURFLOW_STORE_URI, NEURFLOW_STORE_USER, NEURFLOW_STORE_PASSWORD, NEURFLOW_STORE_DATABASE."
+        )
+    if st.button("Retry", key="retry_store"):
+        data.clear_caches()
+        st.rerun()

@@ -1,0 +1,230 @@
+"""Compare classes: shared and unique critical neurons per layer with Jaccard, the diff circuit,
+the class-by-class similarity heatmap, hub neurons and the reverse lookup of a neuron."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import data
+from app.graphs import DIFF_COLOURS, GEdge, GNode, bar_figure, heatmap_figure, layered_figure
+from app.state import UrlState
+from app.views.common import Context, nav_button
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def overlap_table(sets: dict[int, dict[int, set[int]]], classes: list[int], layer_names: dict[int, str],
+                  label) -> pd.DataFrame:
+    """Per layer (class logits left out): sizes, shared by all, unique to each, Jaccard."""
+    rows = []
+    depths = sorted({d for per in sets.values() for d in per if d > 0})
+    for d in depths:
+        per = {c: sets.get(c, {}).get(d, set()) for c in classes}
+        union = set().union(*per.values())
+        inter = set.intersection(*per.values()) if per else set()
+        row: dict[str, Any] = {"layer": layer_names.get(d, str(d)), "depth": d}
+        for c in classes:
+            row[f"|{label(c)}|"] = len(per[c])
+        row["shared by all"] = len(inter)
+        for c in classes:
+            others = set().union(*(per[o] for o in classes if o != c))
+            row[f"only {label(c)}"] = len(per[c] - others)
+        row["Jaccard"] = round(len(inter) / len(union), 4) if union else 0.0
+        if len(classes) > 2:
+            row["mean pairwise Jaccard"] = round(
+                sum(jaccard(per[a], per[b]) for a, b in combinations(classes, 2)) / (len(classes) * (len(classes) - 1) / 2), 4)
+        row["shared channels"] = ", ".join(str(x) for x in sorted(inter))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def render(url: UrlState, ctx: Context) -> None:
+    st.header("Compare classes")
+    names = ctx.class_names
+    options = list(names)
+    if len(options) < 2:
+        st.info("Comparing needs circuits of at least two classes.")
+        return
+    chosen = url.multiselect("Classes (pick two or more)", options, key="classes", default=options[:2],
+                             format_func=ctx.class_label)
+    if len(chosen) < 2:
+        st.info("Pick at least two classes to compare.")
+    else:
+        _overlap(ctx, chosen)
+        _diff(url, ctx, chosen)
+    _heatmap(url, ctx, chosen)
+    _hubs(url, ctx)
+    _reverse(url, ctx)
+
+
+# --------------------------------------------------------------------------- overlap
+def _overlap(ctx: Context, chosen: list[int]) -> None:
+    st.subheader("Shared and unique critical neurons")
+    with st.spinner("Comparing circuits…"):
+        rows = data.app_query("critical_sets", model=ctx.model, classes=chosen, params=ctx.params)
+    sets: dict[int, dict[int, set[int]]] = {}
+    for r in rows:
+        sets.setdefault(r["class_index"], {})[r["depth"]] = set(r["channels"])
+    missing = [c for c in chosen if c not in sets]
+    if missing:
+        st.warning("No complete circuit for " + ", ".join(ctx.class_label(c) for c in missing))
+    present = [c for c in chosen if c in sets]
+    if len(present) < 2:
+        return
+    short = {c: ctx.class_names.get(c, str(c)) for c in present}
+    table = overlap_table(sets, present, ctx.layer_names, lambda c: short[c])
+    st.dataframe(table, hide_index=True, width="stretch")
+    if not table.empty:
+        if len(present) == 2:
+            series = {"Jaccard": list(table["Jaccard"])}
+        else:
+            series = {"Jaccard (all)": list(table["Jaccard"]), "mean pairwise": list(table["mean pairwise Jaccard"])}
+        st.plotly_chart(bar_figure(list(table["layer"]), series, y_title="Jaccard", height=240),
+                        config={"displaylogo": False}, key="overlap_bars")
+
+
+# --------------------------------------------------------------------------- diff
+def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
+    st.subheader("Diff circuit")
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
+    a = url.selectbox("A", chosen, key="a", parse=int, default=chosen[0], container=c1, format_func=ctx.class_label)
+    b_opts = [c for c in chosen if c != a]
+    b = url.selectbox("B", b_opts, key="b", parse=int, default=b_opts[0], container=c2, format_func=ctx.class_label)
+    frac = url.slider("Min importance (share of max)", key="dw", min_value=0.0, max_value=1.0, default=0.05,
+                      step=0.01, container=c3)
+    top_k = url.number("Top-k", key="dk", min_value=1, max_value=64, default=2, container=c4)
+    deepest = max((row["depth"] for row in ctx.layers), default=0)
+    with st.spinner("Reading both circuits…"):
+        diff = data.lib("circuit_diff", model=ctx.model, class_a=a, class_b=b, params_a=ctx.params, params_b=ctx.params)
+        ea = data.app_query("neuron_edges", model=ctx.model, class_index=a, params=ctx.params, min_frac=frac,
+                            top_k=top_k, max_depth=deepest, limit=data.MAX_EDGES)
+        eb = data.app_query("neuron_edges", model=ctx.model, class_index=b, params=ctx.params, min_frac=frac,
+                            top_k=top_k, max_depth=deepest, limit=data.MAX_EDGES)
+    if not diff:
+        st.info("One of the two classes has no complete circuit.")
+        return
+    side_of_feed: dict[str, str] = {}
+    side_of_neuron: dict[str, str] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for r in diff:
+        counts[(r["kind"], r["side"])] = r["count"]
+        for item in r["items"]:
+            (side_of_feed if r["kind"] == "feeds" else side_of_neuron)[item] = r["side"]
+    la, lb = ctx.class_label(a), ctx.class_label(b)
+    m = st.columns(6)
+    m[0].metric("neurons shared", counts.get(("neuron", "both"), 0))
+    m[1].metric(f"only A", counts.get(("neuron", "only_a"), 0), help=la)
+    m[2].metric(f"only B", counts.get(("neuron", "only_b"), 0), help=lb)
+    m[3].metric("FEEDS shared", counts.get(("feeds", "both"), 0))
+    m[4].metric("FEEDS only A", counts.get(("feeds", "only_a"), 0))
+    m[5].metric("FEEDS only B", counts.get(("feeds", "only_b"), 0))
+
+    edges: dict[tuple[str, str], GEdge] = {}
+    nodes: dict[str, GNode] = {}
+    for rows in (ea, eb):
+        for e in rows:
+            key = (e["lower"], e["upper"])
+            side = side_of_feed.get(f"{e['lower']}->{e['upper']}", "both")
+            w = e["weight"] / (e["top"] or 1.0)
+            old = edges.get(key)
+            if old is None or w > old.weight:
+                edges[key] = GEdge(lower=e["lower"], upper=e["upper"], weight=w, category=side,
+                                   hover=f"{e['lower_layer']} #{e['lower_channel']} → {e['upper_layer']} #{e['upper_channel']}"
+                                         f"<br>{side.replace('_', ' ')}<br>importance {e['weight']:.4g} (share of max {w:.2f})")
+            for end in ("lower", "upper"):
+                uid = e[end]
+                if uid not in nodes:
+                    nside = side_of_neuron.get(uid, "both")
+                    nodes[uid] = GNode(id=uid, depth=e[f"{end}_depth"], label=str(e[f"{end}_channel"]), category=nside,
+                                       hover=f"{e[f'{end}_layer']} #{e[f'{end}_channel']}<br>{nside.replace('_', ' ')}",
+                                       order=e[f"{end}_channel"], size=15 if e[f"{end}_depth"] == 0 else 11)
+    if not edges:
+        st.info("No FEEDS edge passes the filters.")
+        return
+    fig = layered_figure(list(nodes.values()), list(edges.values()), layer_names=ctx.layer_names,
+                         node_colours=DIFF_COLOURS, weight_name="importance share")
+    st.plotly_chart(fig, key="diff_graph", config={"displaylogo": False})
+    st.caption(f"A = {la} (blue), B = {lb} (orange), shared = purple. The union of both circuits pruned to the top {top_k} "
+               f"core neurons per neuron with importance ≥ {frac:.2f} × max; colours come from the full circuits "
+               "(library query circuit_diff).")
+
+
+# --------------------------------------------------------------------------- heatmap
+def _heatmap(url: UrlState, ctx: Context, chosen: list[int]) -> None:
+    st.subheader("Class-by-class similarity")
+    layer_opts = [row["name"] for row in ctx.layers if row["depth"] > 0]
+    if not layer_opts:
+        return
+    layer = url.selectbox("Layer", layer_opts, key="layer", default=layer_opts[len(layer_opts) // 2])
+    rows = data.lib("similarity_matrix", model=ctx.model, layer=layer, params=ctx.params)
+    idx = sorted({r["class_a"] for r in rows})
+    if not idx:
+        st.caption("no circuits")
+        return
+    pos = {c: i for i, c in enumerate(idx)}
+    matrix = [[0.0] * len(idx) for _ in idx]
+    for r in rows:
+        matrix[pos[r["class_a"]]][pos[r["class_b"]]] = float(r["jaccard"])
+    labels = [ctx.class_label(c) + (" ◀" if c in chosen else "") for c in idx]
+    st.plotly_chart(heatmap_figure(labels, matrix), key="heatmap", config={"displaylogo": False})
+    st.caption(f"Jaccard index of the critical neurons of layer {layer} (◀ = selected classes).")
+
+
+# --------------------------------------------------------------------------- hubs and reverse lookup
+def _hubs(url: UrlState, ctx: Context) -> None:
+    st.subheader("Hub neurons")
+    c1, c2 = st.columns([3, 1])
+    layers = ["(all layers)"] + [row["name"] for row in ctx.layers if row["depth"] > 0]
+    hub_layer = url.selectbox("Layer of the hubs", layers, key="hub_layer", container=c1)
+    limit = url.number("How many", key="hubs", min_value=1, max_value=200, default=10, container=c2)
+    rows = data.lib("hub_neurons", model=ctx.model, params=ctx.params, limit=limit,
+                    layer=None if hub_layer == layers[0] else hub_layer)
+    if not rows:
+        st.caption("no hub neurons")
+        return
+    df = pd.DataFrame([{
+        "neuron": f"{r['layer']} #{r['channel']}", "layer": r["layer"], "channel": r["channel"], "classes": r["classes"],
+        "used by": ", ".join(ctx.class_names.get(c, str(c)) for c in r["class_indices"]),
+    } for r in rows])  # fmt: skip
+    st.dataframe(df, hide_index=True, width="stretch")
+
+
+def _reverse(url: UrlState, ctx: Context) -> None:
+    st.subheader("Reverse lookup: which classes and groups use a neuron")
+    layer_opts = [row["name"] for row in ctx.layers]
+    if not layer_opts:
+        return
+    hub = data.lib("hub_neurons", model=ctx.model, params=ctx.params, limit=1)
+    c1, c2 = st.columns([3, 1])
+    layer = url.selectbox("Neuron layer", layer_opts, key="rl_layer", container=c1,
+                          default=hub[0]["layer"] if hub else layer_opts[-1])
+    channels = next((row["channels"] for row in ctx.layers if row["name"] == layer), None) or 100000
+    channel = url.number("Channel", key="rl_channel", min_value=0, max_value=int(channels) - 1,
+                         default=hub[0]["channel"] if hub and hub[0]["layer"] == layer else 0, container=c2)
+    rows = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel)
+    groups = data.app_query("neuron_groups", model=ctx.model, params=ctx.params, neuron=f"{ctx.model}/{layer}/{channel}")
+    if not rows:
+        st.caption(f"{layer} #{channel} is critical for no class.")
+        return
+    by_class: dict[int, list[str]] = {}
+    for g in groups:
+        if g.get("group"):
+            text = f"g{g['group_index']}" + (f" ({g['label']})" if g.get("label") else "") + f" ← concept {g['concept']}"
+            by_class.setdefault(g["class_index"], []).append(text)
+    df = pd.DataFrame([{
+        "class": ctx.class_label(r["class_index"]), "depth": r["depth"], "feeds up": r["feeds_up"],
+        "groups (via its concepts)": "; ".join(by_class.get(r["class_index"], [])) or "–", "circuit": r["circuit"],
+    } for r in rows])  # fmt: skip
+    st.markdown(f"**{layer} #{channel}** is critical for **{len(rows)}** of {len(ctx.class_names)} classes.")
+    st.dataframe(df, hide_index=True, width="stretch")
+    cols = st.columns(min(6, len(rows)))
+    for col, r in zip(cols, rows[:6]):
+        nav_button(f"Circuit of {ctx.class_names.get(r['class_index'], r['class_index'])}", "circuit",
+                   key=f"rl_open_{r['class_index']}", container=col, **{"class": r["class_index"], "level": "neuron",
+                                                                        "neuron": f"{layer}/{channel}"})

@@ -1,0 +1,102 @@
+"""Cypher console: the saved, parameterised queries of ingest/queries.py (editable) or your own
+Cypher, run read-only with parameters; results as a table, as a graph when they hold nodes and
+relationships, and as CSV."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import data
+from app.console import ConsoleResult, parameter_names, run_console
+from app.graphs import result_figure
+from app.state import UrlState, dumps_param, loads_param
+from app.views.common import Context
+from ingest.errors import ReadOnlyViolation, StoreError
+from ingest.queries import QUERIES, QUERY_BY_NAME
+
+CUSTOM = "custom"
+EXAMPLE = "MATCH (cl:Class)-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})\nRETURN cl, c\nLIMIT 25"
+
+
+@st.cache_data(show_spinner=False, ttl=data.RESULT_TTL_S, max_entries=64)
+def _run(version_key: str, cypher: str, params: dict[str, Any]) -> ConsoleResult:  # noqa: ARG001
+    return run_console(cypher, params, config=data.config())
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, default=str)
+    return v
+
+
+def _restore(key: str, text: str) -> None:
+    st.session_state["w:" + key] = text
+    st.session_state["keep:" + key] = text
+
+
+def render(url: UrlState, ctx: Context) -> None:
+    st.header("Cypher console")
+    st.caption("Read-only: write clauses are refused before anything is sent, the query runs with the read-only "
+               "account, and its transaction is always rolled back. Values go in as parameters ($name).")
+    names = [q.name for q in QUERIES] + [CUSTOM]
+    qname = url.selectbox("Query", names, key="q", default=names[0],
+                          format_func=lambda n: "✎ your own Cypher" if n == CUSTOM else f"{QUERY_BY_NAME[n].title}  ({n})")
+    query = QUERY_BY_NAME.get(qname)
+    if query is not None:
+        st.markdown(query.description)
+    original = query.cypher.strip() if query else EXAMPLE
+    cypher = url.text_area("Cypher", key=f"cy_{qname}", default=original, height=220 if query else 140)
+    if query is not None and cypher.strip() != original:
+        st.button("Restore the library text", key="restore", on_click=_restore, args=(f"cy_{qname}", original))
+    # parameters: the library query's (with defaults; model = the model in use) or the $names of the text
+    declared = dict(query.params) if query else {}
+    pnames = list(declared) + [p for p in parameter_names(cypher) if p not in declared]
+    params: dict[str, Any] = {}
+    if pnames:
+        st.markdown("**Parameters** (JSON-ish: `null`, numbers, `true`, `[1, 2]`, text)")
+        cols = st.columns(min(4, len(pnames)))
+        for i, p in enumerate(pnames):
+            default = declared.get(p)
+            if p == "model" and default is None and ctx.model:
+                default = ctx.model
+            raw = url.text_input(f"${p}", key=f"p.{qname}.{p}", default=dumps_param(default), container=cols[i % len(cols)])
+            params[p] = loads_param(raw)
+    run_key = json.dumps([qname, cypher, params], sort_keys=True, default=str)
+    if url.get("run") == "1" and "console_ran" not in st.session_state:
+        st.session_state["console_ran"] = run_key  # a shared link with run=1 shows the result at once
+    if st.button("Run", type="primary", key="run_query"):
+        st.session_state["console_ran"] = run_key
+    if st.session_state.get("console_ran") != run_key:
+        st.caption("Press Run to execute.")
+        return
+    url.set("run", 1)
+    try:
+        with st.spinner("Running…"):
+            result = _run(data.version(), cypher, params)
+    except ReadOnlyViolation as exc:
+        st.error(f"Refused — {exc}", icon="⛔")
+        return
+    except StoreError as exc:
+        st.error(str(exc), icon="⚠️")
+        return
+    _show(result, qname)
+
+
+def _show(result: ConsoleResult, qname: str) -> None:
+    n = len(result.rows)
+    st.success(f"{n} row{'s' if n != 1 else ''} in {result.ms:.0f} ms" + (" (stopped at the row limit)" if result.truncated else ""))
+    df = pd.DataFrame([[_cell(v) for v in row] for row in result.rows], columns=result.columns)
+    tabs = ["Table", "Graph"] if result.has_graph else ["Table"]
+    shown = st.tabs(tabs)
+    with shown[0]:
+        st.dataframe(df, hide_index=True, width="stretch")
+        st.download_button("Download CSV", df.to_csv(index=False).encode(), file_name=f"{qname}.csv",
+                           mime="text/csv", key="csv")
+    if result.has_graph:
+        with shown[1]:
+            st.plotly_chart(result_figure(result.nodes, result.rels), key="result_graph", config={"displaylogo": False})
+            st.caption(f"{len(result.nodes)} nodes, {len(result.rels)} relationships")

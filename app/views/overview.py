@@ -1,0 +1,68 @@
+"""Overview: models, classes (with the crops their logit concepts respond to), circuits, the store."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import data
+from app.state import UrlState
+from app.views.common import Context, image_row, nav_button
+
+GALLERY_COLUMNS = 5
+
+
+def render(url: UrlState, ctx: Context) -> None:
+    st.header("Overview")
+    with st.spinner("Reading the store…"):
+        circuits = data.app_query("circuits", model=ctx.model, include_incomplete=True)
+        gallery = data.app_query("class_gallery", model=ctx.model, params=ctx.params, n=6)
+        models = data.models()
+    complete = [c for c in circuits if c["status"] == "complete"]
+    last = max((c["completed_at"] or "" for c in complete), default="")
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Models", len(models))
+    m2.metric("Classes with circuits", len({c["class_index"] for c in complete}), help=f"of {len(ctx.class_names)} classes of {ctx.model}")
+    m3.metric("Complete circuits", len(complete), help="running / failed ones are listed below when shown")
+    m4.metric("Last ingestion", last[:19].replace("T", " ") if last else "–")
+
+    st.subheader(f"Classes of {ctx.model}")
+    st.caption("Top crops of each class-logit neuron's concepts: what the model looks at for the class. "
+               "Open a class to see its circuit.")
+    for start in range(0, len(gallery), GALLERY_COLUMNS):
+        cols = st.columns(GALLERY_COLUMNS)
+        for col, row in zip(cols, gallery[start : start + GALLERY_COLUMNS]):
+            with col.container(border=True):
+                st.markdown(f"**{row['class_index']} · {row['class_name']}**")
+                image_row(row["thumbnails"], width=44)
+                nav_button("Circuit", "circuit", key=f"open_circuit_{row['class_index']}", **{"class": row["class_index"]})
+
+    st.subheader("Circuits")
+    show_all = url.toggle("show running and failed circuits too", key="all", default=False)
+    rows = circuits if show_all else complete
+    if rows:
+        df = pd.DataFrame(rows)
+        st.dataframe(df, hide_index=True, width="stretch", column_config={
+            "build_seconds": st.column_config.NumberColumn("build s", format="%.1f"),
+            "completed_at": st.column_config.TextColumn("completed (UTC)"),
+        })  # fmt: skip
+    else:
+        st.caption("no circuits")
+
+    st.subheader("Models")
+    st.dataframe(pd.DataFrame(models), hide_index=True, width="stretch")
+
+    st.subheader("Store in use")
+    cfg = data.config()
+    try:
+        agent = data.store().server_agent
+    except Exception:  # noqa: BLE001 - informational only
+        agent = "?"
+    st.table(pd.DataFrame([
+        {"what": "kind", "value": data.store_kind(cfg)},
+        {"what": "server", "value": agent},
+        {"what": "address", "value": cfg.uri},
+        {"what": "database", "value": cfg.database or "(server default)"},
+        {"what": "reader account", "value": cfg.readonly_user or f"{cfg.user} (READ sessions)"},
+        {"what": "crop thumbnails", "value": str(data.artifact_dir())},
+    ]).set_index("what"))  # fmt: skip
