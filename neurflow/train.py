@@ -42,9 +42,9 @@ LOCK_NAME = "fashion-cnn.lock"
 SEED = 0
 EPOCHS = 5
 BATCH_SIZE = 256
-MAX_LR = 4e-3
+MAX_LR = 1e-2
 WEIGHT_DECAY = 5e-4
-LABEL_SMOOTHING = 0.05
+LABEL_SMOOTHING = 0.0
 
 
 def weights_path() -> Path:
@@ -96,7 +96,7 @@ def train(
     epochs: int = EPOCHS,
     batch_size: int = BATCH_SIZE,
     max_lr: float = MAX_LR,
-    flip: bool = True,
+    flip: bool = False,
     label_smoothing: float = LABEL_SMOOTHING,
     bf16: bool | None = None,
     threads: int | None = None,

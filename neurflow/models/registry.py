@@ -383,9 +383,14 @@ def load_model(
         n = _num_classes_of(name, state)
         if n is not None and n != spec.num_classes:
             spec = replace(spec, num_classes=n)
-        module = build_model(name, spec.num_classes)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+            module = build_model(name, spec.num_classes)
         _check_match(name, path, module, state)
-        module.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True, assign=True)
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
+            module = build_model(name, spec.num_classes)
+            module.load_state_dict(state, strict=True)
         sha = file_hash(str(path))
         is_default = default is not None and default.is_file() and path.resolve() == default.resolve()
         uid = name if is_default else f"{name}-{sha[:8]}"
