@@ -168,7 +168,7 @@ def layered_figure(
     rows = max(1, len(lay.depths))
     fig.update_layout(
         height=height or min(900, 140 + 130 * rows),
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
         plot_bgcolor="white",
         hovermode="closest",
         clickmode="event+select",
@@ -182,6 +182,7 @@ def layered_figure(
             "showgrid": True,
             "gridcolor": "#eeeeee",
             "zeroline": False,
+            "automargin": True,
             "range": [-(max(lay.depths, default=0)) - 0.5, 0.6],
         },
     )

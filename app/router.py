@@ -15,7 +15,7 @@ LATEST = "latest"
 
 
 def sidebar(url: UrlState) -> str:
-    st.sidebar.markdown("## 🧠 NeurFlow Store")
+    st.sidebar.markdown("## NeurFlow Store")
     st.sidebar.caption("Neuron groups and their interactions, per class, in a graph you can query.")
     return url.radio("Page", list(PAGES), key="page", default="overview", format_func=PAGES.get,
                      container=st.sidebar, label_visibility="collapsed")

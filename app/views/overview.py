@@ -24,7 +24,7 @@ def render(url: UrlState, ctx: Context) -> None:
     m1.metric("Models", len(models))
     m2.metric("Classes with circuits", len({c["class_index"] for c in complete}), help=f"of {len(ctx.class_names)} classes of {ctx.model}")
     m3.metric("Complete circuits", len(complete), help="running / failed ones are listed below when shown")
-    m4.metric("Last ingestion", last[:19].replace("T", " ") if last else "–")
+    m4.metric("Last ingestion", last[5:16].replace("T", " ") if last else "–", help=f"{last} (UTC)" if last else None)
 
     st.subheader(f"Classes of {ctx.model}")
     st.caption("Top crops of each class-logit neuron's concepts: what the model looks at for the class. "

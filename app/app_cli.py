@@ -1,0 +1,131 @@
+"""`neurflow app` and `neurflow demo`.
+
+    neurflow app [--port 8501] [--host 127.0.0.1] [--browser]
+        starts the Streamlit app on the configured store: the embedded ArcadeDB (started when it
+        is not running) unless NEURFLOW_STORE_URI names a Neo4j / Bolt server.
+
+    neurflow demo [--device auto] [--no-app] [method options of `neurflow ingest`]
+        trains the demo model if its weights are not cached, ingests the ten Fashion-MNIST classes
+        of fashion-cnn into the store (classes already complete are skipped), then starts the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+APP_MAIN = Path(__file__).resolve().parent / "main.py"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORT = 8501
+
+
+def streamlit_command(port: int, host: str = "127.0.0.1", *, headless: bool = True) -> list[str]:
+    """The `streamlit run` command line of the app (quiet, no file watcher, no telemetry)."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP_MAIN),
+        "--server.port", str(port), "--server.address", host,
+        "--server.headless", "true" if headless else "false",
+        "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+        "--theme.base", "light",
+    ]  # fmt: skip
+
+
+def app_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(PROJECT_ROOT), env.get("PYTHONPATH", "")] if p)
+    env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    env.update(extra or {})
+    return env
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Start the app on the configured store; returns Streamlit's exit status."""
+    from ingest.config import load_config
+    from ingest.readonly import readonly_store
+    from neurflow.images import NeurflowInputError
+
+    cfg = load_config()  # starts the embedded store when needed (StoreError: one line, exit 2)
+    readonly_store(cfg)  # fail now, with the fix named, rather than in the browser
+    if not _port_free(args.host, args.port):
+        raise NeurflowInputError(f"port {args.port} on {args.host} is in use: pass --port with a free port")
+    url = f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port}"
+    kind = "embedded ArcadeDB" if cfg.embedded else "external"
+    print(f"NeurFlow app: {url}   (store: {kind} {cfg.uri}, database {cfg.database or 'default'}; Ctrl-C stops the app)",
+          flush=True)
+    proc = subprocess.Popen(streamlit_command(args.port, args.host, headless=not args.browser), env=app_env(),
+                            cwd=str(PROJECT_ROOT))
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # `kill` of the CLI stops the app too
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train (if needed), ingest the ten demo classes (if not complete), start the app."""
+    from ingest.ingest_cli import format_table, ingest_classes
+    from ingest.store import open_store
+    from neurflow.cli import budget_from_args, layers_from_args, params_from_args
+    from neurflow.models.registry import load_model, resolve_device
+    from neurflow.train import ensure_trained
+
+    params = params_from_args(args)  # bad options fail before the long work
+    ensure_trained()
+    device = resolve_device(args.device)
+    loaded = load_model("fashion-cnn", device=str(device))
+    classes = list(range(len(loaded.class_names)))
+    print(f"demo: {len(classes)} classes of {loaded.uid} into the store (complete ones are skipped)", flush=True)
+    with open_store() as store:
+        results = ingest_classes(
+            store, loaded, "fashion-mnist", classes, params, layers=layers_from_args(args, loaded.spec),
+            device=device, budget=budget_from_args(args), progress=not args.quiet,
+        )
+    print(format_table(results), flush=True)
+    if args.no_app:
+        return 0
+    return cmd_app(args)
+
+
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port of the app (default {DEFAULT_PORT})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--browser", action="store_true", help="open a browser tab")
+
+
+def add_app_commands(sub) -> None:
+    from neurflow.cli import add_method_args
+
+    p = sub.add_parser("app", help="start the Streamlit app (embedded store by default, NEURFLOW_STORE_URI otherwise)")
+    _add_server_args(p)
+    p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("demo", help="train the demo model, ingest its 10 classes if needed, start the app")
+    add_method_args(p)
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument("--no-app", action="store_true", help="build the demo store only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_server_args(p)
+    p.set_defaults(func=cmd_demo)
