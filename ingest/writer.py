@@ -472,7 +472,10 @@ def _delete_loop(runner: _Runner, cypher: str, params: dict[str, Any], batch: in
 
 
 def _clean(runner: _Runner, uid: str, model: str, batch: int = 10000) -> dict[str, int]:
-    """Delete what a circuit wrote, keeping shared nodes (Neuron; Crop/Image still used elsewhere)."""
+    """Delete what a circuit wrote, keeping shared nodes (Neuron; Crop/Image still used elsewhere).
+
+    DRIVES, OF, IN_GROUP, HAS_CONCEPT, EXEMPLIFIED_BY, HAS_GROUP and GROUP_FEEDS go with the
+    (DETACH-deleted) Concept and Group nodes; FEEDS, between shared neurons, by its `circuit`."""
     p = {"circuit": uid, "model": model}
     crops = [r["uid"] for r in runner.read(
         "MATCH (k:Concept {circuit: $circuit})-[:EXEMPLIFIED_BY]->(cr:Crop) RETURN DISTINCT cr.uid AS uid", p
@@ -488,13 +491,6 @@ def _clean(runner: _Runner, uid: str, model: str, batch: int = 10000) -> dict[st
             runner,
             "MATCH (v:Neuron {model: $model})-[f:FEEDS]->() WHERE f.circuit = $circuit "
             "WITH f LIMIT $batch DELETE f RETURN count(*) AS n",
-            p,
-            batch,
-        ),
-        "drives": _delete_loop(  # normally gone with their concepts; a leftover would be an orphan edge
-            runner,
-            "MATCH (v:Neuron {model: $model})-[d:DRIVES]->() WHERE d.circuit = $circuit "
-            "WITH d LIMIT $batch DELETE d RETURN count(*) AS n",
             p,
             batch,
         ),
