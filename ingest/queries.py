@@ -286,8 +286,9 @@ LIMIT $limit
         name="neuron_concepts",
         title="Concepts of a neuron and their exemplar crops",
         description=(
-            "The concepts of neuron (layer, channel) in a class's chosen circuit, each with its "
-            "representative crops (thumbnail paths, relative to the artifact folder) and its group."
+            "The concepts of neuron (layer, channel) in a class's chosen circuit, each with its group "
+            "and its representative crops in rank order (exemplars: rank, activation, crop uid, "
+            "thumbnail path relative to the artifact folder, image source, granularity)."
         ),
         cypher=_pick("(:Class {model: $model, index: $class_index})", "c")
         + """WITH c ORDER BY c.completed_at DESC LIMIT 1
@@ -295,14 +296,15 @@ MATCH (c)-[:HAS_CONCEPT]->(k:Concept)-[:OF]->(n:Neuron {uid: $model + '/' + $lay
 OPTIONAL MATCH (k)-[:IN_GROUP]->(g:Group)
 OPTIONAL MATCH (k)-[e:EXEMPLIFIED_BY]->(cr:Crop)-[:CROP_OF]->(im:Image)
 WITH c, k, g, e, cr, im ORDER BY e.rank
-WITH c, k, g, collect(cr.thumbnail) AS thumbnails, collect(im.source) AS sources, collect(e.activation) AS activations,
-     collect(cr.uid) AS crops
+WITH c, k, g, collect(CASE WHEN cr IS NULL THEN null ELSE
+       {rank: e.rank, activation: e.activation, crop: cr.uid, thumbnail: cr.thumbnail, source: im.source,
+        granularity: cr.granularity} END) AS exemplars
 RETURN c.uid AS circuit, k.uid AS concept, k.index AS index, k.size AS size, k.mean_activation AS mean_activation,
-       g.uid AS group, g.label AS label, crops, thumbnails, sources, activations
+       g.uid AS group, g.label AS label, exemplars
 ORDER BY index
 """,
         params={"model": None, "class_index": 0, "params": None, "layer": None, "channel": 0},
-        returns=("circuit", "concept", "index", "size", "mean_activation", "group", "label", "crops", "thumbnails", "sources", "activations"),
+        returns=("circuit", "concept", "index", "size", "mean_activation", "group", "label", "exemplars"),
     ),
 ]
 

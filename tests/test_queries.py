@@ -264,8 +264,11 @@ def test_neuron_concepts(world):
     assert [r["index"] for r in rows] == [k.index for k in c.concepts_of(1, ch)]
     for r in rows:
         reps = sorted((m for m in c.concept_members if (m.depth, m.channel, m.concept) == (1, ch, r["index"]) and m.rep_rank >= 0), key=lambda m: m.rep_rank)
-        assert r["activations"] == [m.activation for m in reps]
-        assert len(r["crops"]) == len(reps) and len(r["sources"]) == len(reps)
+        assert [x["activation"] for x in r["exemplars"]] == [m.activation for m in reps]
+        assert [x["rank"] for x in r["exemplars"]] == list(range(len(reps)))
+        crops = {cr.crop_id: cr for cr in c.crops}
+        assert [x["granularity"] for x in r["exemplars"]] == [crops[m.crop_id].granularity for m in reps]
+        assert all(x["source"].startswith("/data/") and x["thumbnail"] is None for x in r["exemplars"])
 
 
 def test_library_queries_run_on_the_readonly_account(world):
