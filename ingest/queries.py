@@ -288,7 +288,8 @@ LIMIT $limit
         description=(
             "The concepts of neuron (layer, channel) in a class's chosen circuit, each with its group "
             "and its representative crops in rank order (exemplars: rank, activation, crop uid, "
-            "thumbnail path relative to the artifact folder, image source, granularity)."
+            "thumbnail path relative to the artifact folder, image source, granularity); "
+            "`thumbnails` lists the thumbnail paths alone."
         ),
         cypher=_pick("(:Class {model: $model, index: $class_index})", "c")
         + """WITH c ORDER BY c.completed_at DESC LIMIT 1
@@ -300,11 +301,12 @@ WITH c, k, g, collect(CASE WHEN cr IS NULL THEN null ELSE
        {rank: e.rank, activation: e.activation, crop: cr.uid, thumbnail: cr.thumbnail, source: im.source,
         granularity: cr.granularity} END) AS exemplars
 RETURN c.uid AS circuit, k.uid AS concept, k.index AS index, k.size AS size, k.mean_activation AS mean_activation,
-       g.uid AS group, g.label AS label, exemplars
+       g.uid AS group, g.label AS label, exemplars,
+       [x IN exemplars WHERE x.thumbnail IS NOT NULL | x.thumbnail] AS thumbnails
 ORDER BY index
 """,
         params={"model": None, "class_index": 0, "params": None, "layer": None, "channel": 0},
-        returns=("circuit", "concept", "index", "size", "mean_activation", "group", "label", "exemplars"),
+        returns=("circuit", "concept", "index", "size", "mean_activation", "group", "label", "exemplars", "thumbnails"),
     ),
 ]
 

@@ -269,6 +269,7 @@ def test_neuron_concepts(world):
         crops = {cr.crop_id: cr for cr in c.crops}
         assert [x["granularity"] for x in r["exemplars"]] == [crops[m.crop_id].granularity for m in reps]
         assert all(x["source"].startswith("/data/") and x["thumbnail"] is None for x in r["exemplars"])
+        assert r["thumbnails"] == []  # written without a thumbnail callback
 
 
 def test_library_queries_run_on_the_readonly_account(world):

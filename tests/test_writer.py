@@ -85,6 +85,9 @@ def test_write_counts_and_properties(store, tmp_path):
     assert {(r["d"], r["ch"], r["j"], r["rank"], r["act"]) for r in reps} == {
         (m.depth, m.channel, m.concept, m.rep_rank, m.activation) for m in c.concept_members if m.rep_rank >= 0
     }
+    ch = c.critical(1)[0]
+    (first, *_) = run_query(store, "neuron_concepts", model=c.model, class_index=1, layer="layer3", channel=ch)
+    assert first["thumbnails"] == [x["thumbnail"] for x in first["exemplars"]] and first["thumbnails"]
     for r in reps:
         png = tmp_path / r["thumb"]
         assert png.is_file() and not Path(r["thumb"]).is_absolute()
