@@ -138,13 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_COMMAND_MODULES = (
+    ("ingest.ingest_cli", "add_ingest_commands"),
+    ("ingest.store_cli", "add_store_commands"),
+    ("ingest.evaluate_cli", "add_evaluate_commands"),
+    ("ingest.debug_cli", "add_debug_commands"),
+    ("ingest.label_cli", "add_label_commands"),
+    ("app.app_cli", "add_app_commands"),
+)
+
+
 def _extra_commands() -> list[Callable]:
     """Commands from the store and app packages, registered when those packages are importable."""
     found = []
-    for module, name in (("ingest.ingest_cli", "add_ingest_commands"), ("ingest.store_cli", "add_store_commands"), ("app.app_cli", "add_app_commands")):
+    for module, name in _COMMAND_MODULES:
         try:
             mod = __import__(module, fromlist=[name])
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but something it needs is missing
+                raise
             continue
         found.append(getattr(mod, name))
     return found
