@@ -177,6 +177,13 @@ def _neurons(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> 
         _neuron_detail(ctx, cls, picked)
 
 
+def _thumbnails(concept: dict[str, Any]) -> list[str | None]:
+    """Thumbnail paths of a `neuron_concepts` row, in rank order (exemplar maps, or the older list)."""
+    if "exemplars" in concept:
+        return [x.get("thumbnail") for x in concept["exemplars"] or [] if x]
+    return list(concept.get("thumbnails") or [])
+
+
 def _neuron_detail(ctx: Context, cls: int, picked: str) -> None:
     layer, channel = picked.rsplit("/", 1)
     channel = int(channel)
@@ -186,7 +193,7 @@ def _neuron_detail(ctx: Context, cls: int, picked: str) -> None:
         for k in concepts:
             grp = f" · group {short_group(k['group'])}" + (f" ({k['label']})" if k.get("label") else "") if k.get("group") else ""
             st.markdown(f"**concept {k['index']}** · {k['size']} crops · mean act {k['mean_activation']:.3g}{grp}")
-            image_row(k["thumbnails"], width=52)
+            image_row(_thumbnails(k), width=52)
     else:
         st.caption("No concepts: the lowest analysed layer's neurons have no layer below to explain them.")
     used = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel)

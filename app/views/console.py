@@ -78,7 +78,9 @@ def render(url: UrlState, ctx: Context) -> None:
         with st.spinner("Running…"):
             result = _run(data.version(), cypher, params)
     except ReadOnlyViolation as exc:
-        st.error(f"Refused — {exc}", icon="⛔")
+        msg = str(exc)
+        msg = msg[len("refused: "):] if msg.lower().startswith("refused: ") else msg
+        st.error(f"Refused (read-only console): {msg}", icon="⛔")
         return
     except StoreError as exc:
         st.error(str(exc), icon="⚠️")

@@ -1,0 +1,430 @@
+"""The app's pages under Streamlit's AppTest, on a real embedded store.
+
+Most tests use a small synthetic store (four `make_circuit` classes with thumbnails), checked
+against the Circuit objects; the last ones run on the real ingested demo store (`ingested`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app import data  # noqa: E402
+from ingest.embedded import create_database, drop_database, free_port  # noqa: E402
+from ingest.schema import ensure_schema  # noqa: E402
+from ingest.store import Store  # noqa: E402
+from ingest.writer import write_circuit  # noqa: E402
+from tests.fixtures_store import make_circuit  # noqa: E402
+
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+M = "testnet"
+LAYERS = [("logits", 6), ("layer3", 16), ("layer2", 16), ("layer1", 8)]
+CLASSES = [0, 1, 2, 3]
+ENV = ("NEURFLOW_STORE_URI", "NEURFLOW_STORE_USER", "NEURFLOW_STORE_PASSWORD", "NEURFLOW_STORE_DATABASE", "NEURFLOW_ARTIFACT_DIR")
+
+
+def _thumb(crop_id: int):
+    from PIL import Image
+
+    return Image.new("L", (14, 14), random.Random(crop_id).randint(0, 255))
+
+
+class _Env:
+    """Set NEURFLOW_* variables for a while (the app reads its store from the environment)."""
+
+    def __init__(self, **values: str | None):
+        self.values = values
+        self.saved = {k: os.environ.get(k) for k in ENV}
+
+    def __enter__(self):
+        for k, v in self.values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        data.forget_version()
+        return self
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        data.forget_version()
+
+
+@pytest.fixture(scope="module")
+def synthetic(store_server, tmp_path_factory):
+    """(config, {class: Circuit}, artifact folder) of a store with four synthetic classes."""
+    name = "app_" + uuid.uuid4().hex[:10]
+    create_database(store_server, name)
+    cfg = store_server.with_database(name)
+    artifacts = tmp_path_factory.mktemp("app-artifacts")
+    circuits = {c: make_circuit(c, layers=LAYERS, class_name=f"cls{c}") for c in CLASSES}
+    with Store(cfg) as store:
+        ensure_schema(store)
+        for c in circuits.values():
+            write_circuit(store, c, artifacts, thumbnails=_thumb)
+    with _Env(NEURFLOW_STORE_DATABASE=name, NEURFLOW_ARTIFACT_DIR=str(artifacts)):
+        yield cfg, circuits, artifacts
+    drop_database(store_server, name)
+
+
+def page(name: str, **query: object) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["page"] = name
+    for k, v in query.items():
+        at.query_params[k] = str(v)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [h.value for h in at.header]
+    parts += [h.value for h in at.subheader] + [i.value for i in at.info] + [e.value for e in at.error]
+    return "\n".join(str(p) for p in parts)
+
+
+def frames(at: AppTest) -> list:
+    return [d.value for d in at.dataframe]
+
+
+def n_images(at: AppTest) -> int:
+    return sum(len(im.value) for im in at.image)
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def test_artifact_dir_agrees_with_the_ingest_cli(synthetic):
+    from ingest.ingest_cli import artifact_dir
+
+    cfg = synthetic[0]
+    assert data.artifact_dir_for(cfg) == artifact_dir(cfg)
+    with _Env(NEURFLOW_ARTIFACT_DIR=None):
+        assert data.artifact_dir_for(cfg) == artifact_dir(cfg)
+
+
+# --------------------------------------------------------------------------- overview
+def test_overview_shows_classes_circuits_and_store(synthetic):
+    cfg, circuits, _ = synthetic
+    at = page("overview")
+    body = texts(at)
+    for c in circuits.values():
+        assert f"{c.class_index} · {c.class_name}" in body
+    table = next(df for df in frames(at) if "status" in df.columns)
+    assert sorted(table["class_index"]) == CLASSES
+    assert set(table["circuit"]) == {c.uid for c in circuits.values()}
+    assert dict(zip(table["circuit"], table["neurons"])) == {c.uid: len(c.neurons) for c in circuits.values()}
+    assert n_images(at) > 0  # the class gallery shows crops
+    store_table = at.table[0].value
+    assert cfg.uri in store_table["value"].tolist()
+    assert at.query_params["model"] == M
+
+
+def test_gallery_button_opens_the_circuit_of_the_class(synthetic):
+    at = page("overview")
+    at.button(key="open_circuit_2").click().run()
+    assert not at.exception
+    assert at.query_params["page"] == "circuit"
+    assert at.query_params["class"] == "2"
+    assert "Circuit of a class" in texts(at)
+
+
+# --------------------------------------------------------------------------- circuit
+def _short_groups(c, depth_filter=None):
+    return {f"{c.layer_name(m.depth)}/g{m.group}" for m in c.group_members if depth_filter is None or m.depth == depth_filter}
+
+
+def test_circuit_page_group_level(synthetic):
+    _, circuits, _ = synthetic
+    c = circuits[1]
+    at = page("circuit", **{"class": 1, "level": "group", "w": 0, "k": 64})
+    group_box = at.selectbox(key="w:group")
+    assert set(group_box.options) == _short_groups(c)
+    assert at.get("plotly_chart"), "the group graph is drawn"
+    # every GROUP_FEEDS edge is kept at threshold 0 and top-k 64
+    assert f"{len(c.group_edges)} GROUP_FEEDS edges drawn" in texts(at)
+    # choose a group of layer3: its member concepts are listed with their crops
+    target = next(g for g in sorted(_short_groups(c, 1)))
+    group_box.set_value(target).run()
+    assert not at.exception
+    assert at.query_params["group"] == target
+    gi = int(target.rsplit("g", 1)[1])
+    members = c.groups(1)[gi]
+    body = texts(at)
+    for ch, _k in members:
+        assert f"**#{ch}** · concept" in body
+    assert n_images(at) > 0
+
+
+def test_group_edges_are_pruned_in_the_store(synthetic):
+    """Threshold (share of the strongest |W|) and top-k per upper group, computed from the Circuit."""
+    _, circuits, _ = synthetic
+    c = circuits[2]
+    top = max(abs(e.weight) for e in c.group_edges)
+    for frac, k in [(0.0, 64), (0.5, 64), (0.0, 1), (0.3, 2)]:
+        expected = set()
+        by_upper: dict = {}
+        for e in c.group_edges:
+            if abs(e.weight) >= frac * top:
+                by_upper.setdefault((e.depth, e.upper_group), []).append(e)
+        for (d, ug), es in by_upper.items():
+            es.sort(key=lambda e: (-abs(e.weight), f"{c.uid}/{c.layer_name(d + 1)}/g{e.lower_group}"))
+            for e in es[:k]:
+                expected.add((f"{c.uid}/{c.layer_name(d + 1)}/g{e.lower_group}", f"{c.uid}/{c.layer_name(d)}/g{ug}"))
+        rows = data.app_query("group_edges", model=M, class_index=2, params=None, min_frac=frac, top_k=k, limit=10000)
+        assert {(r["lower"], r["upper"]) for r in rows} == expected, (frac, k)
+
+
+def test_neuron_edges_are_pruned_in_the_store(synthetic):
+    _, circuits, _ = synthetic
+    c = circuits[0]
+    top = max(r.importance for r in c.core)
+    for frac, k, deepest in [(0.0, 64, 3), (0.4, 2, 3), (0.0, 1, 1)]:
+        expected = {
+            (f"{M}/{c.layer_name(r.depth + 1)}/{r.lower_channel}", f"{M}/{c.layer_name(r.depth)}/{r.channel}")
+            for r in c.core if r.rank < k and r.importance >= frac * top and r.depth <= deepest - 1
+        }  # fmt: skip
+        rows = data.app_query("neuron_edges", model=M, class_index=0, params=None, min_frac=frac, top_k=k,
+                              max_depth=deepest - 1, limit=10000)
+        assert {(r["lower"], r["upper"]) for r in rows} == expected, (frac, k, deepest)
+
+
+def test_circuit_page_neuron_level_shows_concepts_and_users(synthetic):
+    _, circuits, _ = synthetic
+    c = circuits[3]
+    ch = c.critical(1)[0]
+    at = page("circuit", **{"class": 3, "level": "neuron", "w": 0, "k": 64, "neuron": f"layer3/{ch}"})
+    assert at.selectbox(key="w:neuron").value == f"layer3/{ch}"
+    body = texts(at)
+    for k in c.concepts_of(1, ch):
+        assert f"**concept {k.index}**" in body
+    users = [cl for cl, cc in circuits.items() if ch in cc.critical(1)]
+    used = next(df for df in frames(at) if "feeds_up" in df.columns)
+    assert sorted(used["class_index"]) == users
+    assert f"{len(c.core)} FEEDS edges drawn" in texts(at)
+
+
+def test_circuit_page_unknown_url_values_fall_back(synthetic):
+    at = page("circuit", **{"class": 99, "level": "bogus", "w": "x", "k": -5})
+    assert at.selectbox(key="w:class").value == 0
+    assert at.radio(key="w:level").value == "group"
+    assert at.query_params["class"] == "0"
+
+
+# --------------------------------------------------------------------------- compare
+def test_compare_two_classes(synthetic):
+    _, circuits, _ = synthetic
+    a, b = circuits[0], circuits[2]
+    at = page("compare", classes="0,2")
+    overlap = next(df for df in frames(at) if "Jaccard" in df.columns and "shared by all" in df.columns)
+    for _, row in overlap.iterrows():
+        d = int(row["depth"])
+        sa, sb = set(a.critical(d)), set(b.critical(d))
+        assert row["shared by all"] == len(sa & sb)
+        assert row["only cls0"] == len(sa - sb) and row["only cls2"] == len(sb - sa)
+        assert row["Jaccard"] == pytest.approx(jaccard(sa, sb), abs=1e-4)
+    metrics = {m.label: m.value for m in at.metric}
+    na = {(n.depth, n.channel) for n in a.neurons}
+    nb = {(n.depth, n.channel) for n in b.neurons}
+    assert int(metrics["neurons shared"]) == len(na & nb)
+    assert int(metrics["only A"]) == len(na - nb) and int(metrics["only B"]) == len(nb - na)
+    fa = {(r.depth, r.channel, r.lower_channel) for r in a.core}
+    fb = {(r.depth, r.channel, r.lower_channel) for r in b.core}
+    assert int(metrics["FEEDS shared"]) == len(fa & fb)
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 3  # overlap bars, diff circuit, heatmap
+
+
+def test_compare_three_classes_and_heatmap(synthetic):
+    _, circuits, _ = synthetic
+    at = page("compare", classes="0,1,3", layer="layer2")
+    overlap = next(df for df in frames(at) if "shared by all" in df.columns)
+    row = overlap[overlap["layer"] == "layer2"].iloc[0]
+    sets = [set(circuits[c].critical(2)) for c in (0, 1, 3)]
+    assert row["shared by all"] == len(set.intersection(*sets))
+    assert row["Jaccard"] == pytest.approx(len(set.intersection(*sets)) / len(set.union(*sets)), abs=1e-4)
+    assert "mean pairwise Jaccard" in overlap.columns
+    assert at.selectbox(key="w:layer").value == "layer2"
+
+
+def test_hub_neurons_and_reverse_lookup(synthetic):
+    _, circuits, _ = synthetic
+    count: dict = {}
+    for cl, c in circuits.items():
+        for n in c.neurons:
+            if n.depth > 0:
+                count.setdefault((c.layer_name(n.depth), n.channel), set()).add(cl)
+    best = max(len(v) for v in count.values())
+    layer, ch = sorted(k for k, v in count.items() if len(v) == best)[0]
+    at = page("compare", classes="0,1", rl_layer=layer, rl_channel=ch)
+    hubs = next(df for df in frames(at) if "used by" in df.columns)
+    assert hubs["classes"].iloc[0] == best
+    rev = next(df for df in frames(at) if "groups (via its concepts)" in df.columns)
+    assert [int(s.split(" · ")[0]) for s in rev["class"]] == sorted(count[(layer, ch)])
+    assert f"**{layer} #{ch}** is critical for **{best}**" in texts(at)
+
+
+def test_compare_needs_two_classes(synthetic):
+    at = page("compare", classes="1")
+    assert "Pick at least two classes" in texts(at)
+
+
+# --------------------------------------------------------------------------- console
+def test_console_runs_a_library_query_with_parameters(synthetic):
+    _, circuits, _ = synthetic
+    at = page("console", q="shared_neurons")
+    box = at.text_input(key="w:p.shared_neurons.class_b")
+    box.set_value("3").run()
+    at.button(key="run_query").click().run()
+    assert not at.exception
+    df = frames(at)[0]
+    a, b = circuits[0], circuits[3]
+    for _, row in df.iterrows():
+        d = int(row["depth"])
+        assert row["n_shared"] == len(set(a.critical(d)) & set(b.critical(d)))
+    assert at.query_params["run"] == "1" and at.query_params["p.shared_neurons.class_b"] == "3"
+    assert at.get("download_button"), "CSV download offered"
+    # the link reproduces the view: a new session with the same URL shows the same result
+    again = page("console", **dict(at.query_params))
+    assert frames(again)[0].equals(df)
+
+
+def test_console_refuses_writes(synthetic):
+    cfg = synthetic[0]
+    with Store(cfg) as s:
+        before = s.counts()
+    at = page("console", q="custom")
+    at.text_area(key="w:cy_custom").set_value("MATCH (n:Neuron) DETACH DELETE n").run()
+    at.button(key="run_query").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors and errors[0].startswith("Refused") and "DELETE" in errors[0] and "read-only" in errors[0]
+    with Store(cfg) as s:
+        assert s.counts() == before
+
+
+def test_console_draws_nodes_and_relationships(synthetic):
+    at = page("console", q="custom")
+    at.text_area(key="w:cy_custom").set_value(
+        "MATCH (cl:Class {model: $model})-[r:HAS_CIRCUIT]->(c:Circuit) RETURN cl, r, c").run()
+    assert at.text_input(key="w:p.custom.model").value == M  # $model found and filled in
+    at.button(key="run_query").click().run()
+    assert not at.exception
+    assert len(frames(at)[0]) == len(CLASSES)
+    assert [t.label for t in at.tabs] == ["Table", "Graph"]
+    assert any("nodes" in c.value and "relationships" in c.value for c in at.caption)
+
+
+def test_console_reports_bad_cypher(synthetic):
+    at = page("console", q="custom")
+    at.text_area(key="w:cy_custom").set_value("MATCH (n RETURN n").run()
+    at.button(key="run_query").click().run()
+    assert not at.exception
+    assert at.error and "failed" in at.error[0].value
+
+
+# --------------------------------------------------------------------------- state, caching, failures
+def test_url_state_follows_widgets_and_survives_page_switches(synthetic):
+    at = page("compare", classes="0,1")
+    at.multiselect(key="w:classes").set_value([1, 2, 3]).run()
+    assert at.query_params["classes"] == "1,2,3"
+    at.radio(key="w:page").set_value("console").run()
+    assert "classes" not in at.query_params  # the URL holds the view shown
+    at.radio(key="w:page").set_value("compare").run()
+    assert at.multiselect(key="w:classes").value == [1, 2, 3]
+    assert at.query_params["classes"] == "1,2,3"
+
+
+def test_cache_follows_new_ingestions(synthetic):
+    cfg, circuits, artifacts = synthetic
+    at = page("overview")
+    n0 = len(next(df for df in frames(at) if "status" in df.columns))
+    extra = make_circuit(4, layers=LAYERS, class_name="cls4")
+    with Store(cfg) as s:
+        write_circuit(s, extra, artifacts, thumbnails=_thumb)
+    try:
+        data.forget_version()  # the version is re-read every few seconds; do not wait in a test
+        at = page("overview")
+        table = next(df for df in frames(at) if "status" in df.columns)
+        assert len(table) == n0 + 1 and extra.uid in set(table["circuit"])
+    finally:
+        with Store(cfg) as s:
+            from ingest.writer import delete_circuit
+
+            delete_circuit(s, extra.uid)
+        data.forget_version()
+
+
+def test_empty_store_gets_a_friendly_message(store_config):
+    with _Env(NEURFLOW_STORE_DATABASE=store_config.database):
+        for name in ("overview", "circuit", "compare"):
+            at = page(name)
+            assert "holds no complete circuits" in texts(at)
+        at = page("console")  # the console still works on an empty store
+        assert at.selectbox(key="w:q").value == "models"
+
+
+def test_store_down_gets_a_friendly_message(store_server):
+    with _Env(NEURFLOW_STORE_URI=f"bolt://127.0.0.1:{free_port()}", NEURFLOW_STORE_USER="neo4j", NEURFLOW_STORE_PASSWORD="x"):
+        at = page("overview")
+        assert at.error and "cannot reach the store" in at.error[0].value
+        assert at.button(key="retry_store")
+
+
+def test_neurflow_app_and_demo_commands_are_registered():
+    from app.app_cli import streamlit_command
+    from neurflow.cli import build_parser
+
+    args = build_parser().parse_args(["app", "--port", "8600"])
+    assert args.port == 8600 and args.func.__name__ == "cmd_app"
+    args = build_parser().parse_args(["demo", "--no-app", "--tau", "4"])
+    assert args.no_app and args.tau == 4 and args.func.__name__ == "cmd_demo"
+    cmd = streamlit_command(8600)
+    assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[3] == "run"
+
+
+# --------------------------------------------------------------------------- the real demo store
+@pytest.fixture(scope="module")
+def demo(ingested, ingested_artifacts):
+    cfg, circuits = ingested
+    with _Env(NEURFLOW_STORE_DATABASE=cfg.database, NEURFLOW_ARTIFACT_DIR=str(ingested_artifacts)):
+        yield cfg, circuits
+
+
+@pytest.mark.slow
+def test_demo_overview_and_circuit(demo):
+    cfg, circuits = demo
+    at = page("overview")
+    body = texts(at)
+    for c in circuits.values():
+        assert f"{c.class_index} · {c.class_name}" in body
+    assert n_images(at) >= len(circuits)  # real crops of every class
+    c = circuits[0]
+    at = page("circuit", model=c.model, **{"class": 0, "level": "group"})
+    assert set(at.selectbox(key="w:group").options) == _short_groups(c)
+    at = page("circuit", model=c.model, **{"class": 0, "level": "neuron"})
+    assert at.get("plotly_chart")
+
+
+@pytest.mark.slow
+def test_demo_compare_tshirt_and_shirt(demo):
+    cfg, circuits = demo
+    a, b = circuits[0], circuits[6]
+    at = page("compare", model=a.model, classes="0,6")
+    overlap = next(df for df in frames(at) if "shared by all" in df.columns)
+    assert list(overlap["depth"]) == [d for d in a.depths if d > 0]
+    for _, row in overlap.iterrows():
+        d = int(row["depth"])
+        assert row["Jaccard"] == pytest.approx(jaccard(set(a.critical(d)), set(b.critical(d))), abs=1e-4)
