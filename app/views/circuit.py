@@ -96,7 +96,7 @@ def _groups(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> N
 
     def fmt(s: str) -> str:
         g = label_of[s]
-        return f"{g['layer']} · g{g['index']} · {g['size']} concepts" + (f" · {g['label']}" if g.get("label") else "")
+        return f"{g['layer']} · g{g['index']} · {g['size']} concept{'' if g['size'] == 1 else 's'}" + (f" · {g['label']}" if g.get("label") else "")
 
     left, right = st.columns([3, 2])
     with left:
