@@ -36,7 +36,7 @@ def _rust_packstream() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--classes", type=int, default=8)
+    ap.add_argument("--classes", type=int, default=16)
     ap.add_argument("--tau", type=int, default=16)
     ap.add_argument("--batch", type=int, default=10000)
     ap.add_argument("--uri", default=None, help="bench an external Bolt store instead (NEURFLOW_STORE_* credentials)")
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             with Store(cfg.with_database("bench")) as store:
                 ensure_schema(store)
                 total_rels, total_s, warm_rels, warm_s = 0, 0.0, 0, 0.0
+                late: list[tuple[int, float]] = []
                 for i, c in enumerate(circuits):
                     st = write_circuit(store, c, Path(tmp) / "artifacts", batch_size=args.batch)
                     total_rels += st.relationships
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                     if i > 0:  # the first circuit also pays the server's JIT warm-up
                         warm_rels += st.relationships
                         warm_s += st.seconds
+                    if i >= len(circuits) // 2:
+                        late.append((st.relationships, st.seconds))
                     print(f"{c.uid}: {st.nodes} nodes, {st.relationships} relationships in {st.seconds:.2f} s = {st.rel_per_s:,.0f} rel/s")
                 # a forced rewrite measures the cleanup path too
                 st = write_circuit(store, circuits[0], force=True, batch_size=args.batch)
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"RESULT write throughput: {total_rels / total_s:,.0f} relationships/s overall ({total_rels} relationships, {total_s:.2f} s)")
                 if warm_s:
                     print(f"RESULT warm write throughput: {warm_rels / warm_s:,.0f} relationships/s (circuits 2..{len(circuits)})")
+                if late:
+                    r, t = sum(x for x, _ in late), sum(y for _, y in late)
+                    print(f"RESULT steady write throughput: {r / t:,.0f} relationships/s (last {len(late)} circuits)")
                 load = os.getloadavg()[0]
                 packer = "rust" if _rust_packstream() else "pure Python"
                 print(f"(machine: {os.cpu_count()} CPUs, load average {load:.1f}; neo4j driver packstream: {packer})")
