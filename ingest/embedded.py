@@ -379,6 +379,7 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     server = None
+    started = False
     try:
         root_pw = _secret(folder, "root", create=False)
         reader_pw = _secret(folder, "reader", create=False)
@@ -404,6 +405,7 @@ def serve(args: argparse.Namespace) -> int:
             jvm_kwargs={"heap_size": args.heap, "jvm_args": ["-Xrs"]},
         )
         server.start()
+        started = True
         java = server._java_server
         if not java.existsDatabase(args.database):
             server.create_database(args.database)
@@ -444,7 +446,8 @@ def serve(args: argparse.Namespace) -> int:
         if server is not None:
             with contextlib.suppress(Exception):
                 server.stop()
-            print("neurflow store: stopped", flush=True)
+            if started:
+                print("neurflow store: stopped", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

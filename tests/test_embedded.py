@@ -213,3 +213,16 @@ def test_store_commands_start_stop_restart(tmp_path, monkeypatch, capsys, store_
             assert s.run("MATCH (m:Model) RETURN m.uid AS uid") == [{"uid": "persisted"}]
     finally:
         stop_embedded_server(data)
+
+
+def test_second_server_on_a_locked_folder_fails_clearly(store_server):
+    data = Path(store_server.data_dir)
+    state = (data / "server.json").read_text()
+    cmd = [sys.executable, "-m", "ingest.embedded", "serve", "--data-dir", str(data),
+           "--bolt-port", str(free_port()), "--http-port", str(free_port()), "--heap", "256m"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    msg = (data / "server.error").read_text().strip()
+    assert "locked by another process" in msg and "\n" not in msg
+    assert (data / "server.json").read_text() == state  # the running server's lock is untouched
+    assert embedded_status(data)["answering"]
