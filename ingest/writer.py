@@ -663,7 +663,7 @@ def write_circuit(
                 runner.write(cypher, {**common, "rows": payload})
                 stats.nodes += nodes_per_row * len(chunk)
                 stats.relationships += rels_per_row * len(chunk)
-                if _stop_after == f"{name}:first" :
+                if _stop_after == f"{name}:first":
                     return stats
             if _stop_after == name:
                 return stats
