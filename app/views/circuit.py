@@ -100,7 +100,8 @@ def _groups(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> N
 
     left, right = st.columns([3, 2])
     with left:
-        picked = url.selectbox("Group (or click a node)", options, key="group", format_func=fmt)
+        first_inner = next((short_group(g["uid"]) for g in groups if g["depth"] > 0), options[0])
+        picked = url.selectbox("Group (or click a node)", options, key="group", format_func=fmt, default=first_inner)
         picked_uid = next(g["uid"] for g in groups if short_group(g["uid"]) == picked)
         nodes = [
             GNode(id=g["uid"], depth=g["depth"], label=f"g{g['index']}" + (f" {g['label']}" if g.get("label") else ""),
