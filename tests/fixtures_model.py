@@ -12,7 +12,7 @@ import pytest
 
 from neurflow.datasets import load_images
 from neurflow.images import ImageSet
-from neurflow.models.registry import LoadedModel, load_model
+from neurflow.models.registry import LoadedModel, get_spec, load_model
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +22,15 @@ def trained_model() -> LoadedModel:
 
 
 @pytest.fixture(scope="session")
-def fashion_train_images(trained_model: LoadedModel) -> Callable[..., ImageSet]:
+def fashion_train_images() -> Callable[..., ImageSet]:
     """`fashion_train_images(class_index, limit=None, split="train")`: Fashion-MNIST images of one
-    class preprocessed for fashion-cnn, memoised per argument set (treat them as read-only)."""
+    class preprocessed for fashion-cnn (no training needed), memoised per argument set (treat them as read-only)."""
     memo: dict[tuple, ImageSet] = {}
 
     def get(class_index: int, limit: int | None = None, split: str = "train") -> ImageSet:
         key = (int(class_index), limit, split)
         if key not in memo:
-            memo[key] = load_images("fashion-mnist", trained_model.spec, class_index, split=split, limit=limit)
+            memo[key] = load_images("fashion-mnist", get_spec("fashion-cnn"), class_index, split=split, limit=limit)
         return memo[key]
 
     return get

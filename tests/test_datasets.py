@@ -194,3 +194,9 @@ def test_in_memory_tensor_channels_must_match():
     images = images_from_tensor(gray, FASHION, labels=[4, 5])
     assert images.pixels.shape == (2, 1, 28, 28) and images.labels == [4, 5]
     assert images.sources == ["tensor:0", "tensor:1"] and images.sha256[0] == pixel_hash(gray[0])
+
+
+def test_fashion_train_images_fixture(fashion_train_images):
+    images = fashion_train_images(2, limit=5)
+    assert images.labels == [2] * 5 and images.pixels.shape == (5, 1, 28, 28)
+    assert fashion_train_images(2, limit=5) is images  # memoised

@@ -56,12 +56,12 @@ def test_missing_weights_without_training_names_the_command(tmp_path, monkeypatc
 
 
 def test_training_is_deterministic():
-    a, info_a = train.train(epochs=1, limit=1024, verbose=False)
-    b, info_b = train.train(epochs=1, limit=1024, verbose=False)
+    a, info_a = train.train(epochs=1, limit=512, batch_size=64, verbose=False)
+    b, info_b = train.train(epochs=1, limit=512, batch_size=64, verbose=False)
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert info_a["test_accuracy"] == info_b["test_accuracy"] and info_a["limit"] == 1024
-    c, _ = train.train(epochs=1, limit=1024, seed=1, verbose=False)
+    assert info_a["test_accuracy"] == info_b["test_accuracy"] and info_a["limit"] == 512
+    c, _ = train.train(epochs=1, limit=512, batch_size=64, seed=1, verbose=False)
     assert not torch.equal(c.state_dict()["fc.weight"], sa["fc.weight"])
 
 
