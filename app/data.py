@@ -125,6 +125,15 @@ def clear_caches() -> None:
     _app.clear()
 
 
+def reconnect() -> None:
+    """Forget the configuration and the connection too (Retry after the store was down)."""
+    from ingest.readonly import close_readonly_stores
+
+    clear_caches()
+    _config.clear()
+    close_readonly_stores()
+
+
 # --------------------------------------------------------------------------- the app's Cypher
 def _pick(cls: str, var: str = "c") -> str:
     return (
@@ -190,18 +199,20 @@ ORDER BY class_index
 RETURN g.uid AS uid, g.layer AS layer, g.depth AS depth, g.index AS index, g.size AS size, g.label AS label
 ORDER BY depth, index
 """,
-    # pruned GROUP_FEEDS: |weight| >= $min_frac x the circuit's strongest |weight|, then the
-    # $top_k strongest inputs of each upper group, at most $limit edges
+    # pruned GROUP_FEEDS: |W| >= $min_frac x the strongest |W| into the same layer (weights of
+    # different layers differ in scale), then the $top_k strongest inputs of each upper group
     "group_edges": _PICK_CLASS
-    + """MATCH (c)-[:HAS_GROUP]->(:Group)<-[e0:GROUP_FEEDS]-(:Group)
-WITH c, max(abs(e0.weight)) AS top
+    + """MATCH (c)-[:HAS_GROUP]->(u0:Group)<-[e0:GROUP_FEEDS]-(:Group)
+WITH c, u0.depth AS d, max(abs(e0.weight)) AS top
+WITH c, collect({d: d, top: top}) AS tops
 MATCH (c)-[:HAS_GROUP]->(up:Group)<-[e:GROUP_FEEDS]-(lo:Group)
+WITH up, lo, e, [t IN tops WHERE t.d = up.depth][0].top AS top
 WHERE abs(e.weight) >= $min_frac * top
 WITH top, up, lo, e ORDER BY abs(e.weight) DESC, lo.uid
 WITH top, up, collect({lower: lo.uid, weight: e.weight})[0..$top_k] AS ins
 UNWIND ins AS x
 RETURN x.lower AS lower, up.uid AS upper, x.weight AS weight, top
-ORDER BY abs(weight) DESC, lower, upper
+ORDER BY abs(weight) / top DESC, lower, upper
 LIMIT $limit
 """,
     # the concepts of one group with their representative crops
@@ -215,17 +226,21 @@ RETURN g.layer AS layer, k.channel AS channel, k.index AS concept, k.size AS siz
 ORDER BY mean_activation DESC, channel, concept
 """,
     # pruned FEEDS of a circuit: rank < $top_k (the top-k core neurons of each upper neuron),
-    # importance >= $min_frac x the circuit's largest, upper end no deeper than $max_depth
+    # importance >= $min_frac x the largest importance into the same layer, upper end no deeper
+    # than $max_depth
     "neuron_edges": _PICK_CLASS
-    + """MATCH (c)-[:INCLUDES]->(:Neuron)<-[f0:FEEDS]-(:Neuron)
+    + """MATCH (c)-[:INCLUDES]->(u0:Neuron)<-[f0:FEEDS]-(:Neuron)
 WHERE f0.circuit = c.uid
-WITH c, max(f0.importance) AS top
+WITH c, u0.depth AS d, max(f0.importance) AS top
+WITH c, collect({d: d, top: top}) AS tops
 MATCH (c)-[:INCLUDES]->(u:Neuron)<-[f:FEEDS]-(v:Neuron)
-WHERE f.circuit = c.uid AND f.rank < $top_k AND f.importance >= $min_frac * top AND u.depth <= $max_depth
+WHERE f.circuit = c.uid AND f.rank < $top_k AND u.depth <= $max_depth
+WITH u, v, f, [t IN tops WHERE t.d = u.depth][0].top AS top
+WHERE f.importance >= $min_frac * top
 RETURN v.uid AS lower, v.layer AS lower_layer, v.depth AS lower_depth, v.channel AS lower_channel,
        u.uid AS upper, u.layer AS upper_layer, u.depth AS upper_depth, u.channel AS upper_channel,
        f.importance AS weight, f.rank AS rank, top
-ORDER BY weight DESC, lower, upper
+ORDER BY weight / top DESC, lower, upper
 LIMIT $limit
 """,
     # critical channels per layer of several classes (compare page)

@@ -168,12 +168,12 @@ def layered_figure(
     rows = max(1, len(lay.depths))
     fig.update_layout(
         height=height or min(900, 140 + 130 * rows),
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
         plot_bgcolor="white",
         hovermode="closest",
         clickmode="event+select",
         dragmode="pan",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "font": {"size": 10}},
         xaxis={"visible": False, "range": [-0.03, 1.03]},
         yaxis={
             "tickmode": "array",

@@ -169,15 +169,15 @@ def test_circuit_page_group_level(synthetic):
 
 
 def test_group_edges_are_pruned_in_the_store(synthetic):
-    """Threshold (share of the strongest |W|) and top-k per upper group, computed from the Circuit."""
+    """Threshold (share of the strongest |W| into the layer) and top-k per upper group, from the Circuit."""
     _, circuits, _ = synthetic
     c = circuits[2]
-    top = max(abs(e.weight) for e in c.group_edges)
+    top = {d: max(abs(e.weight) for e in c.group_edges if e.depth == d) for d in {e.depth for e in c.group_edges}}
     for frac, k in [(0.0, 64), (0.5, 64), (0.0, 1), (0.3, 2)]:
         expected = set()
         by_upper: dict = {}
         for e in c.group_edges:
-            if abs(e.weight) >= frac * top:
+            if abs(e.weight) >= frac * top[e.depth]:
                 by_upper.setdefault((e.depth, e.upper_group), []).append(e)
         for (d, ug), es in by_upper.items():
             es.sort(key=lambda e: (-abs(e.weight), f"{c.uid}/{c.layer_name(d + 1)}/g{e.lower_group}"))
@@ -190,11 +190,11 @@ def test_group_edges_are_pruned_in_the_store(synthetic):
 def test_neuron_edges_are_pruned_in_the_store(synthetic):
     _, circuits, _ = synthetic
     c = circuits[0]
-    top = max(r.importance for r in c.core)
-    for frac, k, deepest in [(0.0, 64, 3), (0.4, 2, 3), (0.0, 1, 1)]:
+    top = {d: max(r.importance for r in c.core if r.depth == d) for d in {r.depth for r in c.core}}
+    for frac, k, deepest in [(0.0, 64, 3), (0.4, 2, 3), (0.0, 1, 1), (0.9, 64, 3)]:
         expected = {
             (f"{M}/{c.layer_name(r.depth + 1)}/{r.lower_channel}", f"{M}/{c.layer_name(r.depth)}/{r.channel}")
-            for r in c.core if r.rank < k and r.importance >= frac * top and r.depth <= deepest - 1
+            for r in c.core if r.rank < k and r.importance >= frac * top[r.depth] and r.depth <= deepest - 1
         }  # fmt: skip
         rows = data.app_query("neuron_edges", model=M, class_index=0, params=None, min_frac=frac, top_k=k,
                               max_depth=deepest - 1, limit=10000)

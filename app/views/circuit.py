@@ -56,7 +56,7 @@ def render(url: UrlState, ctx: Context) -> None:
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     cls = url.selectbox("Class", list(names), key="class", parse=int, container=c1, format_func=ctx.class_label)
     level = url.radio("Level", list(LEVELS), key="level", container=c2, horizontal=True, format_func=LEVELS.get)
-    frac = url.slider("Min |weight| (share of the strongest edge)", key="w", min_value=0.0, max_value=1.0,
+    frac = url.slider("Min |weight| (share of the layer's strongest)", key="w", min_value=0.0, max_value=1.0,
                       default=0.05, step=0.01, container=c3)
     top_k = url.number("Top-k inputs per node", key="k", min_value=1, max_value=64, default=3 if level == "neuron" else 4,
                        container=c4)
@@ -109,14 +109,15 @@ def _groups(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> N
                   size=10 + 3 * math.sqrt(max(1, g["size"] or 1)), order=g["index"])
             for g in groups if g["uid"] in shown or g["uid"] == picked_uid
         ]  # fmt: skip
-        gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"],
-                        hover=f"{short_group(e['lower'])} → {short_group(e['upper'])}<br>W = {e['weight']:.4g}") for e in edges]
-        fig = layered_figure(nodes, gedges, layer_names=ctx.layer_names, selected=picked_uid, weight_name="W")
+        gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
+                        hover=f"{short_group(e['lower'])} → {short_group(e['upper'])}<br>W = {e['weight']:.4g}"
+                              f"<br>{abs(e['weight']) / (e['top'] or 1.0):.2f} of the layer's strongest") for e in edges]
+        fig = layered_figure(nodes, gedges, layer_names=ctx.layer_names, selected=picked_uid, weight_name="|W|/layer max")
         st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points", config={"displaylogo": False})
         hidden = len(groups) - len(nodes)
-        st.caption(f"{len(nodes)} groups, {len(edges)} GROUP_FEEDS edges drawn (|W| ≥ {frac:.2f} × max, top {top_k} "
-                   f"inputs per group){f'; {hidden} groups without a kept edge hidden' if hidden > 0 else ''}. "
-                   "Edge width and colour: |W|; red = negative.")
+        st.caption(f"{len(nodes)} groups, {len(edges)} GROUP_FEEDS edges drawn (|W| ≥ {frac:.2f} × the strongest into "
+                   f"the same layer, top {top_k} inputs per group){f'; {hidden} groups without a kept edge hidden' if hidden > 0 else ''}. "
+                   "Edge width and colour: |W| relative to the layer's strongest; red = negative.")
     with right:
         _group_members(url, ctx, picked_uid, by_uid[picked_uid])
 
@@ -167,12 +168,15 @@ def _neurons(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> 
     with left:
         picked = url.selectbox("Neuron (or click a node)", options, key="neuron",
                                format_func=lambda s: s.replace("/", " #"))
-        gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"],
-                        hover=f"{short_neuron(e['lower'])} → {short_neuron(e['upper'])}<br>importance {e['weight']:.4g} (rank {e['rank']})")
+        gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
+                        hover=f"{short_neuron(e['lower'])} → {short_neuron(e['upper'])}<br>importance {e['weight']:.4g} (rank {e['rank']})"
+                              f"<br>{e['weight'] / (e['top'] or 1.0):.2f} of the layer's largest")
                   for e in edges]  # fmt: skip
-        fig = layered_figure(list(nodes.values()), gedges, layer_names=names, selected=uid_of[picked], weight_name="importance")
+        fig = layered_figure(list(nodes.values()), gedges, layer_names=names, selected=uid_of[picked],
+                             weight_name="importance/layer max")
         st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points", config={"displaylogo": False})
-        st.caption(f"{len(nodes)} neurons, {len(edges)} FEEDS edges drawn (importance ≥ {frac:.2f} × max, the top {top_k} "
+        st.caption(f"{len(nodes)} neurons, {len(edges)} FEEDS edges drawn (importance ≥ {frac:.2f} × the largest into the "
+                   f"same layer, the top {top_k} "
                    f"core neurons of each neuron{'; capped' if len(edges) >= data.MAX_EDGES else ''}).")
     with right:
         _neuron_detail(ctx, cls, picked)

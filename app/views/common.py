@@ -77,6 +77,4 @@ def store_error_message(exc: Exception) -> None:
             "The embedded store starts with `neurflow store start` (or `neurflow app`); an external Neo4j is "
             "set with NEURFLOW_STORE_URI, NEURFLOW_STORE_USER, NEURFLOW_STORE_PASSWORD, NEURFLOW_STORE_DATABASE."
         )
-    if st.button("Retry", key="retry_store"):
-        data.clear_caches()
-        st.rerun()
+    st.button("Retry", key="retry_store", on_click=data.reconnect)

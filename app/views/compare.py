@@ -96,7 +96,7 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     a = url.selectbox("A", chosen, key="a", parse=int, default=chosen[0], container=c1, format_func=ctx.class_label)
     b_opts = [c for c in chosen if c != a]
     b = url.selectbox("B", b_opts, key="b", parse=int, default=b_opts[0], container=c2, format_func=ctx.class_label)
-    frac = url.slider("Min importance (share of max)", key="dw", min_value=0.0, max_value=1.0, default=0.05,
+    frac = url.slider("Min importance (share of the layer's largest)", key="dw", min_value=0.0, max_value=1.0, default=0.05,
                       step=0.01, container=c3)
     top_k = url.number("Top-k", key="dk", min_value=1, max_value=64, default=2, container=c4)
     deepest = max((row["depth"] for row in ctx.layers), default=0)
@@ -136,7 +136,7 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
             if old is None or w > old.weight:
                 edges[key] = GEdge(lower=e["lower"], upper=e["upper"], weight=w, category=side,
                                    hover=f"{e['lower_layer']} #{e['lower_channel']} → {e['upper_layer']} #{e['upper_channel']}"
-                                         f"<br>{side.replace('_', ' ')}<br>importance {e['weight']:.4g} (share of max {w:.2f})")
+                                         f"<br>{side.replace('_', ' ')}<br>importance {e['weight']:.4g} ({w:.2f} of the layer's largest)")
             for end in ("lower", "upper"):
                 uid = e[end]
                 if uid not in nodes:
@@ -151,7 +151,7 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
                          node_colours=DIFF_COLOURS, weight_name="importance share")
     st.plotly_chart(fig, key="diff_graph", config={"displaylogo": False})
     st.caption(f"A = {la} (blue), B = {lb} (orange), shared = purple. The union of both circuits pruned to the top {top_k} "
-               f"core neurons per neuron with importance ≥ {frac:.2f} × max; colours come from the full circuits "
+               f"core neurons per neuron with importance ≥ {frac:.2f} × the layer's largest; colours come from the full circuits "
                "(library query circuit_diff).")
 
 
