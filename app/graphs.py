@@ -20,6 +20,7 @@ from plotly.colors import sample_colorscale
 
 DIFF_COLOURS = {"both": "#7b5ea7", "only_a": "#1f77b4", "only_b": "#ff7f0e"}
 DIFF_NAMES = {"both": "shared", "only_a": "only A", "only_b": "only B"}
+DIFF_ORDER = {"only_a": 0, "both": 1, "only_b": 2}  # A left, shared in the middle, B right
 
 
 @dataclass
@@ -48,8 +49,10 @@ class Layout:
     depths: list[int] = field(default_factory=list)
 
 
-def layered_layout(nodes: Iterable[GNode], edges: Iterable[GEdge]) -> Layout:
-    """x in [0, 1] per row (evenly spread), y = -depth; barycentre ordering top-down."""
+def layered_layout(nodes: Iterable[GNode], edges: Iterable[GEdge], category_order: dict[str, int] | None = None) -> Layout:
+    """x in [0, 1] per row (evenly spread), y = -depth; barycentre ordering top-down.
+
+    `category_order`: sort each row by node category first (e.g. only A | shared | only B)."""
     nodes = list(nodes)
     by_depth: dict[int, list[GNode]] = {}
     for n in nodes:
@@ -61,9 +64,10 @@ def layered_layout(nodes: Iterable[GNode], edges: Iterable[GEdge]) -> Layout:
     for d in out.depths:
         row = by_depth[d]
 
-        def key(n: GNode) -> tuple[float, float]:
+        def key(n: GNode) -> tuple[float, float, float]:
             xs = [out.pos[u][0] for u in ups.get(n.id, []) if u in out.pos]
-            return (sum(xs) / len(xs) if xs else 0.5, n.order)
+            rank = (category_order or {}).get(n.category, 0)
+            return (rank, sum(xs) / len(xs) if xs else 0.5, n.order)
 
         row.sort(key=key)
         k = len(row)
@@ -90,9 +94,10 @@ def layered_figure(
     selected: str | None = None,
     weight_name: str = "weight",
     height: int | None = None,
+    category_order: dict[str, int] | None = None,
 ) -> go.Figure:
     """A layered graph: nodes by depth (0 on top), edges lower -> upper."""
-    lay = layered_layout(nodes, edges)
+    lay = layered_layout(nodes, edges, category_order)
     pos = lay.pos
     edges = [e for e in edges if e.lower in pos and e.upper in pos]
     traces: list[go.BaseTraceType] = []

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app import data
-from app.graphs import DIFF_COLOURS, GEdge, GNode, bar_figure, heatmap_figure, layered_figure
+from app.graphs import DIFF_COLOURS, DIFF_ORDER, GEdge, GNode, bar_figure, heatmap_figure, layered_figure
 from app.state import UrlState
 from app.views.common import Context, nav_button
 
@@ -101,7 +101,7 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     top_k = url.number("Top-k", key="dk", min_value=1, max_value=64, default=2, container=c4)
     deepest = max((row["depth"] for row in ctx.layers), default=0)
     with st.spinner("Reading both circuits…"):
-        diff = data.lib("circuit_diff", model=ctx.model, class_a=a, class_b=b, params_a=ctx.params, params_b=ctx.params)
+        diff = data.app_query("circuit_diff", model=ctx.model, class_a=a, class_b=b, params_a=ctx.params, params_b=ctx.params)
         ea = data.app_query("neuron_edges", model=ctx.model, class_index=a, params=ctx.params, min_frac=frac,
                             top_k=top_k, max_depth=deepest, limit=data.MAX_EDGES)
         eb = data.app_query("neuron_edges", model=ctx.model, class_index=b, params=ctx.params, min_frac=frac,
@@ -148,11 +148,10 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
         st.info("No FEEDS edge passes the filters.")
         return
     fig = layered_figure(list(nodes.values()), list(edges.values()), layer_names=ctx.layer_names,
-                         node_colours=DIFF_COLOURS, weight_name="importance share")
+                         node_colours=DIFF_COLOURS, weight_name="importance share", category_order=DIFF_ORDER)
     st.plotly_chart(fig, key="diff_graph", config={"displaylogo": False})
     st.caption(f"A = {la} (blue), B = {lb} (orange), shared = purple. The union of both circuits pruned to the top {top_k} "
-               f"core neurons per neuron with importance ≥ {frac:.2f} × the layer's largest; colours come from the full circuits "
-               "(library query circuit_diff).")
+               f"core neurons per neuron with importance ≥ {frac:.2f} × the layer's largest; colours come from the full circuits.")
 
 
 # --------------------------------------------------------------------------- heatmap
