@@ -206,6 +206,7 @@ def _atomic_write(path: Path, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the cache may be shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.fx
@@ -121,12 +122,18 @@ def test_missing_weights_file(tmp_path):
         load_model("fashion-cnn", str(tmp_path / "nope.pt"))
 
 
-def test_random_bytes_are_not_weights(tmp_path):
+@pytest.mark.parametrize("size", [0, 3, 100, 4096])
+def test_random_bytes_are_not_weights(tmp_path, size):
+    rng = np.random.default_rng(size)
     path = tmp_path / "junk.pt"
+    for attempt in range(25):  # random bytes make torch.load fail in many different ways
+        path.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        with pytest.raises(NeurflowInputError) as err:
+            load_model("fashion-cnn", str(path))
+        assert "not a PyTorch weights file" in str(err.value) and "\n" not in str(err.value)
     path.write_bytes(os.urandom(4096))
-    with pytest.raises(NeurflowInputError) as err:
+    with pytest.raises(NeurflowInputError, match="not a PyTorch weights file"):
         load_model("fashion-cnn", str(path))
-    assert "not a PyTorch weights file" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_pickled_full_model_is_refused(tmp_path):
