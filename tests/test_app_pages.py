@@ -288,6 +288,18 @@ def test_hub_neurons_and_reverse_lookup(synthetic):
     assert f"**{layer} #{ch}** is critical for **{best}**" in texts(at)
 
 
+def test_many_classes_page_the_gallery_and_subset_the_heatmap(synthetic, monkeypatch):
+    from app.views import compare, overview
+
+    monkeypatch.setattr(overview, "GALLERY_PAGE", 2)
+    monkeypatch.setattr(compare, "HEATMAP_ALL_MAX", 2)
+    at = page("overview", gp=2)
+    keys = {b.key for b in at.button}
+    assert {"open_circuit_2", "open_circuit_3"} <= keys and "open_circuit_0" not in keys
+    at = page("compare", classes="0,3")
+    assert "the heatmap shows the picked ones" in texts(at)
+
+
 def test_compare_needs_two_classes(synthetic):
     at = page("compare", classes="1")
     assert "Pick at least two classes" in texts(at)

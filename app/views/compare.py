@@ -14,6 +14,8 @@ from app.graphs import DIFF_COLOURS, DIFF_ORDER, GEdge, GNode, bar_figure, heatm
 from app.state import UrlState
 from app.views.common import Context, nav_button
 
+HEATMAP_ALL_MAX = 40  # up to this many classes the heatmap shows all of them
+
 
 def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 0.0
@@ -161,15 +163,24 @@ def _heatmap(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     if not layer_opts:
         return
     layer = url.selectbox("Layer", layer_opts, key="layer", default=layer_opts[len(layer_opts) // 2])
-    rows = data.lib("similarity_matrix", model=ctx.model, layer=layer, params=ctx.params)
-    idx = sorted({r["class_a"] for r in rows})
+    if len(ctx.class_names) <= HEATMAP_ALL_MAX:  # every class: the library's similarity matrix
+        rows = data.lib("similarity_matrix", model=ctx.model, layer=layer, params=ctx.params)
+        idx = sorted({r["class_a"] for r in rows})
+        pairs = {(r["class_a"], r["class_b"]): float(r["jaccard"]) for r in rows}
+    else:  # hundreds of classes: the picked ones only (classes^2 cells would not be readable)
+        depth = ctx.depth_of[layer]
+        sets = {r["class_index"]: set(r["channels"]) for r in data.app_query(
+            "critical_sets", model=ctx.model, classes=chosen, params=ctx.params) if r["depth"] == depth}  # fmt: skip
+        idx = sorted(sets)
+        pairs = {(a, b): jaccard(sets[a], sets[b]) for a in idx for b in idx}
+        st.caption(f"{len(ctx.class_names)} classes: the heatmap shows the picked ones.")
     if not idx:
         st.caption("no circuits")
         return
     pos = {c: i for i, c in enumerate(idx)}
     matrix = [[0.0] * len(idx) for _ in idx]
-    for r in rows:
-        matrix[pos[r["class_a"]]][pos[r["class_b"]]] = float(r["jaccard"])
+    for (a, b), v in pairs.items():
+        matrix[pos[a]][pos[b]] = v
     labels = [ctx.class_label(c) + (" ◀" if c in chosen else "") for c in idx]
     st.plotly_chart(heatmap_figure(labels, matrix), key="heatmap", config={"displaylogo": False})
     st.caption(f"Jaccard index of the critical neurons of layer {layer} (◀ = selected classes).")

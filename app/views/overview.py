@@ -10,6 +10,7 @@ from app.state import UrlState
 from app.views.common import Context, image_row, nav_button
 
 GALLERY_COLUMNS = 5
+GALLERY_PAGE = 20
 
 
 def render(url: UrlState, ctx: Context) -> None:
@@ -29,9 +30,15 @@ def render(url: UrlState, ctx: Context) -> None:
     st.subheader(f"Classes of {ctx.model}")
     st.caption("Top crops of each class-logit neuron's concepts: what the model looks at for the class. "
                "Open a class to see its circuit.")
-    for start in range(0, len(gallery), GALLERY_COLUMNS):
+    shown = gallery
+    if len(gallery) > GALLERY_PAGE:  # ImageNet-sized models: one page of cards at a time
+        pages = (len(gallery) + GALLERY_PAGE - 1) // GALLERY_PAGE
+        at = url.number(f"Gallery page (of {pages}, {GALLERY_PAGE} classes each)", key="gp", min_value=1,
+                        max_value=pages, default=1)
+        shown = gallery[(at - 1) * GALLERY_PAGE : at * GALLERY_PAGE]
+    for start in range(0, len(shown), GALLERY_COLUMNS):
         cols = st.columns(GALLERY_COLUMNS)
-        for col, row in zip(cols, gallery[start : start + GALLERY_COLUMNS]):
+        for col, row in zip(cols, shown[start : start + GALLERY_COLUMNS]):
             with col.container(border=True):
                 st.markdown(f"**{row['class_index']} · {row['class_name']}**")
                 image_row(row["thumbnails"], width=44)
