@@ -168,6 +168,19 @@ def test_circuit_page_group_level(synthetic):
     assert n_images(at) > 0
 
 
+def test_clicking_a_node_selects_it(synthetic):
+    _, circuits, _ = synthetic
+    c = circuits[1]
+    target = sorted(_short_groups(c, 2))[-1]
+    at = page("circuit", **{"class": 1, "level": "group", "w": 0})
+    assert at.selectbox(key="w:group").value != target
+    # what the browser sends when a node of the plotly chart is clicked
+    at.session_state["group_graph_1"] = {"selection": {"points": [{"customdata": f"{c.uid}/{target}"}]}}
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="w:group").value == target and at.query_params["group"] == target
+
+
 def test_group_edges_are_pruned_in_the_store(synthetic):
     """Threshold (share of the strongest |W| into the layer) and top-k per upper group, from the Circuit."""
     _, circuits, _ = synthetic
