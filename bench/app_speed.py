@@ -104,7 +104,7 @@ def time_app_queries(store, model: str, runs: int) -> list[tuple[str, float]]:
     p = {
         "model": model, "params": None, "class_index": a, "include_incomplete": True, "n": 6, "min_frac": 0.05,
         "top_k": 3, "max_depth": 99, "limit": 1500, "classes": [a, 6], "group": group[0]["uid"] if group else "",
-        "neuron": neuron[0]["uid"] if neuron else "",
+        "neuron": neuron[0]["uid"] if neuron else "", "class_a": a, "class_b": 6, "params_a": None, "params_b": None,
     }  # fmt: skip
     import re
 
