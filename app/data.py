@@ -20,6 +20,7 @@ from typing import Any
 import streamlit as st
 
 from ingest.config import StoreConfig, load_config
+from ingest.config import artifact_dir as config_artifact_dir
 from ingest.queries import get_query, run_query
 from ingest.readonly import readonly_store
 from ingest.store import Store
@@ -54,19 +55,9 @@ def store() -> Store:
     return readonly_store(config())
 
 
-def artifact_dir_for(cfg: StoreConfig | None) -> Path:
-    """`ingest.ingest_cli.artifact_dir`, restated: importing ingest_cli imports `neurflow` and so
-    torch (3-4 s), which no page needs.  tests/test_app_pages.py checks that the two agree."""
-    if os.environ.get("NEURFLOW_ARTIFACT_DIR"):
-        return Path(os.environ["NEURFLOW_ARTIFACT_DIR"])
-    if cfg is not None and getattr(cfg, "data_dir", None):
-        return Path(cfg.data_dir) / "artifacts"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "neurflow" / "artifacts"
-
-
 def artifact_dir() -> Path:
     """Where crop thumbnails live (Crop.thumbnail paths are relative to it)."""
-    return artifact_dir_for(config())
+    return config_artifact_dir(config())
 
 
 def store_kind(cfg: StoreConfig) -> str:

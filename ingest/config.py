@@ -127,3 +127,15 @@ def load_config(env: Mapping[str, str] | None = None, *, start: bool = True) -> 
     if env.get("NEURFLOW_STORE_DATABASE"):
         cfg = cfg.with_database(env["NEURFLOW_STORE_DATABASE"])
     return cfg
+
+
+def artifact_dir(cfg: StoreConfig | None = None) -> Path:
+    """Where crop thumbnails live (`Crop.thumbnail` paths are relative to it).
+
+    `NEURFLOW_ARTIFACT_DIR`, else `artifacts/` in the embedded store's data folder, else
+    `$XDG_DATA_HOME/neurflow/artifacts` (a remote Neo4j has no folder of ours)."""
+    if os.environ.get("NEURFLOW_ARTIFACT_DIR"):
+        return Path(os.environ["NEURFLOW_ARTIFACT_DIR"])
+    if cfg is not None and getattr(cfg, "data_dir", None):
+        return Path(cfg.data_dir) / "artifacts"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "neurflow" / "artifacts"

@@ -8,13 +8,13 @@ class and parameters) is already `complete` in the store is skipped unless `--fo
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.config import artifact_dir
 from neurflow.circuit import Circuit, Params
-from neurflow.images import NeurflowInputError
+from neurflow.errors import NeurflowInputError
 
 
 def parse_classes(text: str, num_classes: int) -> list[int]:
@@ -38,15 +38,6 @@ def parse_classes(text: str, num_classes: int) -> list[int]:
     if bad:
         raise NeurflowInputError(f"class index {bad[0]} out of range: the model has classes 0..{num_classes - 1}")
     return sorted(out)
-
-
-def artifact_dir(cfg) -> Path:
-    """Where crop thumbnails live: `NEURFLOW_ARTIFACT_DIR`, else beside the store's data."""
-    if os.environ.get("NEURFLOW_ARTIFACT_DIR"):
-        return Path(os.environ["NEURFLOW_ARTIFACT_DIR"])
-    if cfg is not None and getattr(cfg, "data_dir", None):
-        return Path(cfg.data_dir) / "artifacts"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "neurflow" / "artifacts"
 
 
 @dataclass

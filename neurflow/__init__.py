@@ -1,11 +1,20 @@
 """NeurFlow: neuron groups and their functional interactions (ICLR 2025), as a library.
 
 Pure computation: a model, a layer list and one class's images in, a `Circuit` out.
-No database code lives here; `ingest/` writes circuits to a graph store.
+No database code lives here; `ingest/` writes circuits to a graph store.  Importing the
+package does not import torch (the store and the app read circuits without it).
 """
 
-from neurflow.circuit import Circuit, Params, LOGITS
-from neurflow.images import ImageSet, NeurflowInputError
+from neurflow.circuit import LOGITS, Circuit, Params
+from neurflow.errors import NeurflowInputError
 
 __version__ = "0.1.0"
 __all__ = ["Circuit", "Params", "LOGITS", "ImageSet", "NeurflowInputError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "ImageSet":
+        from neurflow.images import ImageSet
+
+        return ImageSet
+    raise AttributeError(f"module 'neurflow' has no attribute {name!r}")

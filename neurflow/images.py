@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-
-class NeurflowInputError(ValueError):
-    """Bad input from a user: the CLI prints its message as one line and exits non-zero."""
+from neurflow.errors import NeurflowInputError
 
 
 @dataclass

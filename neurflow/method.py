@@ -239,7 +239,7 @@ def _select_images(model, images: ImageSet, class_index: int, params: Params, de
             for start in range(0, len(images), budget.crop_batch):
                 x = images.pixels[start : start + budget.crop_batch].to(device)
                 pred = capture(model, x, [LOGITS])[LOGITS].argmax(dim=1).cpu()
-                keep += [start + i for i in torch.flatnonzero(pred == class_index).tolist()]
+                keep += [start + i for i in torch.nonzero(pred == class_index).flatten().tolist()]
         if not keep:
             raise NeurflowInputError(
                 f"the model predicts class {class_index} for none of the {len(images)} images given; "

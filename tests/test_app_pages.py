@@ -106,13 +106,11 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 0.0
 
 
-def test_artifact_dir_agrees_with_the_ingest_cli(synthetic):
-    from ingest.ingest_cli import artifact_dir
+def test_app_reads_thumbnails_where_ingestion_writes_them(synthetic):
+    from ingest.config import artifact_dir
 
-    cfg = synthetic[0]
-    assert data.artifact_dir_for(cfg) == artifact_dir(cfg)
     with _Env(NEURFLOW_ARTIFACT_DIR=None):
-        assert data.artifact_dir_for(cfg) == artifact_dir(cfg)
+        assert data.artifact_dir() == artifact_dir(data.config())
 
 
 # --------------------------------------------------------------------------- overview

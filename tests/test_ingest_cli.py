@@ -22,6 +22,8 @@ from neurflow.images import NeurflowInputError
 from tests.fixtures_circuits import TEST_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
+# The rerun, kill and bad-input tests need real but quick circuits.
+SMALL_ARGS = ["--tau", "3", "--k", "10", "--ig-steps", "8", "--max-images", "8", "--device", "cpu", "--quiet"]
 
 
 def _counts(cfg) -> dict[str, int]:
@@ -99,7 +101,7 @@ def _ingest(env: dict[str, str], *extra: str, classes: str = "4") -> int:
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        return cli_main(["ingest", "--model", "fashion-cnn", "--classes", classes, *TEST_ARGS, *extra])
+        return cli_main(["ingest", "--model", "fashion-cnn", "--classes", classes, *SMALL_ARGS, *extra])
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -126,7 +128,7 @@ def test_sigkill_mid_write_then_resume_leaves_no_duplicates(store_server, traine
     env = {**_fresh_db(store_server), "NEURFLOW_ARTIFACT_DIR": str(tmp_path)}
     cfg = store_server.with_database(env["NEURFLOW_STORE_DATABASE"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "neurflow.cli", "ingest", "--model", "fashion-cnn", "--classes", "5", *TEST_ARGS,
+        [sys.executable, "-m", "neurflow.cli", "ingest", "--model", "fashion-cnn", "--classes", "5", *SMALL_ARGS,
          "--write-batch", "25"],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -185,7 +187,7 @@ def test_bad_input_one_line_and_store_unchanged(case, ingested, tmp_path, capsys
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        code = cli_main(["ingest", *TEST_ARGS, *(["--model", "fashion-cnn"] if "--model" not in args else []), *args])
+        code = cli_main(["ingest", *SMALL_ARGS, *(["--model", "fashion-cnn"] if "--model" not in args else []), *args])
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
