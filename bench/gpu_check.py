@@ -66,13 +66,14 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--budget-s", type=float, default=480)
     p.add_argument("--out", default="gpu_check.json")
-    p.add_argument("--fashion-classes", type=int, default=3)
+    p.add_argument("--fashion-classes", type=int, default=2)
+    p.add_argument("--resnet-layers", type=int, default=3, help="analysed ResNet50 layers (of the default list)")
     p.add_argument("--resnet-images", type=int, default=8)
     args = p.parse_args()
     start = time.perf_counter()
     left = lambda: args.budget_s - (time.perf_counter() - start)  # noqa: E731
     results: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                     "torch": torch.__version__}
+                     "torch": torch.__version__, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
     cuda = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def save():
@@ -90,7 +91,7 @@ def main() -> int:
 
     loaded = load_model("fashion-cnn", train_if_missing=False)
     layers = list(loaded.spec.layers)
-    params = Params(tau=16, k=50, ig_steps=50, max_images=100)
+    params = Params(tau=16, k=50, ig_steps=50, max_images=50)
     for c in range(args.fashion_classes):
         if left() < 120:
             break
@@ -110,7 +111,7 @@ def main() -> int:
     from neurflow.models.registry import load_model as load
 
     resnet = load("resnet50", random_init=True, device=str(cuda))
-    r_layers = [LOGITS] + list(resnet.spec.layers)
+    r_layers = [LOGITS] + list(resnet.spec.layers)[: args.resnet_layers]
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randn(args.resnet_images, 3, 224, 224, generator=gen)
     images = ImageSet(pixels, [f"generated:{i}" for i in range(len(pixels))], [0] * len(pixels))
