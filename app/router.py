@@ -11,6 +11,11 @@ from app.views import circuit, common, compare, console, overview
 from ingest.errors import StoreError
 
 VIEWS = {"overview": overview, "circuit": circuit, "compare": compare, "console": console}
+
+from app.views import faithfulness  # noqa: E402 - page added by the evaluations issue
+
+VIEWS["faithfulness"] = faithfulness
+PAGES.setdefault("faithfulness", "Is it faithful?")
 LATEST = "latest"
 
 
