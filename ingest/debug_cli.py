@@ -1,0 +1,232 @@
+"""`neurflow debug`: which groups of the stored circuits fire on an image, and what zeroing one does.
+
+    neurflow debug fashion-mnist:test:42 --model fashion-cnn [--class 6] [--ablate GROUP_UID] [--json]
+    neurflow debug shirt.png --model fashion-cnn
+
+The model predicts the image; the groups of the predicted class's circuit (and of the true
+class's with `--class`, or the data set's label for a `fashion-mnist:` image) are read from the
+store and scored on the image's crops (neurflow/debugging.py).  `--ablate` zeroes one group's
+channels and prints the logit change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurflow.errors import NeurflowInputError
+
+_DATASET_REF = re.compile(r"^fashion-mnist:(train|test):(\d+)$")
+
+GROUPS_CYPHER = """
+MATCH (:Class {model: $model, index: $class_index})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
+WHERE $params IS NULL OR c.params_hash = $params
+WITH c ORDER BY c.completed_at DESC LIMIT 1
+MATCH (c)-[:HAS_GROUP]->(g:Group)<-[:IN_GROUP]-(k:Concept)
+OPTIONAL MATCH (k)-[e:EXEMPLIFIED_BY]->(cr:Crop)
+WITH c, g, k, e, cr ORDER BY e.rank, cr.uid
+WITH c, g, k, collect(cr.thumbnail) AS thumbnails
+RETURN c.uid AS circuit, g.uid AS group, g.layer AS layer, g.depth AS depth, g.index AS index, g.label AS label,
+       k.channel AS channel, k.index AS concept, k.mean_activation AS mean_activation, thumbnails
+ORDER BY depth, index, channel, concept
+"""
+
+
+def read_groups(store, model: str, class_index: int, params: str | None = None, max_thumbnails: int = 6):
+    """`(circuit uid, [GroupRef])` of a class's chosen complete circuit; `(None, [])` when it has none."""
+    from neurflow.debugging import make_group
+
+    rows = store.run(GROUPS_CYPHER, {"model": model, "class_index": int(class_index), "params": params})
+    if not rows:
+        return None, []
+    by_group: dict[str, list[dict]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r)
+    groups = []
+    for uid, rs in by_group.items():
+        thumbs: list[str] = []
+        for r in rs:
+            thumbs += [t for t in r["thumbnails"] if t and t not in thumbs]
+        first = rs[0]
+        groups.append(make_group(uid, first["layer"], first["depth"], first["index"],
+                                 [(r["channel"], r["mean_activation"] or 0.0) for r in rs],
+                                 first["label"], thumbs[:max_thumbnails]))  # fmt: skip
+    return rows[0]["circuit"], groups
+
+
+def load_query_image(ref: str, spec) -> tuple[Any, int | None, str]:
+    """`(preprocessed (C, S, S) tensor, true label or None, source)` of an image file or `fashion-mnist:<split>:<i>`."""
+    import torch
+
+    m = _DATASET_REF.match(ref.strip())
+    if m:
+        from neurflow.datasets import FASHION_MNIST, read_fashion_mnist
+        from neurflow.datasets import _normalise, _resize_crop  # noqa: PLC2701 - the library's own preprocessing
+
+        if spec.default_data != FASHION_MNIST:
+            raise NeurflowInputError(f"{ref}: model {spec.name} is not a Fashion-MNIST model; pass an image file")
+        images, labels = read_fashion_mnist(m.group(1))
+        i = int(m.group(2))
+        if not 0 <= i < len(labels):
+            raise NeurflowInputError(f"{ref}: index out of range, the {m.group(1)} split has images 0..{len(labels) - 1}")
+        pixels = torch.from_numpy(images[i].copy()).float().div(255.0).reshape(1, 1, 28, 28)
+        if spec.in_channels != 1:
+            pixels = pixels.expand(-1, spec.in_channels, -1, -1)
+        return _normalise(_resize_crop(pixels, spec.input_size), spec)[0], int(labels[i]), ref
+    if ref.startswith("fashion-mnist:"):
+        raise NeurflowInputError(f"{ref!r}: dataset images are written fashion-mnist:test:<index> (or :train:)")
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise NeurflowInputError(f"image {ref} not found (give an image file or fashion-mnist:test:<index>)")
+    from neurflow.datasets import _normalise, _read_image  # noqa: PLC2701
+
+    return _normalise(_read_image(path, spec).unsqueeze(0), spec)[0], None, str(path)
+
+
+def image_from_bytes(raw: bytes, spec):
+    """A preprocessed `(C, S, S)` tensor of an uploaded image file's bytes (the app's upload)."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from neurflow.datasets import _normalise, _resize_crop  # noqa: PLC2701
+
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img = img.convert("L" if spec.in_channels == 1 else "RGB")
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise NeurflowInputError(f"cannot read the uploaded image: {type(exc).__name__}") from exc
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    pixels = torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return _normalise(_resize_crop(pixels, spec.input_size), spec)[0]
+
+
+@dataclass
+class CircuitDebug:
+    class_index: int
+    role: str  # 'predicted', 'true' or 'predicted = true'
+    circuit: str | None
+    scores: list = field(default_factory=list)  # [GroupScore], best first
+
+
+@dataclass
+class DebugReport:
+    source: str
+    true_class: int | None
+    logits: list[float]
+    predicted: int
+    circuits: list[CircuitDebug]
+    boxes: list = field(default_factory=list)  # crop boxes (x0, y0, x1, y1, g), indices of GroupScore.evidence
+    ablation: Any = None  # neurflow.debugging.Ablation
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "true_class": self.true_class, "predicted": self.predicted, "logits": self.logits,
+            "circuits": [{"class_index": c.class_index, "role": c.role, "circuit": c.circuit,
+                          "groups": [s.as_dict() for s in c.scores]} for c in self.circuits],
+            "ablation": self.ablation.as_dict() if self.ablation is not None else None,
+        }  # fmt: skip
+
+
+def debug_image(store, loaded, image, *, true_class: int | None = None, params: str | None = None,
+                ablate: str | None = None, threshold: float | None = None, source: str = "") -> DebugReport:
+    """Predict, score the groups of the predicted (and true) class's circuit, optionally ablate a group."""
+    from neurflow.debugging import THRESHOLD, ablate_group, logits, query_crops, score_groups
+
+    threshold = THRESHOLD if threshold is None else threshold
+    out = logits(loaded.module, image)
+    predicted = int(out.argmax())
+    classes = [(predicted, "predicted = true" if true_class == predicted else "predicted")]
+    if true_class is not None and true_class != predicted:
+        classes.append((int(true_class), "true"))
+    report = DebugReport(source, true_class, out.tolist(), predicted, [], [b for b in query_crops(image)[1]])
+    known: dict[str, Any] = {}
+    for c, role in classes:
+        circuit, groups = read_groups(store, loaded.uid, c, params)
+        known.update({g.uid: g for g in groups})
+        scores = score_groups(loaded.module, image, groups, threshold=threshold) if groups else []
+        report.circuits.append(CircuitDebug(c, role, circuit, scores))
+    if ablate:
+        group = known.get(ablate)
+        if group is None:  # any group of a stored circuit of this model may be ablated
+            m = re.match(r"^(.+)/(\d+)/([0-9a-f]+)/(.+)/g(\d+)$", ablate)
+            if m and m.group(1) == loaded.uid:
+                _, groups = read_groups(store, loaded.uid, int(m.group(2)), m.group(3))
+                group = next((g for g in groups if g.uid == ablate), None)
+        if group is None:
+            raise NeurflowInputError(f"--ablate: no group {ablate!r} in the stored complete circuits of {loaded.uid}")
+        report.ablation = ablate_group(loaded.module, image, group)
+    return report
+
+
+def format_report(report: DebugReport, class_names: list[str], top: int = 10) -> str:
+    name = lambda c: f"{c} ({class_names[c]})" if c is not None and c < len(class_names) else str(c)  # noqa: E731
+    lines = [f"image: {report.source}", f"predicted: {name(report.predicted)}  logit {report.logits[report.predicted]:.3f}"]
+    if report.true_class is not None:
+        lines.append(f"true class: {name(report.true_class)}" + ("" if report.true_class == report.predicted else "  (misclassified)"))
+    for c in report.circuits:
+        lines.append("")
+        if c.circuit is None:
+            lines.append(f"{c.role} class {name(c.class_index)}: no complete circuit in the store (run neurflow ingest)")
+            continue
+        lines.append(f"{c.role} class {name(c.class_index)}: circuit {c.circuit}, {len(c.scores)} groups, best first")
+        for s in c.scores[:top]:
+            boxes = [report.boxes[i] for i in s.evidence[:3]]
+            ev = ", ".join(f"({b[0]},{b[1]})-({b[2]},{b[3]})@{b[4]:g} {s.crop_scores[i]:.2f}" for b, i in zip(boxes, s.evidence))
+            label = f"  [{s.group.label}]" if s.group.label else ""
+            lines.append(f"  {s.score:8.3f}  {s.group.uid}{label}  evidence {len(s.evidence)} crops{': ' + ev if ev else ''}")
+        if len(c.scores) > top:
+            lines.append(f"  ... {len(c.scores) - top} more (--top)")
+    a = report.ablation
+    if a is not None:
+        lines += ["", f"ablation of {a.group} (layer {a.layer}, channels {a.channels}):"]
+        for i in sorted(range(len(a.before)), key=lambda i: -abs(a.delta[i]))[:5]:
+            lines.append(f"  logit {name(i)}: {a.before[i]:.4f} -> {a.after[i]:.4f}  ({a.delta[i]:+.4f})")
+        lines.append(f"  prediction: {name(a.predicted_before)} -> {name(a.predicted_after)}")
+    return "\n".join(lines)
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from ingest.store import open_store
+    from neurflow.models.registry import load_model, resolve_device
+
+    loaded = load_model(args.model, args.weights, device=str(resolve_device(args.device)), train_if_missing=False)
+    image, label, source = load_query_image(args.image, loaded.spec)
+    true_class = args.class_index if args.class_index is not None else label
+    if true_class is not None and not 0 <= true_class < len(loaded.class_names):
+        raise NeurflowInputError(f"--class {true_class} out of range: the model has classes 0..{len(loaded.class_names) - 1}")
+    if not 0 < args.threshold:
+        raise NeurflowInputError(f"--threshold must be positive, got {args.threshold}")
+    with open_store() as store:
+        report = debug_image(store, loaded, image, true_class=true_class, params=args.params, ablate=args.ablate,
+                             threshold=args.threshold, source=source)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(format_report(report, loaded.class_names, top=args.top))
+    return 0
+
+
+def add_debug_commands(sub) -> None:
+    from neurflow.debugging import THRESHOLD
+
+    p = sub.add_parser("debug", help="score the stored groups on an image; zero a group and see the logits change")
+    p.add_argument("image", help="an image file, or fashion-mnist:test:<index>")
+    p.add_argument("--model", default="fashion-cnn", help="registry name (its circuits must be in the store)")
+    p.add_argument("--weights", default=None, help="state-dict file for the model")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda ...")
+    p.add_argument("--class", dest="class_index", type=int, default=None, help="true class (also debug its circuit)")
+    p.add_argument("--params", default=None, help="parameter hash of the circuits (default: latest per class)")
+    p.add_argument("--ablate", default=None, metavar="GROUP_UID", help="zero this group's channels, print the logit change")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help="exp(s) at which a crop counts as evidence")
+    p.add_argument("--top", type=int, default=10, help="groups to print per circuit")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(func=cmd_debug)

@@ -1,0 +1,148 @@
+"""Image debugging (spec §9) on the real demo model and its ingested circuits."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ingest.debug_cli import debug_image, load_query_image, read_groups
+from ingest.store import Store
+from neurflow.circuit import LOGITS
+from neurflow.cli import main as cli_main
+from neurflow.debugging import (
+    EPS,
+    ablate_group,
+    crop_activations,
+    groups_from_circuit,
+    query_crops,
+    score_groups,
+)
+from neurflow.hooks import capture, masked_channels
+
+
+@pytest.fixture(scope="module")
+def misclassified(trained_model):
+    """(index, true class, predicted class) of the first misclassified Fashion-MNIST test image."""
+    from neurflow.datasets import load_images
+
+    images = load_images("fashion-mnist", trained_model.spec, split="test", limit=500)
+    with torch.no_grad():
+        pred = trained_model.module(images.pixels).argmax(1)
+    wrong = torch.nonzero(pred != torch.tensor(images.labels)).flatten().tolist()
+    assert wrong, "the demo model classifies the first 500 test images perfectly?"
+    i = wrong[0]
+    return i, images.labels[i], int(pred[i])
+
+
+@pytest.fixture
+def demo_env(ingested, monkeypatch):
+    cfg, circuits = ingested
+    monkeypatch.setenv("NEURFLOW_STORE_DATABASE", cfg.database)
+    return cfg, circuits
+
+
+def test_query_crops_at_three_granularities(trained_model):
+    image = torch.zeros(1, 28, 28)
+    crops, boxes = query_crops(image)
+    sides = sorted({b[2] - b[0] for b in boxes})
+    assert sides == [7, 14, 28] and crops.shape == (len(boxes), 1, 28, 28)
+
+
+def test_store_groups_match_the_circuit(demo_env):
+    cfg, circuits = demo_env
+    c = circuits[3]
+    with Store(cfg) as store:
+        uid, groups = read_groups(store, "fashion-cnn", 3)
+    assert uid == c.uid
+    expected = {g.uid: g for g in groups_from_circuit(c)}
+    assert {g.uid for g in groups} == set(expected)
+    for g in groups:
+        e = expected[g.uid]
+        assert g.layer == e.layer and g.channels == e.channels
+        assert [r for _, r in g.members] == pytest.approx([r for _, r in e.members])
+    assert any(g.thumbnails for g in groups)
+
+
+def test_group_score_follows_the_formula(trained_model, demo_env, misclassified):
+    _, circuits = demo_env
+    i, _, predicted = misclassified
+    image, _, _ = load_query_image(f"fashion-mnist:test:{i}", trained_model.spec)
+    groups = groups_from_circuit(circuits[predicted])
+    scores = score_groups(trained_model.module, image, groups)
+    assert [s.score for s in scores] == sorted((s.score for s in scores), reverse=True)
+    crops, _ = query_crops(image)
+    acts = crop_activations(trained_model.module, crops, {g.layer for g in groups})
+    for s in scores[:3] + scores[-2:]:
+        g = s.group
+        per_crop = []
+        for x in range(crops.shape[0]):
+            terms = [math.log(max(acts[g.layer][x, ch].item(), 0.0) / (abs(ref) + EPS) + EPS) for ch, ref in g.members]
+            per_crop.append(sum(terms) / len(terms))
+        assert s.score == pytest.approx(math.exp(max(per_crop)), rel=1e-6)
+        assert s.evidence == sorted(s.evidence, key=lambda k: -s.crop_scores[k])
+        assert all(math.exp(per_crop[k]) >= 0.8 for k in s.evidence)
+        assert sum(math.exp(v) >= 0.8 for v in per_crop) == len(s.evidence)
+
+
+def test_cli_ablation_matches_a_masked_forward_pass(trained_model, demo_env, misclassified, capsys):
+    """The misclassified example: the logit change `neurflow debug --ablate` reports is the one a
+    direct forward pass with the group's channels masked gives."""
+    cfg, _ = demo_env
+    i, true, predicted = misclassified
+    ref = f"fashion-mnist:test:{i}"
+    assert cli_main(["debug", ref, "--model", "fashion-cnn", "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["predicted"] == predicted and report["true_class"] == true
+    roles = {c["role"]: c for c in report["circuits"]}
+    assert set(roles) == {"predicted", "true"} and roles["true"]["class_index"] == true
+    top = next(g for g in roles["predicted"]["groups"] if g["layer"] != LOGITS)
+
+    assert cli_main(["debug", ref, "--model", "fashion-cnn", "--device", "cpu", "--json", "--ablate", top["group"]]) == 0
+    ablation = json.loads(capsys.readouterr().out)["ablation"]
+
+    image, _, _ = load_query_image(ref, trained_model.spec)
+    x = image.unsqueeze(0)
+    with Store(cfg) as store:
+        _, groups = read_groups(store, "fashion-cnn", predicted)
+    group = next(g for g in groups if g.uid == top["group"])
+    n = capture(trained_model.module, x, [group.layer])[group.layer].shape[1]
+    mask = torch.ones(n)
+    mask[group.channels] = 0
+    with torch.no_grad():
+        before = trained_model.module(x)[0]
+        with masked_channels(trained_model.module, {group.layer: mask}):
+            after = trained_model.module(x)[0]
+    assert ablation["channels"] == group.channels
+    assert ablation["before"] == pytest.approx(before.tolist(), abs=1e-5)
+    assert ablation["delta"] == pytest.approx((after - before).tolist(), abs=1e-5)
+    assert max(abs(d) for d in ablation["delta"]) > 0
+
+    # the same numbers through the library call the app uses
+    with Store(cfg) as store:
+        rep = debug_image(store, trained_model, image, true_class=true, ablate=group.uid)
+    assert rep.ablation.delta == pytest.approx(ablation["delta"], abs=1e-6)
+    assert ablate_group(trained_model.module, image, group).after == pytest.approx(after.tolist(), abs=1e-5)
+
+    # the readable output names the prediction and the change
+    assert cli_main(["debug", ref, "--device", "cpu", "--ablate", group.uid]) == 0
+    text = capsys.readouterr().out
+    assert "(misclassified)" in text and f"ablation of {group.uid}" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["debug", "fashion-mnist:test:999999"], "index out of range"),
+        (["debug", "fashion-mnist:val:1"], "fashion-mnist:test:<index>"),
+        (["debug", "/no/such/image.png"], "not found"),
+        (["debug", "fashion-mnist:test:0", "--ablate", "fashion-cnn/0/abc/block2/g99"], "no group"),
+        (["debug", "fashion-mnist:test:0", "--class", "12"], "out of range"),
+    ],
+)
+def test_cli_errors_are_one_line(demo_env, capsys, argv, message):
+    assert cli_main([*argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
