@@ -16,6 +16,12 @@ from app.views import faithfulness  # noqa: E402 - page added by the evaluations
 
 VIEWS["faithfulness"] = faithfulness
 PAGES.setdefault("faithfulness", "Is it faithful?")
+
+from app.views import debug, labels  # noqa: E402 - pages added by the debugging / labelling issue
+
+VIEWS.update(debug=debug, labels=labels)
+PAGES.setdefault("debug", "Debug an image")
+PAGES.setdefault("labels", "Group labels")
 LATEST = "latest"
 
 

@@ -328,3 +328,35 @@ def test_cli_labels_through_the_endpoint(llm, labelled_store, monkeypatch, tmp_p
     assert f"{n} groups labelled ({n} written), 0 failed" in out
     assert cli_main(["label", "--model", "nosuchmodel"]) == 2
     assert "no model 'nosuchmodel'" in capsys.readouterr().err
+
+
+def test_labels_page_searches_and_saves_a_manual_label(labelled_store, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from app import data
+    from tests.test_app_pages import MAIN
+
+    store, artifacts = labelled_store
+    monkeypatch.setenv("NEURFLOW_STORE_DATABASE", store.cfg.database)
+    monkeypatch.setenv("NEURFLOW_ARTIFACT_DIR", str(artifacts))
+    data.forget_version()
+    groups = read_label_groups(store, TEST_MODEL, [0])
+    set_manual_label(store, groups[0].uid, "Round dark blob")
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params.update({"page": "labels", "q": "blob", "class": "1"})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert table["group"].tolist() == [groups[0].uid] and table["label_source"].tolist() == ["manual"]
+    # edit the label of the chosen group of class 1
+    picked = at.selectbox(key="w:group").value
+    uid = next(g.uid for g in read_label_groups(store, TEST_MODEL, [1]) if g.uid.endswith("/" + picked))
+    box = next(t for t in at.text_input if t.key and t.key.startswith("label_text_"))
+    box.set_value("Bright stripes on a sleeve")
+    next(b for b in at.button if "Save label" in b.label).click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    row = _labels(store)[uid]
+    assert row["label"] == "Bright stripes on a sleeve" and row["source"] == "manual"
+    data.forget_version()

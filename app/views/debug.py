@@ -1,0 +1,178 @@
+"""Debug an image (spec §9): which groups of the predicted (and true) class's circuit fire on an
+uploaded or data-set image, the crops that fire them next to the group's own representative
+crops, and what zeroing a group's channels does to the logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import data
+from app.state import UrlState
+from app.views.common import Context, image_row
+
+MISCLASSIFIED_SCAN = 2000  # test images scanned for misclassified examples
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def _model(name: str, weights: str | None):
+    """The model, once per session/process, on the GPU when there is one."""
+    from neurflow.models.registry import load_model
+
+    return load_model(name, weights or None, device="auto", train_if_missing=False)
+
+
+@st.cache_data(show_spinner="Finding misclassified test images…")
+def _misclassified(name: str, weights: str | None, n: int) -> list[tuple[int, int, int]]:
+    """(index, true, predicted) of the misclassified images among the first `n` Fashion-MNIST test images."""
+    import torch
+
+    from neurflow.datasets import load_images
+
+    loaded = _model(name, weights)
+    images = load_images(loaded.spec.default_data, loaded.spec, split="test", limit=n)
+    preds = []
+    with torch.no_grad():
+        for s in range(0, len(images), 500):
+            preds.append(loaded.module(images.pixels[s : s + 500].to(loaded.device)).argmax(1).cpu())
+    pred = torch.cat(preds)
+    return [(i, images.labels[i], int(pred[i])) for i in range(len(images)) if images.labels[i] != int(pred[i])]
+
+
+def _model_row(ctx: Context) -> dict[str, Any] | None:
+    return next((m for m in data.models() if m["model"] == ctx.model), None)
+
+
+def render(url: UrlState, ctx: Context) -> None:
+    from ingest.debug_cli import debug_image, image_from_bytes, load_query_image
+    from neurflow.errors import NeurflowInputError
+
+    st.header("Debug an image")
+    st.caption("Crops of the image at 1/4, 1/2 and full size are scored against every group of the circuit: "
+               "s(x, G) = mean over the group's neurons of log(max(a(x), 0) / |reference activation| + eps); "
+               "a group's score is exp(max over crops). Zeroing a group's channels shows whether it caused the prediction.")
+    row = _model_row(ctx)
+    if row is None:
+        st.info("No model selected.")
+        return
+    name = row.get("name") or ctx.model
+    weights = None
+    if ctx.model != name:  # a model ingested with its own weights file
+        weights = url.text_input(f"Weights file of {ctx.model}", key="weights", default="")
+        if not weights:
+            st.info(f"{ctx.model} was ingested with its own weights: give the state-dict file to load the model.")
+            return
+    try:
+        loaded = _model(name, weights)
+    except NeurflowInputError as exc:
+        st.error(f"Cannot load the model: {exc}")
+        return
+    if loaded.uid != ctx.model:
+        st.error(f"The loaded weights are {loaded.uid}, not those of {ctx.model}.")
+        return
+
+    sources = ["dataset", "upload"] if loaded.spec.default_data else ["upload"]
+    source = url.radio("Image", sources, key="src", horizontal=True,
+                       format_func={"dataset": "Test image of the data set", "upload": "Upload"}.get)  # fmt: skip
+    image = label = None
+    try:
+        if source == "dataset":
+            only_wrong = url.toggle("misclassified images only", key="wrong", default=True)
+            if only_wrong:
+                wrong = _misclassified(name, weights, MISCLASSIFIED_SCAN)
+                if not wrong:
+                    st.info("No misclassified image among the first test images.")
+                    return
+                fmt = {i: f"#{i} · true {ctx.class_label(t)} · predicted {ctx.class_label(p)}" for i, t, p in wrong}
+                index = url.selectbox("Misclassified test image", list(fmt), key="img", parse=int, format_func=fmt.get)
+            else:
+                index = url.number("Test image index", key="img", min_value=0, max_value=9999, default=0)
+            image, label, _ = load_query_image(f"{loaded.spec.default_data}:test:{index}", loaded.spec)
+        else:
+            up = st.file_uploader("An image file", type=["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"], key="upload")
+            if up is None:
+                st.caption("Upload an image to debug.")
+                return
+            image = image_from_bytes(up.getvalue(), loaded.spec)
+            classes = [None] + list(range(len(loaded.class_names)))
+            label = st.selectbox("True class (optional)", classes, key="true_class",
+                                 format_func=lambda c: "unknown" if c is None else ctx.class_label(c))  # fmt: skip
+    except NeurflowInputError as exc:
+        st.error(str(exc))
+        return
+
+    with st.spinner("Scoring the groups…"):
+        report = debug_image(data.store(), loaded, image, true_class=label, params=ctx.params)
+    _header(report, loaded, image, ctx)
+    top = url.number("Groups to show per circuit", key="top", min_value=1, max_value=50, default=5)
+    for c in report.circuits:
+        st.subheader(f"{c.role.capitalize()} class {ctx.class_label(c.class_index)}")
+        if c.circuit is None:
+            st.info("This class has no complete circuit in the store.")
+            continue
+        st.caption(f"Circuit `{c.circuit}` · {len(c.scores)} groups, best first")
+        st.dataframe(pd.DataFrame([{
+            "group": s.group.uid.rsplit("/", 2)[-2] + "/" + s.group.uid.rsplit("/", 1)[-1], "score": s.score,
+            "evidence crops": len(s.evidence), "neurons": len(s.group.members), "label": s.group.label or "",
+        } for s in c.scores]), hide_index=True, width="stretch")  # fmt: skip
+        for s in c.scores[:top]:
+            _group_card(report, loaded, image, s, ctx, key=f"{c.role}_{s.group.uid}")
+
+
+def _header(report, loaded, image, ctx: Context) -> None:
+    import torch
+
+    from neurflow.images import crop_picture
+
+    left, right = st.columns([1, 3])
+    left.image(crop_picture(image, (0, 0, image.shape[-1], image.shape[-1]), loaded.spec.mean, loaded.spec.std, min_side=140),
+               caption="query image")
+    probs = torch.softmax(torch.tensor(report.logits), 0)
+    order = torch.argsort(probs, descending=True)[:3].tolist()
+    verdict = f"**Predicted {ctx.class_label(report.predicted)}** ({probs[report.predicted]:.1%})"
+    if report.true_class is not None:
+        verdict += (" — correct" if report.true_class == report.predicted
+                    else f" — **misclassified**, true class {ctx.class_label(report.true_class)}")  # fmt: skip
+    right.markdown(verdict)
+    right.caption("Top classes: " + ", ".join(f"{ctx.class_label(i)} {probs[i]:.1%} (logit {report.logits[i]:.2f})" for i in order))
+
+
+def _group_card(report, loaded, image, s, ctx: Context, key: str) -> None:
+    from neurflow.debugging import ablate_group
+    from neurflow.images import crop_picture
+
+    g = s.group
+    with st.container(border=True):
+        st.markdown(f"**{g.layer} · g{g.index}** · score {s.score:.3f} · {len(s.evidence)} evidence crops"
+                    + (f" · _{g.label}_" if g.label else ""))  # fmt: skip
+        a, b = st.columns(2)
+        with a:
+            st.caption("crops of this image that fire the group")
+            if s.evidence:
+                pics, caps = [], []
+                for i in s.evidence[:6]:
+                    x0, y0, x1, y1, gran = report.boxes[i]
+                    pics.append(crop_picture(image, (x0, y0, x1, y1), loaded.spec.mean, loaded.spec.std))
+                    caps.append(f"{gran:g} · {s.crop_scores[i]:.2f}")
+                st.image(pics, width=56, caption=caps)
+            else:
+                st.caption("none at the threshold")
+        with b:
+            st.caption("the group's representative crops")
+            image_row(g.thumbnails, width=56)
+        if g.layer == "logits":
+            return
+        from neurflow.images import pixel_hash
+
+        state_key = f"ablation:{key}:{pixel_hash(image)[:16]}"
+        if st.button("Zero this group's channels", key=f"ablate_{key}"):
+            st.session_state[state_key] = ablate_group(loaded.module, image, g)
+        abl = st.session_state.get(state_key)
+        if abl is not None and abl.group == g.uid:
+            rows = sorted(range(len(abl.before)), key=lambda i: -abs(abl.delta[i]))[:5]
+            st.caption(f"Zeroed channels {abl.channels} of {abl.layer}: prediction "
+                       f"{ctx.class_label(abl.predicted_before)} → {ctx.class_label(abl.predicted_after)}")  # fmt: skip
+            st.dataframe(pd.DataFrame([{"class": ctx.class_label(i), "logit before": abl.before[i], "after": abl.after[i],
+                                        "change": abl.delta[i]} for i in rows]), hide_index=True)  # fmt: skip

@@ -1,0 +1,62 @@
+"""Group labels: search the labels of the whole store (library query `label_search`) and edit a
+group's label by hand (label_source = manual; `neurflow label` keeps manual labels)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import data
+from app.state import UrlState
+from app.views.common import Context, image_row
+
+
+def _save(group_uid: str, text: str) -> None:
+    """Write a manual label with the writer account, then drop the cached reads."""
+    from ingest.labelling import set_manual_label
+    from ingest.store import Store
+
+    with Store(data.config()) as store:
+        n = set_manual_label(store, group_uid, text)
+    data.clear_caches()
+    st.session_state["labels:saved"] = (group_uid, text.strip(), n)
+
+
+def render(url: UrlState, ctx: Context) -> None:
+    st.header("Group labels")
+    st.caption("Labels come from `neurflow label` (a multimodal LLM, label_source llm:<model>, with the check's score) "
+               "or from a person (label_source manual). Search covers every model in the store.")
+    text = url.text_input("Search labels (contains, case-insensitive; empty = every labelled group)", key="q", default="")
+    everywhere = url.toggle("all models", key="allm", default=False)
+    rows = data.lib("label_search", text=text, model=None if everywhere else ctx.model, params=ctx.params, limit=500)
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+            "label_score": st.column_config.NumberColumn("score", format="%.2f")})  # fmt: skip
+    else:
+        st.caption("no labelled group matches")
+
+    st.subheader("Edit a group's label")
+    names = ctx.class_names
+    if not names:
+        return
+    c1, c2 = st.columns(2)
+    cls = url.selectbox("Class", list(names), key="class", parse=int, container=c1, format_func=ctx.class_label)
+    groups = data.app_query("groups", model=ctx.model, class_index=cls, params=ctx.params)
+    if not groups:
+        st.info("This class has no complete circuit with groups.")
+        return
+    by_short = {f"{g['layer']}/g{g['index']}": g for g in groups}
+    picked = url.selectbox("Group", list(by_short), key="group", container=c2,
+                           format_func=lambda s: s + (f" · {by_short[s]['label']}" if by_short[s].get("label") else ""))  # fmt: skip
+    g = by_short[picked]
+    members = data.app_query("group_members", group=g["uid"])
+    thumbs = [t for m in members for t in m["thumbnails"]][:12]
+    image_row(thumbs, width=52)
+    saved = st.session_state.get("labels:saved")
+    if saved and saved[0] == g["uid"]:
+        st.success(f"Saved: {saved[1] or '(label cleared)'}")
+    with st.form(key=f"label_form_{g['uid']}"):
+        new = st.text_input("Label (one or two sentences; empty clears it)", value=g.get("label") or "", key=f"label_text_{g['uid']}")
+        if st.form_submit_button("Save label"):
+            _save(g["uid"], new)
+            st.rerun()
