@@ -28,10 +28,12 @@ def cmd_label(args: argparse.Namespace) -> int:
                      json_mode=not args.no_json_mode)  # fmt: skip  # fails first: no endpoint, no change
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     with open_store() as store:
-        rows = store.run("MATCH (m:Model {uid: $model}) RETURN m.num_classes AS n", {"model": args.model})
+        rows = store.run("MATCH (m:Model {uid: $model}) OPTIONAL MATCH (m)-[:HAS_CLASS]->(cl:Class) "
+                         "RETURN m.num_classes AS n, max(cl.index) AS top", {"model": args.model})
         if not rows:
             raise NeurflowInputError(f"the store has no model {args.model!r}: ingest its circuits first (neurflow ingest)")
-        classes = parse_classes(args.classes, int(rows[0]["n"] or 0) or 10**6)
+        n = rows[0]["n"] or ((rows[0]["top"] + 1) if rows[0]["top"] is not None else 0)
+        classes = parse_classes(args.classes, int(n))
         client = ChatClient(cfg, cache=cache_dir() / "llm")
 
         def progress(r) -> None:
