@@ -60,7 +60,7 @@ class EvalSettings:
     edge_sizes: tuple[int, ...] = EDGE_SIZES
     edge_sets: int = 50  # random sets per size (the paper: 500)
     ig_steps: int | None = None  # IG steps for non-core importances (default: the circuit's)
-    batch_rows: int = 2048  # rows per masked forward pass (a memory knob)
+    batch_rows: int = 1024  # rows per masked forward pass (a memory knob)
 
     def validate(self) -> "EvalSettings":
         for name in ("draws", "test_images", "crop_images", "opt_neurons", "opt_random", "edge_sets", "batch_rows"):
@@ -158,8 +158,16 @@ def _only(c: int, keep: list[int] | np.ndarray) -> torch.Tensor:
 
 def _apply(h: torch.Tensor, masks: torch.Tensor, per: int) -> torch.Tensor:
     """Multiply `h` (rows = masks x `per`, mask-major) by one (C,) mask per group of `per` rows."""
-    m = masks.to(h.device, h.dtype).repeat_interleave(per, dim=0)
-    return h * m.reshape(m.shape + (1,) * (h.ndim - 2))
+    m = masks.to(h.device, h.dtype)
+    shaped = h.reshape((m.shape[0], per) + tuple(h.shape[1:]))
+    return (shaped * m.reshape((m.shape[0], 1, m.shape[1]) + (1,) * (h.ndim - 2))).reshape(h.shape)
+
+
+def _masked_copies(h: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """`h` once per mask, each copy multiplied by its (C,) mask: rows mask-major, in one pass."""
+    m = masks.to(h.device, h.dtype)
+    out = h.unsqueeze(0) * m.reshape((m.shape[0], 1, m.shape[1]) + (1,) * (h.ndim - 2))
+    return out.reshape((-1,) + tuple(h.shape[1:]))
 
 
 def _nanstats(values) -> tuple[float, float]:
@@ -218,10 +226,10 @@ def fidelity(
         for start in range(0, len(group), per_chunk):
             chunk = group[start : start + per_chunk]
             with torch.no_grad():
-                h = acts[names[d]].repeat(len(chunk), *([1] * (acts[names[d]].ndim - 1)))
-                for e in range(d, -1, -1):
-                    if e < d:
-                        h = subs[e](h)
+                first = torch.stack([masks[d] for _, masks in chunk])
+                h = _masked_copies(acts[names[d]], first)
+                for e in range(d - 1, -1, -1):
+                    h = subs[e](h)
                     if e >= 1 and any(e in masks for _, masks in chunk):
                         stacked = torch.stack([masks.get(e, torch.ones(widths[e])) for _, masks in chunk])
                         h = _apply(h, stacked, n)
@@ -262,7 +270,7 @@ def _overlaps(
         with torch.no_grad():
             for c0 in range(0, n, batch_rows):  # crops in pieces too when D alone exceeds a batch
                 part = h[c0 : c0 + batch_rows]
-                rows = _apply(part.repeat(m.shape[0], *([1] * (part.ndim - 1))), m, part.shape[0])
+                rows = _masked_copies(part, m)
                 a = spatial_mean(sub(rows))[:, unit_idx].float().cpu().reshape(m.shape[0], part.shape[0], len(units))
                 acts.append(a)
         a = torch.cat(acts, dim=1)  # (masks, crops, units)
