@@ -233,40 +233,6 @@ RETURN v.uid AS lower, v.layer AS lower_layer, v.depth AS lower_depth, v.channel
 ORDER BY weight / top DESC, lower, upper
 LIMIT $limit
 """,
-    # the library's circuit_diff (same rows), 2-4x faster on large circuits: membership is checked
-    # by matching the other circuit's INCLUDES / FEEDS between the same nodes, not by list scans
-    "circuit_diff": """
-MATCH (:Class {model: $model, index: $class_a})-[:HAS_CIRCUIT]->(ca:Circuit {status: 'complete'})
-WHERE $params_a IS NULL OR ca.params_hash = $params_a
-WITH ca ORDER BY ca.completed_at DESC LIMIT 1
-MATCH (:Class {model: $model, index: $class_b})-[:HAS_CIRCUIT]->(cb:Circuit {status: 'complete'})
-WHERE $params_b IS NULL OR cb.params_hash = $params_b
-WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
-OPTIONAL MATCH (ca)-[:INCLUDES]->(n1:Neuron)
-OPTIONAL MATCH (cb)-[i2:INCLUDES]->(n1)
-WITH ca, cb, collect(CASE WHEN i2 IS NULL THEN n1.uid END) AS n_only_a, collect(CASE WHEN i2 IS NOT NULL THEN n1.uid END) AS n_both
-OPTIONAL MATCH (cb)-[:INCLUDES]->(n2:Neuron)
-OPTIONAL MATCH (ca)-[i1:INCLUDES]->(n2)
-WITH ca, cb, n_only_a, n_both, collect(CASE WHEN i1 IS NULL THEN n2.uid END) AS n_only_b
-OPTIONAL MATCH (ca)-[:INCLUDES]->(u1:Neuron)<-[f1:FEEDS]-(v1:Neuron)
-WHERE f1.circuit = ca.uid
-OPTIONAL MATCH (v1)-[g1:FEEDS]->(u1)
-WHERE g1.circuit = cb.uid
-WITH ca, cb, n_only_a, n_both, n_only_b, collect(CASE WHEN g1 IS NULL THEN v1.uid + '->' + u1.uid END) AS f_only_a,
-     collect(CASE WHEN g1 IS NOT NULL THEN v1.uid + '->' + u1.uid END) AS f_both
-OPTIONAL MATCH (cb)-[:INCLUDES]->(u2:Neuron)<-[f2:FEEDS]-(v2:Neuron)
-WHERE f2.circuit = cb.uid
-OPTIONAL MATCH (v2)-[g2:FEEDS]->(u2)
-WHERE g2.circuit = ca.uid
-WITH ca, cb, n_only_a, n_both, n_only_b, f_only_a, f_both,
-     collect(CASE WHEN g2 IS NULL THEN v2.uid + '->' + u2.uid END) AS f_only_b
-UNWIND [
-  {kind: 'neuron', side: 'only_a', items: n_only_a}, {kind: 'neuron', side: 'only_b', items: n_only_b},
-  {kind: 'neuron', side: 'both', items: n_both}, {kind: 'feeds', side: 'only_a', items: f_only_a},
-  {kind: 'feeds', side: 'only_b', items: f_only_b}, {kind: 'feeds', side: 'both', items: f_both}
-] AS r
-RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side, size(r.items) AS count, r.items AS items
-""",
     # critical channels per layer of several classes (compare page)
     "critical_sets": """
 MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})

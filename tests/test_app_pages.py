@@ -212,18 +212,6 @@ def test_neuron_edges_are_pruned_in_the_store(synthetic):
         assert {(r["lower"], r["upper"]) for r in rows} == expected, (frac, k, deepest)
 
 
-def test_app_circuit_diff_equals_the_library_query(synthetic):
-    from ingest.queries import run_query
-    from ingest.readonly import readonly_store
-
-    for a, b in [(0, 1), (2, 3), (1, 1)]:
-        p = {"model": M, "class_a": a, "class_b": b, "params_a": None, "params_b": None}
-        lib = run_query(readonly_store(synthetic[0]), "circuit_diff", **p)
-        app = data.app_query("circuit_diff", **p)
-        as_sets = lambda rows: {(r["kind"], r["side"]): (r["count"], sorted(r["items"])) for r in rows}  # noqa: E731
-        assert as_sets(app) == as_sets(lib) and len(app) == 6
-
-
 def test_circuit_page_neuron_level_shows_concepts_and_users(synthetic):
     _, circuits, _ = synthetic
     c = circuits[3]

@@ -103,7 +103,7 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     top_k = url.number("Top-k", key="dk", min_value=1, max_value=64, default=2, container=c4)
     deepest = max((row["depth"] for row in ctx.layers), default=0)
     with st.spinner("Reading both circuits…"):
-        diff = data.app_query("circuit_diff", model=ctx.model, class_a=a, class_b=b, params_a=ctx.params, params_b=ctx.params)
+        diff = data.lib("circuit_diff", model=ctx.model, class_a=a, class_b=b, params_a=ctx.params, params_b=ctx.params)
         ea = data.app_query("neuron_edges", model=ctx.model, class_index=a, params=ctx.params, min_frac=frac,
                             top_k=top_k, max_depth=deepest, limit=data.MAX_EDGES)
         eb = data.app_query("neuron_edges", model=ctx.model, class_index=b, params=ctx.params, min_frac=frac,
