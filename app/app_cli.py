@@ -26,7 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8501
 # Lighter than `neurflow ingest`'s defaults (tau 16, k 50, 50 IG steps, 200 images) so that the ten
 # demo circuits build in minutes on a laptop CPU; pass those options to `neurflow demo` for the full ones.
-DEMO_DEFAULTS = {"tau": 8, "k": 30, "ig_steps": 24, "max_images": 100}
+DEMO_DEFAULTS = {"tau": 8, "k": 20, "ig_steps": 16, "max_images": 60}
 
 
 def streamlit_command(port: int, host: str = "127.0.0.1", *, headless: bool = True) -> list[str]:
