@@ -146,3 +146,37 @@ def test_cli_errors_are_one_line(demo_env, capsys, argv, message):
     assert cli_main([*argv, "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_debug_page_ranks_groups_and_ablates(trained_model, demo_env, misclassified):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from app import data
+    from tests.test_app_pages import MAIN
+
+    cfg, _ = demo_env
+    data.forget_version()
+    i, true, predicted = misclassified
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.query_params.update({"page": "debug", "src": "dataset", "img": str(i)})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    body = "\n".join(m.value for m in at.markdown) + "\n".join(s.value for s in at.subheader)
+    assert "misclassified" in body and "Predicted class" in body and "True class" in body
+    tables = [d.value for d in at.dataframe]
+    assert len(tables) == 2 and all("score" in t.columns for t in tables)
+    assert tables[0]["score"].tolist() == sorted(tables[0]["score"].tolist(), reverse=True)
+    buttons = [b for b in at.button if b.key and b.key.startswith("ablate_predicted_")]
+    assert buttons
+    uid = buttons[0].key[len("ablate_predicted_"):]
+    buttons[0].click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    change = next(d.value for d in at.dataframe if "change" in d.value.columns)
+    image, _, _ = load_query_image(f"fashion-mnist:test:{i}", trained_model.spec)
+    with Store(cfg) as store:
+        _, groups = read_groups(store, "fashion-cnn", predicted)
+    expected = ablate_group(trained_model.module, image, next(g for g in groups if g.uid == uid))
+    assert max(abs(c) for c in change["change"]) == pytest.approx(max(abs(d) for d in expected.delta), abs=1e-5)
+    data.forget_version()
