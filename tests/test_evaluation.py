@@ -20,8 +20,8 @@ import pytest
 
 from neurflow.cli import main as cli_main
 
-EVAL_ARGS = ["--draws", "3", "--seed", "0", "--test-images", "64", "--crop-images", "1", "--opt-neurons", "1",
-             "--opt-random", "10", "--edge-sets", "4", "--device", "cpu", "--quiet", "--no-class-plots"]  # fmt: skip
+EVAL_ARGS = ["--draws", "3", "--seed", "0", "--test-images", "48", "--crop-images", "1", "--opt-neurons", "1",
+             "--opt-random", "8", "--edge-sets", "3", "--device", "cpu", "--quiet", "--no-class-plots"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +169,23 @@ def test_missing_circuit_is_one_line_exit_2(store_config, monkeypatch, capsys):
     code = cli_main(["evaluate", "--classes", "2", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no complete circuit" in err[0] and "neurflow ingest" in err[0], err
+
+
+def test_app_page_shows_the_stored_evaluations(evaluated, ingested, ingested_artifacts, monkeypatch):
+    pytest.importorskip("streamlit")
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    cfg, _ = ingested
+    monkeypatch.setenv("NEURFLOW_STORE_DATABASE", cfg.database)
+    monkeypatch.setenv("NEURFLOW_ARTIFACT_DIR", str(ingested_artifacts))
+    main = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+    at = AppTest.from_file(main, default_timeout=90)
+    at.query_params["page"] = "faithfulness"
+    at.run()
+    assert not at.exception
+    assert [h.value for h in at.header] == ["Is it faithful?"]
+    assert len(at.dataframe) >= 1 and not at.info
+    at.selectbox(key="w:eval_class").set_value(3).run()
+    assert not at.exception and at.query_params["eval_class"] == "3"
