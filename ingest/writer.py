@@ -480,7 +480,8 @@ def _clean(runner: _Runner, uid: str, model: str, batch: int = 10000) -> dict[st
     """Delete what a circuit wrote, keeping shared nodes (Neuron; Crop/Image still used elsewhere).
 
     DRIVES, OF, IN_GROUP, HAS_CONCEPT, EXEMPLIFIED_BY, HAS_GROUP and GROUP_FEEDS go with the
-    (DETACH-deleted) Concept and Group nodes; FEEDS, between shared neurons, by its `circuit`."""
+    (DETACH-deleted) Concept and Group nodes; FEEDS, between shared neurons, by its `circuit`.
+    The circuit's Evaluation nodes go too: they describe the circuit being replaced."""
     p = {"circuit": uid, "model": model}
     crops = [r["uid"] for r in runner.read(
         "MATCH (k:Concept {circuit: $circuit})-[:EXEMPLIFIED_BY]->(cr:Crop) RETURN DISTINCT cr.uid AS uid", p
@@ -502,6 +503,13 @@ def _clean(runner: _Runner, uid: str, model: str, batch: int = 10000) -> dict[st
         "includes": _delete_loop(
             runner,
             "MATCH (:Circuit {uid: $circuit})-[i:INCLUDES]->() WITH i LIMIT $batch DELETE i RETURN count(*) AS n",
+            p,
+            batch,
+        ),
+        "evaluations": _delete_loop(
+            runner,
+            "MATCH (:Circuit {uid: $circuit})-[:HAS_EVALUATION]->(e:Evaluation) WITH e LIMIT $batch "
+            "DETACH DELETE e RETURN count(*) AS n",
             p,
             batch,
         ),

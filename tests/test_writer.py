@@ -299,3 +299,19 @@ def test_export_formats(store, tmp_path, monkeypatch, capsys):
 
     assert main(["export", "--format", "json", "--out", str(tmp_path / "x.json"), "--model", "no-such-model"]) == 0
     assert json.loads((tmp_path / "x.json").read_text())["nodes"] == []
+
+
+def test_rewrite_and_delete_drop_the_circuits_evaluations(store, tmp_path):
+    """Evaluations describe one written circuit: a forced rewrite or a delete removes them."""
+    c = make_circuit(2)
+    write_circuit(store, c, tmp_path, model_info=model_info())
+    link = ("MATCH (c:Circuit {uid: $uid}) CREATE (c)-[:HAS_EVALUATION]->"
+            "(:Evaluation {uid: $uid + '/e', kind: 'fidelity', value: 0.5})")
+    count = "MATCH (e:Evaluation) RETURN count(e) AS n"
+    store.write(link, {"uid": c.uid})
+    assert store.run(count)[0]["n"] == 1
+    st = write_circuit(store, c, tmp_path, model_info=model_info(), force=True)
+    assert st.cleaned["evaluations"] == 1 and store.run(count)[0]["n"] == 0
+    store.write(link, {"uid": c.uid})
+    assert delete_circuit(store, c.uid)["evaluations"] == 1
+    assert store.run(count)[0]["n"] == 0
