@@ -15,14 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import neo4j
-from neo4j import exceptions as nx
 from neo4j.graph import Node, Path, Relationship
 
 from ingest.config import StoreConfig
-from ingest.errors import ReadOnlyViolation, StoreError, StoreQueryError, one_line
-from ingest.readonly import blank, check_readonly, readonly_store, to_plain
-from ingest.store import Store, translate_error
+from ingest.readonly import blank, check_readonly, execute_rolled_back, readonly_store
+from ingest.store import Store
 
 MAX_ROWS = 5000
 MAX_GRAPH_NODES = 300
@@ -85,40 +82,14 @@ def run_console(
     """Run user Cypher read-only.  Refusals raise `ReadOnlyViolation`, other failures `StoreError`."""
     check_readonly(cypher)  # layer 1: refuse write clauses before sending
     st_ = store or readonly_store(config)  # layer 2: the read-only account
-    cfg = st_.config
     nodes: dict[str, dict[str, Any]] = {}
     rels: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    truncated = False
-    try:
-        with st_.driver.session(database=st_.database, default_access_mode=neo4j.READ_ACCESS) as session:
-            tx = session.begin_transaction(timeout=timeout)  # layer 3: always rolled back
-            try:
-                result = tx.run(cypher, params or {})
-                columns = list(result.keys())
-                rows: list[list[Any]] = []
-                for record in result:
-                    values = record.values()
-                    _collect(values, nodes, rels)
-                    rows.append([to_plain(v) for v in values])
-                    if len(rows) >= max_rows:
-                        truncated = True
-                        break
-            finally:
-                if not tx.closed():
-                    tx.rollback()
-    except StoreError:
-        raise
-    except nx.Neo4jError as exc:
-        code = exc.code or ""
-        msg = one_line(getattr(exc, "message", None) or exc)
-        if "Forbidden" in code or "AccessMode" in code or "not allowed" in msg:
-            raise ReadOnlyViolation(f"refused by the store (read-only account): {msg}") from None
-        if isinstance(exc, nx.AuthError) or "Database" in code:
-            raise translate_error(exc, cfg) from None
-        raise StoreQueryError(f"the query failed: {msg}") from None
-    except Exception as exc:
-        raise translate_error(exc, cfg) from None
+    columns, rows = execute_rolled_back(  # layer 3: always rolled back
+        st_, cypher, params, max_rows=max_rows, timeout=timeout,
+        on_values=lambda values: _collect(values, nodes, rels),
+    )
+    truncated = len(rows) >= max_rows
     rel_list = [r for r in rels.values() if r["start"] in nodes and r["end"] in nodes]
     return ConsoleResult(columns, rows, nodes, rel_list, truncated, (time.perf_counter() - t0) * 1000)
 

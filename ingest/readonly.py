@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import neo4j
 from neo4j import exceptions as nx
@@ -210,8 +210,12 @@ def execute_rolled_back(
     *,
     max_rows: int | None = 10000,
     timeout: float | None = 60.0,
+    on_values: Callable[[list[Any]], None] | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
-    """Layer 3 alone: run `cypher` in a READ-mode explicit transaction that is always rolled back."""
+    """Layer 3 alone: run `cypher` in a READ-mode explicit transaction that is always rolled back.
+
+    `on_values` sees each record's raw driver values (nodes, relationships) before they are
+    turned into plain values: the app's console collects the graph it draws that way."""
     cfg = st.config
     try:
         with st.driver.session(database=st.database, default_access_mode=neo4j.READ_ACCESS) as session:
@@ -221,7 +225,10 @@ def execute_rolled_back(
                 columns = list(result.keys())
                 rows: list[list[Any]] = []
                 for record in result:
-                    rows.append([to_plain(v) for v in record.values()])
+                    values = record.values()
+                    if on_values is not None:
+                        on_values(values)
+                    rows.append([to_plain(v) for v in values])
                     if max_rows is not None and len(rows) >= max_rows:
                         break
             finally:
