@@ -45,23 +45,17 @@ def run_evaluate(args: argparse.Namespace) -> list[dict]:
         circuit_view, export, format_summary, read_evaluations, save_plots, stored_circuits, summary_table,
         write_evaluations,
     )  # fmt: skip
-    from ingest.ingest_cli import parse_classes
+    from ingest.ingest_cli import resolve_run
     from ingest.store import open_store
     from neurflow.datasets import load_images
     from neurflow.evaluation import KINDS, evaluate_circuit
-    from neurflow.models.registry import load_model, resolve_device
 
     settings = settings_from_args(args)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise NeurflowInputError(f"--kinds: unknown kind {bad[0] if bad else '(none)'!r}; use {', '.join(KINDS)}")
-    device = resolve_device(args.device)
-    loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init)
-    classes = parse_classes(args.classes, len(loaded.class_names))
-    data = args.data or loaded.spec.default_data
-    if data is None:
-        raise NeurflowInputError(f"model {args.model!r} has no default dataset: pass --data FOLDER (held-out images)")
+    device, loaded, classes, data = resolve_run(args, "held-out images")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise NeurflowInputError(f"--out {out} exists and is not a folder")

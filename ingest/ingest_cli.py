@@ -153,19 +153,26 @@ def format_table(results: list[ClassResult]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.store import open_store
-    from neurflow.cli import budget_from_args, layers_from_args, params_from_args
-    from neurflow.datasets import load_images
+def resolve_run(args: argparse.Namespace, what: str = "images"):
+    """`(device, loaded model, class indices, data)` from the common options, all checked."""
     from neurflow.models.registry import load_model, resolve_device
 
-    params = params_from_args(args)
     device = resolve_device(args.device)
     loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init)
     classes = parse_classes(args.classes, len(loaded.class_names))
     data = args.data or loaded.spec.default_data
     if data is None:
-        raise NeurflowInputError(f"model {args.model!r} has no default dataset: pass --data FOLDER")
+        raise NeurflowInputError(f"model {args.model!r} has no default dataset: pass --data FOLDER ({what})")
+    return device, loaded, classes, data
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.store import open_store
+    from neurflow.cli import budget_from_args, layers_from_args, params_from_args
+    from neurflow.datasets import load_images
+
+    params = params_from_args(args)
+    device, loaded, classes, data = resolve_run(args)
     load_images(data, loaded.spec, class_index=classes[0], split=args.split, limit=1)  # fail before writing
     with open_store() as store:
         results = ingest_classes(
