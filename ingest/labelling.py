@@ -411,12 +411,13 @@ class Labeller:
             if len(others) < len(own):  # a one-group circuit: borrow from every circuit being labelled
                 others = sorted({t for o in by_uid.values() if o.uid != g.uid for t in o.thumbnails} - set(g.thumbnails))
             distractors = self._urls(rng.sample(others, len(others)), len(own))
-            mix = [(u, True) for u in own] + [(u, False) for u in distractors]
+            shown = own[: len(distractors)] or own  # as many of the group's crops as distractors
+            mix = [(u, True) for u in shown] + [(u, False) for u in distractors]
             rng.shuffle(mix)
             picked = self.client.complete(check_messages(answer["label"], [u for u, _ in mix]),
                                           lambda text: parse_matching(parse_json_answer(text), len(mix)))
             hits = sum(1 for i, (_, is_own) in enumerate(mix, start=1) if is_own and i in picked)
-            return LabelResult(g.uid, answer["label"], f"llm:{self.client.cfg.model}", hits / len(own), answer["feature_evolution"])
+            return LabelResult(g.uid, answer["label"], f"llm:{self.client.cfg.model}", hits / len(shown), answer["feature_evolution"])
         except LabelError as exc:
             log.warning("group %s left unlabelled: %s", g.uid, exc)
             return LabelResult(g.uid, error=str(exc))

@@ -415,7 +415,7 @@ def test_neurflow_app_and_demo_commands_are_registered():
     args = build_parser().parse_args(["demo", "--no-app", "--tau", "4"])
     assert args.no_app and args.tau == 4 and args.func.__name__ == "cmd_demo"
     args = build_parser().parse_args(["demo"])
-    assert (args.tau, args.k, args.ig_steps, args.max_images) == (8, 30, 24, 100)
+    assert (args.tau, args.k, args.ig_steps, args.max_images) == (8, 20, 16, 60)
     cmd = streamlit_command(8600)
     assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[3] == "run"
 
