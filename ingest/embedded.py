@@ -114,7 +114,10 @@ def _port_open(port: int, host: str = EMBEDDED_HOST, timeout: float = 0.5) -> bo
 
 
 def _check_port_free(port: int, env_name: str) -> None:
+    """Refuse a port another program listens on.  SO_REUSEADDR, as the server itself binds, so
+    connections of a just-stopped server lingering in TIME_WAIT do not count as "in use"."""
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((EMBEDDED_HOST, port))
         except OSError as exc:
