@@ -40,7 +40,7 @@ from neurflow.circuit import (
 )
 from neurflow.concepts import neuron_concepts
 from neurflow.groups import group_edges, layer_groups
-from neurflow.hooks import capture, execution_order, module_of, valid_layer_names
+from neurflow.hooks import capture, execution_order, spatial_mean, valid_layer_names
 from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops
 from neurflow.subnetwork import build_subnetworks
 
@@ -336,17 +336,17 @@ def _analyse_layer(
 def _prune(sub, u, ranked, top, lower_maps, n_crops, params: Params, budget: Budget, device) -> np.ndarray:
     """Optional pruning of spec §3: the shortest prefix whose top-k overlap is near the minimum."""
     k = params.k
-    acts = []
-    for i in range(1, len(ranked) + 1):
-        values = []
-        for start in range(0, n_crops, budget.crop_batch):
-            ids = list(range(start, min(start + budget.crop_batch, n_crops)))
-            h = lower_maps(ids).to(device)
-            h[:, torch.as_tensor(ranked[:i].copy(), device=device)] = 0
+    prefixes = [torch.as_tensor(ranked[:i].copy(), device=device) for i in range(1, len(ranked) + 1)]
+    values: list[list[torch.Tensor]] = [[] for _ in prefixes]
+    for start in range(0, n_crops, budget.crop_batch):
+        ids = list(range(start, min(start + budget.crop_batch, n_crops)))
+        lower = lower_maps(ids).to(device)  # read once per batch, masked once per prefix
+        for i, prefix in enumerate(prefixes):
+            h = lower.clone()
+            h[:, prefix] = 0
             with torch.no_grad():
-                out = sub(h)
-            values.append((out.mean(dim=(2, 3)) if out.ndim == 4 else out)[:, u].float().cpu())
-        acts.append(torch.cat(values).numpy())
+                values[i].append(spatial_mean(sub(h))[:, u].float().cpu())
+    acts = [torch.cat(v).numpy() for v in values]
     base = set(int(c) for c in top)
     acc = np.array([len(base & set(int(c) for c in _top_k(a, k))) / k for a in acts])
     length = int(np.flatnonzero(acc < acc.min() + params.epsilon)[0]) + 1 if params.epsilon > 0 else int(np.argmin(acc)) + 1

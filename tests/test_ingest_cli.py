@@ -19,7 +19,7 @@ from ingest.queries import run_query
 from ingest.store import Store
 from neurflow.cli import main as cli_main
 from neurflow.images import NeurflowInputError
-from tests.fixtures_circuits import TEST_ARGS
+
 
 ROOT = Path(__file__).resolve().parents[1]
 # The rerun, kill and bad-input tests need real but quick circuits.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurflow.circuit import LOGITS, Circuit, Params
+from neurflow.circuit import Circuit, Params
 from neurflow.cli import main as cli_main
 from neurflow.images import ImageSet, NeurflowInputError, crop_boxes
 from neurflow.method import build_circuit
@@ -174,3 +174,16 @@ def test_wrong_channel_count_and_nan(trained_model):
     with pytest.raises(NeurflowInputError, match="NaN"):
         build_circuit(trained_model.module, list(trained_model.spec.layers), nan, 0,
                       Params(tau=2, k=5, ig_steps=4, predicted_only=False), progress=False)
+
+
+def test_pruning_keeps_a_prefix_of_the_ranked_core(trained_model, class_images):
+    """Spec §3 pruning (epsilon >= 0): each core set is a prefix of the unpruned ranking."""
+    layers = list(trained_model.spec.layers)[:2]
+    common = dict(tau=4, k=8, ig_steps=4, max_images=6)
+    full = build_circuit(trained_model.module, layers, class_images(1), 1, Params(**common), progress=False)
+    pruned = build_circuit(trained_model.module, layers, class_images(1), 1, Params(epsilon=0.1, **common), progress=False)
+    assert pruned.critical(0) == full.critical(0)
+    for u in pruned.critical(0):
+        kept = [r.lower_channel for r in pruned.core_of(0, u)]
+        ranked = [r.lower_channel for r in full.core_of(0, u)]
+        assert 1 <= len(kept) <= len(ranked) and kept == ranked[: len(kept)]
