@@ -172,18 +172,17 @@ def _write_graphml(nodes: list[dict[str, Any]], rels: list[dict[str, Any]], path
         for k, t in etypes.items():
             fh.write(f"  <key id={quoteattr('e_' + k)} for=\"edge\" attr.name={quoteattr(k)} attr.type=\"{t}\"/>\n")
         fh.write('  <graph id="neurflow" edgedefault="directed">\n')
+        def element(tag: str, attrs: str, kind: str, prefix: str, props: dict, types: dict) -> None:
+            fh.write(f"    <{tag} {attrs}>{kind}")
+            for k, v in props.items():
+                if v is not None:
+                    fh.write(f"<data key={quoteattr(prefix + k)}>{escape(_graphml_value(v, types[k]))}</data>")
+            fh.write(f"</{tag}>\n")
+
         for n in nodes:
-            fh.write(f"    <node id={quoteattr(n['uid'])}>")
-            fh.write(f'<data key="labels">:{escape(n["label"])}</data>')
-            for k, v in n["properties"].items():
-                if v is not None:
-                    fh.write(f"<data key={quoteattr('n_' + k)}>{escape(_graphml_value(v, ntypes[k]))}</data>")
-            fh.write("</node>\n")
+            element("node", f"id={quoteattr(n['uid'])}", f'<data key="labels">:{escape(n["label"])}</data>',
+                    "n_", n["properties"], ntypes)
         for i, r in enumerate(rels):
-            fh.write(f"    <edge id=\"e{i}\" source={quoteattr(r['start'])} target={quoteattr(r['end'])}>")
-            fh.write(f'<data key="type">{escape(r["type"])}</data>')
-            for k, v in r["properties"].items():
-                if v is not None:
-                    fh.write(f"<data key={quoteattr('e_' + k)}>{escape(_graphml_value(v, etypes[k]))}</data>")
-            fh.write("</edge>\n")
+            element("edge", f"id=\"e{i}\" source={quoteattr(r['start'])} target={quoteattr(r['end'])}",
+                    f'<data key="type">{escape(r["type"])}</data>', "e_", r["properties"], etypes)
         fh.write("  </graph>\n</graphml>\n")
