@@ -3,11 +3,16 @@
 Everything a user can get wrong (model, weights, classes, data, store) is checked before the
 first write, so bad input leaves the store as it was.  A class whose circuit (same model,
 class and parameters) is already `complete` in the store is skipped unless `--force`.
+
+`ingest_class` is the unit of work (one class: build, write, retry the write on transient store
+errors); `ingest_classes` runs it class after class in this process (`--executor local`), and
+`ingest.ray_executor` runs it as one Ray task per class (`--executor ray`).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +81,98 @@ def thumbnail_source(circuit: Circuit, images, spec):
     return picture
 
 
+# Store errors that say "try again": a race between concurrent writers (ArcadeDB reports a MERGE
+# that lost the race on a unique index as a duplicated key, or a concurrent modification of the
+# same record), a deadlock, or a server that went away for a moment.  The writer is idempotent, so
+# writing the circuit again is safe.
+_TRANSIENT_MARKERS = (
+    "duplicated key", "concurrentmodification", "concurrent modification", "deadlock", "transienterror",
+    "neo.transienterror", "lock acquisition", "locked by",
+)  # fmt: skip
+
+
+def is_transient_store_error(exc: BaseException) -> bool:
+    """True for store errors worth retrying: unreachable server, write conflicts, deadlocks."""
+    from neo4j import exceptions as nx
+
+    from ingest.errors import StoreQueryError, StoreUnavailable
+
+    if isinstance(exc, (StoreUnavailable, nx.ServiceUnavailable, nx.SessionExpired, nx.TransientError)):
+        return True
+    if isinstance(exc, (StoreQueryError, nx.Neo4jError)):
+        text = " ".join(str(exc).split()).lower()
+        return any(marker in text for marker in _TRANSIENT_MARKERS)
+    return False
+
+
+def write_with_retries(store, circuit: Circuit, artifacts: Path, *, attempts: int = 6, **kwargs):
+    """`write_circuit`, written again (after a jittered, growing pause) when a transient store error
+    stops it: concurrent writers (other classes of a distributed ingestion, another process) race
+    on the shared Model, Layer and Neuron nodes.  The writer cleans the partial circuit first."""
+    from ingest.writer import write_circuit
+
+    for attempt in range(attempts):
+        try:
+            return write_circuit(store, circuit, artifacts, **kwargs)
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient_store_error(exc):
+                raise
+            time.sleep(min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
+
+
+def ingest_class(
+    store,
+    loaded,
+    data: str,
+    class_index: int,
+    params: Params,
+    *,
+    layers: list[str],
+    split: str = "train",
+    device="cpu",
+    budget=None,
+    force: bool = False,
+    artifacts: Path | None = None,
+    save_dir: Path | None = None,
+    write_batch: int | None = None,
+    on_phase=None,
+    _stop_after: str | None = None,
+) -> ClassResult:
+    """Build one class's circuit and write it to `store`: the unit of work of every executor.
+
+    A circuit that is already `complete` (same model, class and parameters) is skipped unless
+    `force`.  `on_phase(phase, done, total)` reports progress ("writing" last).  `_stop_after`
+    is the writer's testing hook (stop mid-write, leaving the circuit `running`)."""
+    from ingest.writer import circuit_status
+    from neurflow.datasets import load_images
+    from neurflow.method import Budget, build_circuit
+
+    c = class_index
+    name = loaded.class_names[c] if c < len(loaded.class_names) else str(c)
+    uid = f"{loaded.uid}/{c}/{params.hash()}"
+    if not force and circuit_status(store, uid) == "complete":
+        return ClassResult(c, name, "skipped (already complete)")
+    artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))
+    t0 = time.perf_counter()
+    images = load_images(data, loaded.spec, class_index=c, split=split)
+    circuit = build_circuit(
+        loaded.module, layers, images, c, params, model_uid=loaded.uid, class_name=name, device=device,
+        budget=budget or Budget(), progress=False, on_phase=on_phase,
+    )
+    if on_phase is not None:
+        on_phase("writing", 0, 1)
+    stats = write_with_retries(
+        store, circuit, artifacts, force=force, model_info=model_info(loaded),
+        thumbnails=thumbnail_source(circuit, images, loaded.spec),
+        **({"batch_size": write_batch} if write_batch else {}),
+        **({"_stop_after": _stop_after} if _stop_after else {}),
+    )
+    if save_dir is not None:
+        circuit.save(Path(save_dir) / f"class-{c}")
+    return ClassResult(c, name, stats.action, len(circuit.neurons), stats.relationships, time.perf_counter() - t0)
+
+
 def ingest_classes(
     store,
     loaded,
@@ -93,12 +190,9 @@ def ingest_classes(
     save_dir: Path | None = None,
     write_batch: int | None = None,
 ) -> list[ClassResult]:
-    """Build and write one circuit per class; returns one summary row per class."""
+    """Build and write one circuit per class, one after the other in this process (the local
+    executor); returns one summary row per class."""
     from tqdm.auto import tqdm
-
-    from ingest.writer import circuit_status, write_circuit
-    from neurflow.datasets import load_images
-    from neurflow.method import Budget, build_circuit
 
     artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))
     results: list[ClassResult] = []
@@ -106,12 +200,6 @@ def ingest_classes(
     for c in outer:
         name = loaded.class_names[c] if c < len(loaded.class_names) else str(c)
         outer.set_postfix_str(f"{c} {name}")
-        uid = f"{loaded.uid}/{c}/{params.hash()}"
-        if not force and circuit_status(store, uid) == "complete":
-            results.append(ClassResult(c, name, "skipped (already complete)"))
-            continue
-        t0 = time.perf_counter()
-        images = load_images(data, loaded.spec, class_index=c, split=split)
         bar = tqdm(total=1, desc="  phase", leave=False, disable=not progress)
         current = [""]
 
@@ -123,22 +211,15 @@ def ingest_classes(
             bar.n = done
             bar.refresh()
 
-        circuit = build_circuit(
-            loaded.module, layers, images, c, params, model_uid=loaded.uid, class_name=name, device=device,
-            budget=budget or Budget(), progress=False, on_phase=on_phase,
-        )
-        bar.set_description("  writing")
-        stats = write_circuit(
-            store, circuit, artifacts, force=force, model_info=model_info(loaded),
-            thumbnails=thumbnail_source(circuit, images, loaded.spec),
-            **({"batch_size": write_batch} if write_batch else {}),
-        )
-        bar.close()
-        if save_dir is not None:
-            circuit.save(Path(save_dir) / f"class-{c}")
-        results.append(
-            ClassResult(c, name, stats.action, len(circuit.neurons), stats.relationships, time.perf_counter() - t0)
-        )
+        try:
+            results.append(
+                ingest_class(
+                    store, loaded, data, c, params, layers=layers, split=split, device=device, budget=budget,
+                    force=force, artifacts=artifacts, save_dir=save_dir, write_batch=write_batch, on_phase=on_phase,
+                )
+            )
+        finally:
+            bar.close()
     return results
 
 
@@ -153,11 +234,14 @@ def format_table(results: list[ClassResult]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def resolve_run(args: argparse.Namespace, what: str = "images"):
-    """`(device, loaded model, class indices, data)` from the common options, all checked."""
+def resolve_run(args: argparse.Namespace, what: str = "images", *, device: str | None = None):
+    """`(device, loaded model, class indices, data)` from the common options, all checked.
+
+    `device` overrides `--device` (the Ray executor's driver checks the model on the CPU; the
+    device of the work is the cluster's)."""
     from neurflow.models.registry import load_model, resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device if device is None else device)
     loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init)
     classes = parse_classes(args.classes, len(loaded.class_names))
     data = args.data or loaded.spec.default_data
@@ -171,6 +255,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from neurflow.cli import budget_from_args, layers_from_args, params_from_args
     from neurflow.datasets import load_images
 
+    if getattr(args, "executor", "local") == "ray":
+        from ingest.ray_executor import cmd_ingest_ray
+
+        return cmd_ingest_ray(args)
     params = params_from_args(args)
     device, loaded, classes, data = resolve_run(args)
     load_images(data, loaded.spec, class_index=classes[0], split=args.split, limit=1)  # fail before writing
@@ -195,4 +283,15 @@ def add_ingest_commands(sub) -> None:
     p.add_argument("--save-circuits", default=None, help="also save each circuit as Parquet under this folder")
     p.add_argument("--write-batch", type=int, default=None, help="rows per write transaction (default 5000)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("distributed ingestion (--executor ray)")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: classes one after the other in this process (default); ray: one Ray task per class")
+    g.add_argument("--ray-address", default=None,
+                   help="Ray cluster to use (ray://head:10001, head:6379, auto); default $RAY_ADDRESS, else a local Ray")
+    g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray started when there is no address (default: all)")
+    g.add_argument("--ray-task-cpus", type=float, default=1.0, help="CPUs each class task asks for (default 1)")
+    g.add_argument("--ray-task-gpus", type=float, default=1.0,
+                   help="GPUs each class task asks for when it runs on GPUs (a fraction like 0.25 packs tasks; default 1)")
+    g.add_argument("--ray-max-retries", type=int, default=3,
+                   help="retries per class after a worker death or a transient store error (default 3)")
     p.set_defaults(func=cmd_ingest)

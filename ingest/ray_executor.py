@@ -1,0 +1,316 @@
+"""`neurflow ingest --executor ray`: one Ray task per class, each writing its circuit to the shared store.
+
+The driver (the process that runs `neurflow ingest`) does everything a user can get wrong first,
+before any task exists: model and weights, class list, data of every class, layer list, store
+(reachable, schema in place), the device against the cluster's resources.  Bad input is one
+`error:` line and exit status 2, with nothing started and nothing written.  Then:
+
+- the model's weights go into Ray's object store once (`ModelPayload`: spec, uid, weights hash,
+  class names, state dict), so workers need neither the weights file nor the training cache;
+- classes whose circuit is already `complete` are skipped in the driver (unless `--force`);
+- one task per remaining class (`run_class`) asks for `--ray-task-cpus` CPUs, and
+  `--ray-task-gpus` GPUs (1 or a fraction) when the cluster has GPUs and `--device` is `auto`
+  or `cuda`; it rebuilds the model from the payload, runs `ingest.ingest_cli.ingest_class`
+  (the local executor's per-class work) and writes to the store named by the driver's
+  `StoreConfig` over Bolt (the embedded server is started by the driver and listens on
+  127.0.0.1, so its workers must be on the same machine; a cluster uses Neo4j);
+- retries: a worker that dies (SIGKILL, OOM, lost node) is retried by Ray (`max_retries`); a
+  transient store error (server unreachable, write conflict between concurrent writers,
+  deadlock) is retried first inside the task (the write only) and then by Ray
+  (`retry_exceptions=[TransientStoreError]`, the whole class); a user-input error
+  (`NeurflowInputError`) is never retried: the other tasks are cancelled and the command fails
+  with that one line.  The writer is idempotent and crash-safe, so a retried class leaves
+  exactly one `complete` circuit;
+- the driver waits with `ray.wait`, draws one progress bar over classes and prints the same
+  summary table as the local executor.  A class that still fails after its retries is a
+  `failed (...)` row, an `error:` line and exit status 1.
+
+`ray` is imported lazily: the project works without it, and `--executor ray` without it is a
+one-line error.
+
+Fault injection (tests, drills) — environment of the tasks, forwarded by the driver:
+
+- ``NEURFLOW_RAY_FAULT_DIR``: a folder; every task attempt appends a line to
+  ``class-<c>.attempts`` there.
+- ``NEURFLOW_RAY_KILL_CLASSES``: comma-separated class indices (needs the folder).  The first
+  attempt of each of these classes writes part of its circuit (stops after the first FEEDS
+  batch, leaving it `running`), leaves the marker ``class-<c>.killed`` and SIGKILLs its own
+  worker process; Ray retries the class and the retry cleans the partial circuit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.errors import StoreError
+from neurflow.errors import NeurflowInputError
+
+FAULT_DIR_ENV = "NEURFLOW_RAY_FAULT_DIR"
+KILL_CLASSES_ENV = "NEURFLOW_RAY_KILL_CLASSES"
+_FORWARDED_ENV = (FAULT_DIR_ENV, KILL_CLASSES_ENV)
+
+
+class TransientStoreError(StoreError):
+    """A store error that is worth running the class again for (Ray `retry_exceptions`)."""
+
+
+def require_ray():
+    """The `ray` module, or a one-line `NeurflowInputError` that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise NeurflowInputError(
+            "--executor ray needs Ray, which is not installed: pip install 'neurflow-store[ray]' (ray==2.60.0)"
+        ) from None
+    return ray
+
+
+# --------------------------------------------------------------------------- what travels to the tasks
+@dataclass
+class ModelPayload:
+    """The driver's loaded model, as it travels through Ray's object store (weights on the CPU)."""
+
+    spec: Any  # neurflow.models.registry.ModelSpec
+    uid: str
+    weights_sha256: str | None
+    class_names: list[str]
+    state: dict[str, Any]  # state dict, CPU tensors
+
+    @classmethod
+    def from_loaded(cls, loaded) -> "ModelPayload":
+        state = {k: v.detach().to("cpu") for k, v in loaded.module.state_dict().items()}
+        return cls(loaded.spec, loaded.uid, loaded.weights_sha256, list(loaded.class_names), state)
+
+    def load(self, device: str):
+        """The same model as the driver's (same spec, same weights, same uid) on `device`."""
+        from neurflow.models.registry import LoadedModel, build_model
+
+        module = build_model(self.spec.name, self.spec.num_classes)
+        module.load_state_dict(self.state, strict=True)
+        return LoadedModel(self.spec, module.to(device).eval(), self.uid, self.weights_sha256, list(self.class_names))
+
+
+@dataclass(frozen=True)
+class ClassJob:
+    """Everything a task needs besides the model, the store and its class index."""
+
+    data: str
+    params: Any  # neurflow.circuit.Params
+    layers: list[str]
+    split: str
+    device: str  # "cpu" or "cuda" (the GPU Ray assigned to the task)
+    budget: Any  # neurflow.method.Budget
+    force: bool
+    artifacts: str
+    save_dir: str | None
+    write_batch: int | None
+    threads: int = 1
+    env: dict[str, str] = field(default_factory=dict)  # fault-injection settings of the driver
+
+
+# --------------------------------------------------------------------------- the task
+def _fault_plan(class_index: int, env: dict[str, str]) -> bool:
+    """Log this attempt; True when this attempt must die (first attempt of a class to kill)."""
+    folder = env.get(FAULT_DIR_ENV)
+    if not folder:
+        return False
+    folder_path = Path(folder)
+    folder_path.mkdir(parents=True, exist_ok=True)
+    with open(folder_path / f"class-{class_index}.attempts", "a") as fh:
+        fh.write(f"pid {os.getpid()} at {time.time():.3f}\n")
+    kill = {p.strip() for p in env.get(KILL_CLASSES_ENV, "").split(",") if p.strip()}
+    if str(class_index) not in kill:
+        return False
+    marker = folder_path / f"class-{class_index}.killed"
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # only the first attempt wins
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def run_class(payload: ModelPayload, store_config, job: ClassJob, class_index: int):
+    """One class in a Ray worker: model from the payload, `ingest_class`, write to the shared store."""
+    import torch
+
+    from ingest.ingest_cli import ingest_class, is_transient_store_error
+    from ingest.store import Store
+
+    env = {**{k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}, **job.env}
+    die = _fault_plan(class_index, env)
+    torch.set_num_threads(max(1, job.threads))
+    loaded = payload.load(job.device)
+    try:
+        with Store(store_config) as store:
+            result = ingest_class(
+                store, loaded, job.data, class_index, job.params, layers=list(job.layers), split=job.split,
+                device=job.device, budget=job.budget, force=job.force, artifacts=Path(job.artifacts),
+                save_dir=Path(job.save_dir) if job.save_dir else None, write_batch=job.write_batch,
+                _stop_after="feeds:first" if die else None,
+            )  # fmt: skip
+            if die:  # fault injection: a worker that dies in the middle of writing its circuit
+                os.kill(os.getpid(), signal.SIGKILL)
+    except Exception as exc:
+        if is_transient_store_error(exc):
+            raise TransientStoreError(" ".join(str(exc).split())) from None
+        raise
+    return result
+
+
+# --------------------------------------------------------------------------- the driver
+def _task_device(requested: str, cluster_gpus: float) -> str:
+    """'cpu' or 'cuda' for the tasks, from `--device` and the cluster's GPUs."""
+    text = (requested or "auto").strip().lower()
+    if text == "auto":
+        return "cuda" if cluster_gpus > 0 else "cpu"
+    if text == "cpu":
+        return "cpu"
+    if text == "cuda" or text.startswith("cuda:"):
+        if cluster_gpus <= 0:
+            raise NeurflowInputError(f"--device {requested}: the Ray cluster has no GPUs; use --device cpu or auto")
+        return "cuda"  # Ray gives each task its own CUDA_VISIBLE_DEVICES: the task's GPU is cuda:0
+    raise NeurflowInputError(f"--device {requested!r} is not supported with --executor ray: use auto, cpu or cuda")
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.ray_cpus is not None and args.ray_cpus < 1:
+        raise NeurflowInputError(f"--ray-cpus must be at least 1, got {args.ray_cpus}")
+    if not args.ray_task_cpus > 0:
+        raise NeurflowInputError(f"--ray-task-cpus must be positive, got {args.ray_task_cpus}")
+    if not 0 < args.ray_task_gpus <= 1 and not (args.ray_task_gpus > 1 and float(args.ray_task_gpus).is_integer()):
+        raise NeurflowInputError(f"--ray-task-gpus must be a fraction in (0, 1] or a whole number, got {args.ray_task_gpus}")
+    if args.ray_max_retries < 0:
+        raise NeurflowInputError(f"--ray-max-retries must be 0 or more, got {args.ray_max_retries}")
+    _task_device(args.device, 1.0)  # spelling only; GPUs are checked against the cluster
+
+
+def _largest_node(ray, resource: str) -> float:
+    return max((float(n.get("Resources", {}).get(resource, 0.0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
+
+
+def _start_ray(ray, address: str | None, args: argparse.Namespace) -> None:
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=not args.quiet)
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:  # always a new local cluster (never someone else's), stopped by ray.shutdown()
+            ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, **quiet)
+    except ConnectionError as exc:
+        raise NeurflowInputError(f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
+    text = lines[-1].strip() if lines else ""
+    return f"{type(cause).__name__}: {text}"[:200] if text else type(cause).__name__
+
+
+def cmd_ingest_ray(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ingest.config import artifact_dir
+    from ingest.ingest_cli import ClassResult, format_table, resolve_run
+    from ingest.schema import ensure_schema
+    from ingest.store import open_store
+    from ingest.writer import circuit_status
+    from neurflow.cli import budget_from_args, layers_from_args, params_from_args
+    from neurflow.datasets import load_images
+    from neurflow.method import validate_layers
+
+    ray = require_ray()
+    _check_options(args)
+    params = params_from_args(args)
+    _, loaded, classes, data = resolve_run(args, device="cpu")  # the driver checks on the CPU
+    layers = layers_from_args(args, loaded.spec)
+    example = None
+    for c in classes:  # every class has data (an empty class folder fails here, not in a task)
+        images = load_images(data, loaded.spec, class_index=c, split=args.split, limit=1)
+        example = images.pixels[:1] if example is None else example
+    validate_layers(loaded.module, layers, example)
+    budget = budget_from_args(args)
+    names = {c: loaded.class_names[c] if c < len(loaded.class_names) else str(c) for c in classes}
+
+    with open_store() as store:  # reachable, right credentials and database; embedded: started here
+        ensure_schema(store)
+        cfg = store.config
+        results: list[ClassResult] = []
+        todo = []
+        for c in classes:
+            if not args.force and circuit_status(store, f"{loaded.uid}/{c}/{params.hash()}") == "complete":
+                results.append(ClassResult(c, names[c], "skipped (already complete)"))
+            else:
+                todo.append(c)
+    if not todo:
+        print(format_table(results))
+        return 0
+
+    address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if cfg.embedded and address:
+        print(f"note: the embedded store listens on {cfg.uri}; Ray workers on other machines cannot reach it "
+              "(use Neo4j: NEURFLOW_STORE_URI)", file=sys.stderr)  # fmt: skip
+    _start_ray(ray, address, args)
+    failed: list[str] = []
+    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        device = _task_device(args.device, gpus)
+        num_gpus = float(args.ray_task_gpus) if device == "cuda" else 0.0
+        if _largest_node(ray, "CPU") < args.ray_task_cpus:
+            raise NeurflowInputError(
+                f"--ray-task-cpus {args.ray_task_cpus:g}: no node of the Ray cluster has that many CPUs "
+                f"(largest: {_largest_node(ray, 'CPU'):g})"
+            )
+        if num_gpus and _largest_node(ray, "GPU") < num_gpus:
+            raise NeurflowInputError(f"--ray-task-gpus {num_gpus:g}: no node of the Ray cluster has that many GPUs")
+        job = ClassJob(
+            data=str(data), params=params, layers=list(layers), split=args.split, device=device, budget=budget,
+            force=args.force, artifacts=str(artifact_dir(cfg)),
+            save_dir=str(Path(args.save_circuits).resolve()) if args.save_circuits else None,
+            write_batch=args.write_batch, threads=max(1, int(args.ray_task_cpus)),
+            env={k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)},
+        )  # fmt: skip
+        payload = ray.put(ModelPayload.from_loaded(loaded))
+        config = ray.put(cfg)
+        task = ray.remote(run_class).options(
+            num_cpus=args.ray_task_cpus, num_gpus=num_gpus, max_retries=args.ray_max_retries,
+            retry_exceptions=[TransientStoreError], name="neurflow-ingest-class",
+        )  # fmt: skip
+        pending = {task.remote(payload, config, job, c): c for c in todo}
+        bar = tqdm(total=len(todo), desc="classes", unit="class", disable=args.quiet)
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    c = pending.pop(ref)
+                    try:
+                        results.append(ray.get(ref))
+                    except Exception as exc:  # noqa: BLE001 - classified below
+                        cause = getattr(exc, "cause", None) or exc
+                        if isinstance(cause, NeurflowInputError):  # never retried: stop everything
+                            for other in pending:
+                                ray.cancel(other)
+                            pending.clear()
+                            raise NeurflowInputError(f"class {c} ({names[c]}): {' '.join(str(cause).split())}") from None
+                        reason = _reason(exc)
+                        failed.append(f"class {c} ({reason})")
+                        results.append(ClassResult(c, names[c], f"failed ({reason})"))
+                    bar.set_postfix_str(f"{c} {names[c]}: {results[-1].action}")
+                    bar.update(1)
+        finally:
+            bar.close()
+    finally:
+        ray.shutdown()
+    print(format_table(sorted(results, key=lambda r: r.class_index)))
+    if failed:
+        print(f"error: {len(failed)} of {len(classes)} classes failed after retries: {'; '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
