@@ -13,10 +13,18 @@ Order of work (each batch is one transaction of one ``UNWIND $rows`` statement):
    IN_GROUP, GROUP_FEEDS, images + crops + CROP_OF, EXEMPLIFIED_BY;
 4. ``status = 'complete'`` with the sizes, in one last statement.
 
-Every statement MERGEs (nodes on ``uid``; per-circuit relationships between shared nodes on
-``(v, u, circuit)``), so a rerun after a crash at any point leaves no duplicates.  A
+Shared nodes (Model, Class, Layer, Neuron, Image, Crop) are MERGEd on ``uid``.  What belongs
+to the circuit (Concept and Group nodes, INCLUDES, FEEDS, DRIVES and the other relationships)
+is CREATEd: it is written only into a store that holds nothing of the circuit (a new uid, or
+after step 2 removed what an earlier partial, failed or forced write left), so a rerun after a
+crash at any point leaves no duplicates, and the uniqueness constraints refuse a duplicate node.
+Every CREATE statement returns what it created and the writer checks it against its rows.  A
 ``complete`` circuit with the same uid is left alone unless ``force=True``; another parameter
 set has another uid and lands beside it.
+
+Throughput (``bench/store_scale.py``): relationship MERGEs between shared neurons scan the
+edges of hub neurons, which grow with every class written, so they are CREATEs; each distinct
+node of a batch is looked up once and rows refer to it by position; rows travel as columns.
 """
 
 from __future__ import annotations
@@ -141,95 +149,187 @@ SET l.model = $model, l.name = r.name, l.depth = r.depth, l.channels = r.channel
 MERGE (l)<-[:HAS_LAYER]-(m)
 """
 
+# Per-circuit nodes (Concept, Group) and relationships (INCLUDES, FEEDS, DRIVES, OF, IN_GROUP, ...)
+# are CREATEd, not MERGEd: a circuit is written only when the store holds nothing of it (a new uid)
+# or after `_clean` removed everything an earlier partial, failed or forced write left, so a
+# CREATE never duplicates, and the uniqueness constraints would refuse a duplicate node anyway.
+# MERGE on a relationship between shared nodes scans the edges of a hub neuron, which grows with
+# the number of classes in the store (measured: the write rate fell with every class written).
+# Shared nodes (Neuron, Image, Crop) are still MERGEd.
+#
+# Statements with many rows look each distinct node up once: the chunk carries the distinct uids
+# ($neurons, $concepts, ...) and rows refer to them by position ($rows.v[i] = index into
+# $neurons), which ArcadeDB unwinds faster than lists of maps.  Each returns how many
+# relationships it created; the writer checks that against the rows it sent.
+def _lookup(label: str, param: str, var: str, keep: str = "") -> str:
+    """Cypher binding `var` to the list of `label` nodes whose uids are in $param, in that order."""
+    k = f"{keep}, " if keep else ""
+    return (
+        f"UNWIND range(0, size(${param}) - 1) AS j\n"
+        f"MATCH (x:{label} {{uid: ${param}[j]}})\n"
+        f"WITH {k}j, x ORDER BY j\n"
+        f"WITH {k}collect(x) AS {var}\n"
+    )
+
+
 Q_NEURONS = """
 UNWIND $rows AS r
+OPTIONAL MATCH (old:Neuron {uid: r.uid})
+WITH r WHERE old IS NULL
 MATCH (l:Layer {uid: r.layer_uid})
-MERGE (n:Neuron {uid: r.uid})
-SET n.model = $model, n.layer = r.layer, n.channel = r.channel, n.depth = r.depth
-MERGE (n)<-[:HAS_NEURON]-(l)
+CREATE (n:Neuron {uid: r.uid, model: $model, layer: r.layer, channel: r.channel, depth: r.depth})
+CREATE (l)-[:HAS_NEURON]->(n)
 """
 
-Q_INCLUDES = """
-MATCH (c:Circuit {uid: $circuit})
-UNWIND $rows AS r
-MATCH (n:Neuron {uid: r.uid})
-MERGE (n)<-[i:INCLUDES]-(c)
-SET i.depth = r.depth
+Q_INCLUDES = (
+    "MATCH (c:Circuit {uid: $circuit})\n"
+    + _lookup("Neuron", "neurons", "ns", "c")
+    + """WHERE size(ns) = size($neurons)
+UNWIND range(0, size($rows.n) - 1) AS i
+WITH c, ns[$rows.n[i]] AS n, i
+CREATE (c)-[:INCLUDES {depth: $rows.depth[i]}]->(n)
+RETURN count(*) AS created
 """
+)
 
-# FEEDS and DRIVES are keyed on (v, u, circuit).  MERGE semantics, written as OPTIONAL MATCH +
-# CREATE: ArcadeDB's relationship MERGE with a property costs about 4x a CREATE (measured
-# 0.46 s against 0.12 s for 4k FEEDS); this form costs about 1.4x and is just as idempotent.
-# These two carry most relationships, so their rows travel as columns ($rows.v[i], ...):
-# ArcadeDB unwinds a list of maps slower than lists of scalars (measured 25% more server CPU
-# per circuit).
-Q_FEEDS = """
+Q_FEEDS = (
+    _lookup("Neuron", "neurons", "ns")
+    + """WITH ns WHERE size(ns) = size($neurons)
 UNWIND range(0, size($rows.v) - 1) AS i
-MATCH (v:Neuron {uid: $rows.v[i]}), (u:Neuron {uid: $rows.u[i]})
-OPTIONAL MATCH (v)-[old:FEEDS {circuit: $circuit}]->(u)
-WITH v, u, i, old WHERE old IS NULL
+WITH ns[$rows.v[i]] AS v, ns[$rows.u[i]] AS u, i
 CREATE (v)-[:FEEDS {circuit: $circuit, class_index: $class_index, importance: $rows.importance[i], rank: $rows.rank[i]}]->(u)
+RETURN count(*) AS created
 """
+)
 
-Q_CONCEPTS = """
-MATCH (c:Circuit {uid: $circuit})
-UNWIND $rows AS r
-MATCH (n:Neuron {uid: r.neuron})
-MERGE (k:Concept {uid: r.uid})
-SET k.circuit = $circuit, k.layer = r.layer, k.depth = r.depth, k.channel = r.channel, k.index = r.index,
-    k.size = r.size, k.mean_activation = r.mean_activation
-MERGE (k)<-[:HAS_CONCEPT]-(c)
-MERGE (k)-[:OF]->(n)
+Q_CONCEPTS = (
+    "MATCH (c:Circuit {uid: $circuit})\n"
+    + _lookup("Neuron", "neurons", "ns", "c")
+    + """WHERE size(ns) = size($neurons)
+UNWIND range(0, size($rows.uid) - 1) AS i
+WITH c, i, ns[$rows.neuron[i]] AS n
+CREATE (k:Concept {uid: $rows.uid[i], circuit: $circuit, layer: $rows.layer[i], depth: $rows.depth[i], channel: $rows.channel[i],
+                   index: $rows.index[i], size: $rows.size[i], mean_activation: $rows.mean_activation[i]})
+CREATE (c)-[:HAS_CONCEPT]->(k)
+CREATE (k)-[:OF]->(n)
+RETURN count(*) AS created
 """
+)
 
-Q_DRIVES = """
+Q_DRIVES = (
+    _lookup("Neuron", "neurons", "ns")
+    + _lookup("Concept", "concepts", "ks", "ns")
+    + """WITH ns, ks WHERE size(ns) = size($neurons) AND size(ks) = size($concepts)
 UNWIND range(0, size($rows.v) - 1) AS i
-MATCH (v:Neuron {uid: $rows.v[i]}), (k:Concept {uid: $rows.k[i]})
-OPTIONAL MATCH (k)<-[old:DRIVES {circuit: $circuit}]-(v)
-WITH v, k, i, old WHERE old IS NULL
+WITH ns[$rows.v[i]] AS v, ks[$rows.k[i]] AS k, i
 CREATE (v)-[:DRIVES {circuit: $circuit, weight: $rows.weight[i]}]->(k)
+RETURN count(*) AS created
 """
-
-COLUMNAR = frozenset({"feeds", "drives"})  # steps whose rows are sent as {column: [values]}
+)
 
 Q_GROUPS = """
 MATCH (c:Circuit {uid: $circuit})
 UNWIND $rows AS r
-MERGE (g:Group {uid: r.uid})
-SET g.circuit = $circuit, g.layer = r.layer, g.depth = r.depth, g.index = r.index, g.size = r.size,
-    g.label = r.label, g.label_source = r.label_source, g.label_score = r.label_score
-MERGE (g)<-[:HAS_GROUP]-(c)
+CREATE (g:Group {uid: r.uid, circuit: $circuit, layer: r.layer, depth: r.depth, index: r.index, size: r.size,
+                 label: r.label, label_source: r.label_source, label_score: r.label_score})
+CREATE (c)-[:HAS_GROUP]->(g)
+RETURN count(*) AS created
 """
 
-Q_IN_GROUP = """
-UNWIND $rows AS r
-MATCH (k:Concept {uid: r.k}), (g:Group {uid: r.g})
-MERGE (k)-[:IN_GROUP]->(g)
+Q_IN_GROUP = (
+    _lookup("Group", "groups", "gs")
+    + _lookup("Concept", "concepts", "ks", "gs")
+    + """WITH gs, ks WHERE size(gs) = size($groups) AND size(ks) = size($concepts)
+UNWIND range(0, size($rows.k) - 1) AS i
+WITH ks[$rows.k[i]] AS k, gs[$rows.g[i]] AS g
+CREATE (k)-[:IN_GROUP]->(g)
+RETURN count(*) AS created
 """
+)
 
-Q_GROUP_FEEDS = """
-UNWIND $rows AS r
-MATCH (lo:Group {uid: r.lower}), (up:Group {uid: r.upper})
-MERGE (lo)-[e:GROUP_FEEDS {circuit: $circuit}]->(up)
-SET e.weight = r.weight
+Q_GROUP_FEEDS = (
+    _lookup("Group", "groups", "gs")
+    + """WITH gs WHERE size(gs) = size($groups)
+UNWIND range(0, size($rows.lower) - 1) AS i
+WITH gs[$rows.lower[i]] AS lo, gs[$rows.upper[i]] AS up, i
+CREATE (lo)-[:GROUP_FEEDS {circuit: $circuit, weight: $rows.weight[i]}]->(up)
+RETURN count(*) AS created
 """
+)
 
+# Images and crops are shared (a class's images serve every parameter set): MERGEd images (the
+# images of a chunk travel once, in $images), crops CREATEd when missing (Q_CROPS) and, when
+# existing, given the chunk's thumbnail paths (Q_CROP_THUMBNAILS; the rest of a crop follows
+# from its uid).
 Q_CROPS = """
-UNWIND $rows AS r
-MERGE (im:Image {uid: r.image})
-SET im.source = r.source, im.label = r.label
-MERGE (cr:Crop {uid: r.uid})
-SET cr.image = r.image, cr.x0 = r.x0, cr.y0 = r.y0, cr.x1 = r.x1, cr.y1 = r.y1,
-    cr.granularity = r.granularity, cr.thumbnail = coalesce(r.thumbnail, cr.thumbnail)
-MERGE (cr)-[:CROP_OF]->(im)
+UNWIND $images AS ri
+MERGE (im:Image {uid: ri.uid})
+SET im.source = ri.source, im.label = ri.label
+WITH ri.uid AS uid, im ORDER BY uid
+WITH collect(im) AS ims
+UNWIND range(0, size($rows.uid) - 1) AS i
+OPTIONAL MATCH (old:Crop {uid: $rows.uid[i]})
+WITH ims, i WHERE old IS NULL
+WITH ims[$rows.image_pos[i]] AS im, i
+CREATE (cr:Crop {uid: $rows.uid[i], image: $rows.image[i], x0: $rows.x0[i], y0: $rows.y0[i], x1: $rows.x1[i], y1: $rows.y1[i],
+                 granularity: $rows.granularity[i], thumbnail: $rows.thumbnail[i]})
+CREATE (cr)-[:CROP_OF]->(im)
 """
 
-Q_EXEMPLIFIED = """
+Q_CROP_THUMBNAILS = """
 UNWIND $rows AS r
-MATCH (k:Concept {uid: r.k}), (cr:Crop {uid: r.crop})
-MERGE (k)-[e:EXEMPLIFIED_BY]->(cr)
-SET e.rank = r.rank, e.activation = r.activation
+MATCH (cr:Crop {uid: r.uid})
+SET cr.thumbnail = r.thumbnail
 """
+
+Q_EXEMPLIFIED = (
+    _lookup("Concept", "concepts", "ks")
+    + _lookup("Crop", "crops", "crs", "ks")
+    + """WITH ks, crs WHERE size(ks) = size($concepts) AND size(crs) = size($crops)
+UNWIND range(0, size($rows.k) - 1) AS i
+WITH ks[$rows.k[i]] AS k, crs[$rows.crop[i]] AS cr, i
+CREATE (k)-[:EXEMPLIFIED_BY {rank: $rows.rank[i], activation: $rows.activation[i]}]->(cr)
+RETURN count(*) AS created
+"""
+)
+
+# step -> {row key: (parameter of distinct uids, row key of the uid)}: these rows are sent as
+# columns with node references replaced by positions in the distinct-uid lists.
+INDEXED: dict[str, dict[str, str]] = {
+    "includes": {"uid": "neurons"},
+    "feeds": {"v": "neurons", "u": "neurons"},
+    "concepts": {"neuron": "neurons"},
+    "drives": {"v": "neurons", "k": "concepts"},
+    "in_group": {"k": "concepts", "g": "groups"},
+    "group_feeds": {"lower": "groups", "upper": "groups"},
+    "exemplified": {"k": "concepts", "crop": "crops"},
+}
+
+
+def _payload(name: str, chunk: list[dict[str, Any]]) -> dict[str, Any]:
+    """Statement parameters of one chunk of step `name` (see INDEXED)."""
+    refs = INDEXED.get(name)
+    if refs is None:
+        if name == "crops":
+            images = {r["image"]: {"uid": r["image"], "source": r["source"], "label": r["label"]} for r in chunk}
+            at = {uid: i for i, uid in enumerate(sorted(images))}  # Q_CROPS collects the images by uid
+            cols = {key: [r[key] for r in chunk] for key in ("uid", "image", "x0", "y0", "x1", "y1", "granularity", "thumbnail")}
+            cols["image_pos"] = [at[r["image"]] for r in chunk]
+            return {"rows": cols, "images": [images[k] for k in sorted(images)]}
+        return {"rows": chunk}
+    pos: dict[str, dict[str, int]] = {param: {} for param in refs.values()}
+    rows = []
+    for r in chunk:
+        row = dict(r)
+        for key, param in refs.items():
+            row[key] = pos[param].setdefault(r[key], len(pos[param]))
+        rows.append(row)
+    if name == "includes":
+        rows = [{"n": r["uid"], "depth": r["depth"]} for r in rows]
+    out: dict[str, Any] = {param: list(p) for param, p in pos.items()}
+    out["rows"] = {key: [r[key] for r in rows] for key in rows[0]}
+    return out
+
 
 Q_COMPLETE = """
 MATCH (c:Circuit {uid: $circuit})
@@ -658,17 +758,20 @@ def write_circuit(
             ("groups", Q_GROUPS, 1, 1),
             ("in_group", Q_IN_GROUP, 0, 1),
             ("group_feeds", Q_GROUP_FEEDS, 0, 1),
+            ("crop_thumbnails", Q_CROP_THUMBNAILS, 0, 0),
             ("crops", Q_CROPS, 2, 1),
             ("exemplified", Q_EXEMPLIFIED, 0, 1),
         ]
+        rows["crop_thumbnails"] = [{"uid": r["uid"], "thumbnail": r["thumbnail"]} for r in rows["crops"] if r["thumbnail"]]
         for name, cypher, nodes_per_row, rels_per_row in steps:
             data = rows[name]
             for i in range(0, len(data), batch_size):
                 chunk = data[i : i + batch_size]
-                payload: Any = chunk
-                if name in COLUMNAR:
-                    payload = {key: [row[key] for row in chunk] for key in chunk[0]}
-                runner.write(cypher, {**common, "rows": payload})
+                out = runner.write(cypher, {**common, **_payload(name, chunk)})
+                if out and "created" in out[0] and out[0]["created"] != len(chunk):
+                    raise RuntimeError(
+                        f"writing {cid}: step {name} created {out[0]['created']} of {len(chunk)} rows (missing nodes?)"
+                    )
                 stats.nodes += nodes_per_row * len(chunk)
                 stats.relationships += rels_per_row * len(chunk)
                 if _stop_after == f"{name}:first":
