@@ -29,7 +29,7 @@ sysdeps:
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip >/dev/null
-	$(PIP) install -q -e '.[app,efficientnet,test]'
+	$(PIP) install -q -e '.[app,efficientnet,ray,test]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
