@@ -1,4 +1,4 @@
-"""docker-compose.yml for the Neo4j path: YAML, the Compose schema, and the structure we rely on.
+"""docker-compose.yml for the Neo4j path (and the optional Ray services): YAML, the Compose schema, and the structure we rely on.
 
 There is no Docker engine here.  The schema check uses the Compose-spec JSON schema that the
 `docker-compose` wheel on PyPI ships (`compose/config/compose_spec.json`): from an installed
@@ -63,7 +63,7 @@ def interpolate(value, env: dict[str, str]):
 
 # --------------------------------------------------------------------------- explicit structure
 def test_services_and_volumes(doc):
-    assert set(doc["services"]) == {"neo4j", "app", "ingest"}
+    assert set(doc["services"]) == {"neo4j", "app", "ingest", "ray-head", "ray-worker"}
     assert {"neo4j-data", "artifacts"} <= set(doc["volumes"])
 
 
@@ -99,10 +99,41 @@ def test_ingest_service_is_a_one_shot_profile(doc):
     assert "artifacts:/artifacts" in ing["volumes"]
 
 
+def test_ray_services_are_an_optional_profile(doc):
+    head, worker = doc["services"]["ray-head"], doc["services"]["ray-worker"]
+    for svc in (head, worker):
+        assert svc["profiles"] == ["ray"]  # `docker compose up` without --profile ray starts neither
+        assert svc["image"] == "neurflow-store-ray:latest" and svc["build"]["dockerfile"] == "Dockerfile.ray"
+        env = svc["environment"]
+        assert env["NEURFLOW_STORE_URI"] == "bolt://neo4j:7687"  # tasks write straight into Neo4j
+        assert env["NEURFLOW_STORE_PASSWORD"].startswith("${NEO4J_PASSWORD:?")
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "${RAY_AUTH_TOKEN:-}"
+        assert {"artifacts:/artifacts", "cache:/cache"} <= set(svc["volumes"])  # thumbnails land where the app reads
+        assert svc["depends_on"]["neo4j"]["condition"] == "service_healthy"
+        assert svc["command"][:2] == ["ray", "start"] and "--block" in svc["command"]
+    assert "--head" in head["command"] and "--ray-client-server-port=10001" in head["command"]
+    assert "--dashboard-host=0.0.0.0" in head["command"] and "--port=6379" in head["command"]
+    assert {"127.0.0.1:6379:6379", "127.0.0.1:8265:8265", "127.0.0.1:10001:10001"} == set(head["ports"])
+    assert "ray status" in head["healthcheck"]["test"][1]
+    assert "--address=ray-head:6379" in worker["command"] and "ports" not in worker
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert doc["services"]["ingest"]["profiles"] == ["ingest"] and "profiles" not in doc["services"]["app"]
+
+
+def test_ray_image_has_the_project_and_ray():
+    text = (ROOT / "Dockerfile.ray").read_text()
+    assert text.startswith("#") and "FROM python:3.11" in text  # the same Python as the project image
+    assert re.search(r"pip install \"\.\[ray\]\" \"ray\[default\]==2\.60\.0\"", text)
+    assert "USER " in text and "EXPOSE 6379 8265 10001" in text
+    pins = [d for d in __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["ray"]]
+    assert pins == ["ray==2.60.0"]  # the image's Ray is the extra's Ray
+
+
 def test_no_password_is_committed(doc):
     text = COMPOSE.read_text()
     refs = re.findall(r"\$\{NEO4J_PASSWORD([^}]*)\}", text)
-    assert len(refs) == 3 and all(r.startswith(":?") for r in refs)  # required, never a default
+    assert len(refs) == 4 and all(r.startswith(":?") for r in refs)  # required, never a default
+    assert re.findall(r"^\s*RAY_AUTH_TOKEN:.*$", text, re.M) == ["      RAY_AUTH_TOKEN: ${RAY_AUTH_TOKEN:-}"]  # from .env only
     assert not re.search(r"NEO4J_AUTH:\s*neo4j/[^$]", text) and "NEO4J_AUTH: none" not in text
     with pytest.raises(ValueError, match="set NEO4J_PASSWORD in .env"):
         interpolate(doc, {})
@@ -119,6 +150,11 @@ def test_interpolated_file(doc):
     out = interpolate(doc, {"NEO4J_PASSWORD": "a-long-password"})
     assert out["services"]["neo4j"]["environment"]["NEO4J_AUTH"] == "neo4j/a-long-password"
     assert out["services"]["app"]["environment"]["NEURFLOW_STORE_PASSWORD"] == "a-long-password"
+    for name in ("ray-head", "ray-worker"):
+        assert out["services"][name]["environment"]["NEURFLOW_STORE_PASSWORD"] == "a-long-password"
+        assert out["services"][name]["environment"]["RAY_AUTH_TOKEN"] == ""  # unset in .env: empty, set it to use Ray
+    token = interpolate(doc, {"NEO4J_PASSWORD": "a-long-password", "RAY_AUTH_TOKEN": "t0ken"})
+    assert token["services"]["ray-worker"]["environment"]["RAY_AUTH_TOKEN"] == "t0ken"
     assert out["services"]["ingest"]["command"] == [
         "neurflow", "ingest", "--model", "fashion-cnn", "--data", "fashion-mnist", "--classes", "all",
     ]  # fmt: skip
