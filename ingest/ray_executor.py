@@ -198,7 +198,7 @@ def _largest_node(ray, resource: str) -> float:
 
 
 def _start_ray(ray, address: str | None, args: argparse.Namespace) -> None:
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=not args.quiet)
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=not args.quiet)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -221,7 +221,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
     from ingest.config import artifact_dir
     from ingest.ingest_cli import ClassResult, format_table, resolve_run
     from ingest.schema import ensure_schema
-    from ingest.store import open_store
+    from ingest.store import Store, open_store
     from ingest.writer import circuit_status
     from neurflow.cli import budget_from_args, layers_from_args, params_from_args
     from neurflow.datasets import load_images
@@ -241,7 +241,6 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
     names = {c: loaded.class_names[c] if c < len(loaded.class_names) else str(c) for c in classes}
 
     with open_store() as store:  # reachable, right credentials and database; embedded: started here
-        ensure_schema(store)
         cfg = store.config
         results: list[ClassResult] = []
         todo = []
@@ -278,6 +277,8 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
             write_batch=args.write_batch, threads=max(1, int(args.ray_task_cpus)),
             env={k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)},
         )  # fmt: skip
+        with Store(cfg) as store:  # the constraints exist before concurrent tasks MERGE (nothing is written before)
+            ensure_schema(store)
         payload = ray.put(ModelPayload.from_loaded(loaded))
         config = ray.put(cfg)
         task = ray.remote(run_class).options(

@@ -164,6 +164,12 @@ def test_user_error_in_a_task_is_not_retried(store_server, trained_model, tmp_pa
         assert s.run("MATCH (c:Circuit) RETURN count(c) AS n")[0]["n"] == 0
 
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _cli_in_process(env: dict[str, str], *args: str) -> int:
     old = {k: os.environ.get(k) for k in (*env, *_RAY_ENV)}
     for k in _RAY_ENV:
@@ -185,6 +191,10 @@ def _cli_in_process(env: dict[str, str], *args: str) -> int:
         (["--model", "resnet9000", "--classes", "0"], "unknown model"),
         (["--model", "fashion-cnn", "--classes", "0", "--layers", "block1,block4"], "ordered top to bottom"),
         (["--model", "fashion-cnn", "--classes", "0", "--ray-task-gpus", "1.5"], "--ray-task-gpus"),
+        pytest.param(
+            ["--model", "fashion-cnn", "--classes", "0", "--device", "cuda"], "the Ray cluster has no GPUs",
+            marks=pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU: the local Ray cluster has one"),
+        ),  # checked against the started cluster, before any task
     ],
 )
 def test_bad_input_fails_in_the_driver_before_any_task(args, message, store_server, trained_model, tmp_path, capsys):
@@ -200,7 +210,7 @@ def test_bad_input_fails_in_the_driver_before_any_task(args, message, store_serv
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
-    assert not ray.is_initialized()  # Ray was never started, so no task ran
+    assert not ray.is_initialized()  # never started (or shut down again); no task ran
     assert not faults.exists()
     assert _counts(cfg) == before
 
