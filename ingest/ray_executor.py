@@ -197,15 +197,35 @@ def _largest_node(ray, resource: str) -> float:
     return max((float(n.get("Resources", {}).get(resource, 0.0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
 
 
+def _probe(address: str) -> None:
+    """Fail fast on a `host:port` / `ray://host:port` nobody listens on (Ray itself waits minutes, then exits)."""
+    import socket
+
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # 'auto', 'local', or a form Ray will judge
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise NeurflowInputError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or type(exc).__name__}): check --ray-address / RAY_ADDRESS"
+        ) from None
+
+
 def _start_ray(ray, address: str | None, args: argparse.Namespace) -> None:
     quiet = dict(logging_level=logging.ERROR, log_to_driver=not args.quiet)
+    if address:
+        _probe(address)
     try:
         if address:
             ray.init(address=address, **quiet)
         else:  # always a new local cluster (never someone else's), stopped by ray.shutdown()
             ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, **quiet)
-    except ConnectionError as exc:
-        raise NeurflowInputError(f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())}") from None
+    except (ConnectionError, RuntimeError, ValueError, SystemExit) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise NeurflowInputError(f"cannot start or join {where}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -254,12 +274,12 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
         return 0
 
     address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
-    if cfg.embedded and address:
-        print(f"note: the embedded store listens on {cfg.uri}; Ray workers on other machines cannot reach it "
-              "(use Neo4j: NEURFLOW_STORE_URI)", file=sys.stderr)  # fmt: skip
     _start_ray(ray, address, args)
     failed: list[str] = []
     try:
+        if cfg.embedded and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
+            print(f"note: the embedded store listens on {cfg.uri}; Ray workers on other machines cannot reach it "
+                  "(use Neo4j: NEURFLOW_STORE_URI)", file=sys.stderr)  # fmt: skip
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
         device = _task_device(args.device, gpus)
         num_gpus = float(args.ray_task_gpus) if device == "cuda" else 0.0

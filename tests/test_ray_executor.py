@@ -191,6 +191,7 @@ def _cli_in_process(env: dict[str, str], *args: str) -> int:
         (["--model", "resnet9000", "--classes", "0"], "unknown model"),
         (["--model", "fashion-cnn", "--classes", "0", "--layers", "block1,block4"], "ordered top to bottom"),
         (["--model", "fashion-cnn", "--classes", "0", "--ray-task-gpus", "1.5"], "--ray-task-gpus"),
+        (["--model", "fashion-cnn", "--classes", "0", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
         pytest.param(
             ["--model", "fashion-cnn", "--classes", "0", "--device", "cuda"], "the Ray cluster has no GPUs",
             marks=pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU: the local Ray cluster has one"),
