@@ -40,6 +40,23 @@ def test_parse_classes():
         parse_classes("cat", 10)
 
 
+def test_transient_store_errors():
+    """What the per-class write (and the Ray executor) retries, and what it must not."""
+    from neo4j import exceptions as nx
+
+    from ingest.errors import StoreAuthError, StoreQueryError, StoreUnavailable
+    from ingest.ingest_cli import is_transient_store_error
+
+    assert is_transient_store_error(StoreQueryError("the store refused the query: Duplicated key [m] found on index 'Model[uid]'"))
+    assert is_transient_store_error(StoreQueryError("the store refused the query: ConcurrentModificationException on #3:1"))
+    assert is_transient_store_error(StoreUnavailable("cannot reach the store at bolt://x:7687"))
+    assert is_transient_store_error(nx.ServiceUnavailable("gone"))
+    assert not is_transient_store_error(StoreQueryError("the store refused the query: Invalid input 'MATC'"))
+    assert not is_transient_store_error(StoreAuthError("refused the login"))
+    assert not is_transient_store_error(NeurflowInputError("class index 12 out of range"))
+    assert not is_transient_store_error(RuntimeError("Duplicated key"))  # only store errors
+
+
 def test_all_classes_ingested_complete(ingested):
     cfg, circuits = ingested
     with Store(cfg) as s:
