@@ -283,13 +283,13 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
         device = _task_device(args.device, gpus)
         num_gpus = float(args.ray_task_gpus) if device == "cuda" else 0.0
-        if _largest_node(ray, "CPU") < args.ray_task_cpus:
-            raise NeurflowInputError(
-                f"--ray-task-cpus {args.ray_task_cpus:g}: no node of the Ray cluster has that many CPUs "
-                f"(largest: {_largest_node(ray, 'CPU'):g})"
-            )
-        if num_gpus and _largest_node(ray, "GPU") < num_gpus:
-            raise NeurflowInputError(f"--ray-task-gpus {num_gpus:g}: no node of the Ray cluster has that many GPUs")
+        for resource, need, option in (("CPU", float(args.ray_task_cpus), "--ray-task-cpus"), ("GPU", num_gpus, "--ray-task-gpus")):
+            largest = _largest_node(ray, resource)
+            if need and largest < need:
+                message = f"{option} {need:g}: no node of the Ray cluster has that many {resource}s (largest: {largest:g})"
+                if not address:  # our own local cluster will never grow
+                    raise NeurflowInputError(message)
+                print(f"note: {message}; the tasks wait until such a node joins (autoscaler)", file=sys.stderr)
         job = ClassJob(
             data=str(data), params=params, layers=list(layers), split=args.split, device=device, budget=budget,
             force=args.force, artifacts=str(artifact_dir(cfg)),
@@ -318,8 +318,14 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
                         cause = getattr(exc, "cause", None) or exc
                         if isinstance(cause, NeurflowInputError):  # never retried: stop everything
                             for other in pending:
-                                ray.cancel(other)
+                                try:
+                                    ray.cancel(other)
+                                except Exception:  # noqa: BLE001 - finished meanwhile
+                                    pass
                             pending.clear()
+                            bar.close()
+                            if results:
+                                print(format_table(sorted(results, key=lambda r: r.class_index)))
                             raise NeurflowInputError(f"class {c} ({names[c]}): {' '.join(str(cause).split())}") from None
                         reason = _reason(exc)
                         failed.append(f"class {c} ({reason})")
