@@ -36,6 +36,9 @@ Fault injection (tests, drills) — environment of the tasks, forwarded by the d
   attempt of each of these classes writes part of its circuit (stops after the first FEEDS
   batch, leaving it `running`), leaves the marker ``class-<c>.killed`` and SIGKILLs its own
   worker process; Ray retries the class and the retry cleans the partial circuit.
+- ``NEURFLOW_RAY_STORE_ERROR_CLASSES``: likewise, the first attempt of these classes raises
+  `TransientStoreError` at once (marker ``class-<c>.store-error``), as a store outage would;
+  Ray retries the class (`retry_exceptions`).
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from neurflow.errors import NeurflowInputError
 
 FAULT_DIR_ENV = "NEURFLOW_RAY_FAULT_DIR"
 KILL_CLASSES_ENV = "NEURFLOW_RAY_KILL_CLASSES"
-_FORWARDED_ENV = (FAULT_DIR_ENV, KILL_CLASSES_ENV)
+STORE_ERROR_CLASSES_ENV = "NEURFLOW_RAY_STORE_ERROR_CLASSES"
+_FORWARDED_ENV = (FAULT_DIR_ENV, KILL_CLASSES_ENV, STORE_ERROR_CLASSES_ENV)
 
 
 class TransientStoreError(StoreError):
@@ -117,25 +121,34 @@ class ClassJob:
 
 
 # --------------------------------------------------------------------------- the task
-def _fault_plan(class_index: int, env: dict[str, str]) -> bool:
-    """Log this attempt; True when this attempt must die (first attempt of a class to kill)."""
-    folder = env.get(FAULT_DIR_ENV)
-    if not folder:
-        return False
-    folder_path = Path(folder)
-    folder_path.mkdir(parents=True, exist_ok=True)
-    with open(folder_path / f"class-{class_index}.attempts", "a") as fh:
-        fh.write(f"pid {os.getpid()} at {time.time():.3f}\n")
-    kill = {p.strip() for p in env.get(KILL_CLASSES_ENV, "").split(",") if p.strip()}
-    if str(class_index) not in kill:
-        return False
-    marker = folder_path / f"class-{class_index}.killed"
+def _first_time(folder: Path, name: str) -> bool:
+    """True for the one caller that creates `folder/name` (so only a class's first attempt is hit)."""
     try:
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # only the first attempt wins
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
     os.close(fd)
     return True
+
+
+def _fault_plan(class_index: int, env: dict[str, str]) -> str | None:
+    """Log this attempt; 'kill' or 'store-error' when this attempt must fail (fault injection)."""
+    folder = env.get(FAULT_DIR_ENV)
+    if not folder:
+        return None
+    folder_path = Path(folder)
+    folder_path.mkdir(parents=True, exist_ok=True)
+    with open(folder_path / f"class-{class_index}.attempts", "a") as fh:
+        fh.write(f"pid {os.getpid()} at {time.time():.3f}\n")
+
+    def listed(name: str) -> bool:
+        return str(class_index) in {p.strip() for p in env.get(name, "").split(",")}
+
+    if listed(KILL_CLASSES_ENV) and _first_time(folder_path, f"class-{class_index}.killed"):
+        return "kill"
+    if listed(STORE_ERROR_CLASSES_ENV) and _first_time(folder_path, f"class-{class_index}.store-error"):
+        return "store-error"
+    return None
 
 
 def run_class(payload: ModelPayload, store_config, job: ClassJob, class_index: int):
@@ -146,7 +159,10 @@ def run_class(payload: ModelPayload, store_config, job: ClassJob, class_index: i
     from ingest.store import Store
 
     env = {**{k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}, **job.env}
-    die = _fault_plan(class_index, env)
+    fault = _fault_plan(class_index, env)
+    if fault == "store-error":  # fault injection: the store is away for a moment
+        raise TransientStoreError(f"fault injection: store unavailable for class {class_index}")
+    die = fault == "kill"
     torch.set_num_threads(max(1, job.threads))
     loaded = payload.load(job.device)
     try:

@@ -4,7 +4,9 @@ the real trained demo model and the embedded store.
 - A worker is really killed: the first attempt of one class writes part of its circuit and then
   SIGKILLs its own worker process (fault injection, `NEURFLOW_RAY_KILL_CLASSES`); Ray retries the
   class, the retry cleans the partial circuit, every class ends `complete` exactly once, with
-  exactly the nodes and relationships of its circuit, and the command exits 0.
+  exactly the nodes and relationships of its circuit, and the command exits 0.  In the same run
+  another class's first attempt meets a transient store error (`NEURFLOW_RAY_STORE_ERROR_CLASSES`)
+  and is retried through `retry_exceptions`.
 - A user-input error found inside a task (an unreadable image) is not retried and fails the
   command with one `error:` line.
 - Bad input (class list, model) fails in the driver before Ray starts: no task runs, the store
@@ -37,7 +39,7 @@ needs_ray = pytest.mark.skipif(
 )
 # Real circuits, as small as the method allows to stay meaningful (test_ingest_cli's kill test uses these too).
 SMALL_ARGS = ["--tau", "3", "--k", "10", "--ig-steps", "8", "--max-images", "8", "--device", "cpu", "--quiet"]
-_RAY_ENV = ("RAY_ADDRESS", "NEURFLOW_RAY_FAULT_DIR", "NEURFLOW_RAY_KILL_CLASSES")
+_RAY_ENV = ("RAY_ADDRESS", "NEURFLOW_RAY_FAULT_DIR", "NEURFLOW_RAY_KILL_CLASSES", "NEURFLOW_RAY_STORE_ERROR_CLASSES")
 
 
 def _fresh_db(store_server) -> str:
@@ -84,10 +86,11 @@ def test_killed_worker_is_retried_and_every_class_is_complete_once(store_server,
     db = _fresh_db(store_server)
     cfg = store_server.with_database(db)
     faults, saved = tmp_path / "faults", tmp_path / "circuits"
-    classes, killed = [1, 2, 4], 2
+    classes, killed, store_error = [1, 2, 4], 2, 4
     env = {
         "NEURFLOW_STORE_DATABASE": db, "NEURFLOW_ARTIFACT_DIR": str(tmp_path / "artifacts"),
         "NEURFLOW_RAY_FAULT_DIR": str(faults), "NEURFLOW_RAY_KILL_CLASSES": str(killed),
+        "NEURFLOW_RAY_STORE_ERROR_CLASSES": str(store_error),
     }  # fmt: skip
     t0 = time.perf_counter()
     proc = _run_cli(env, "--classes", ",".join(map(str, classes)), "--save-circuits", str(saved))
@@ -95,11 +98,13 @@ def test_killed_worker_is_retried_and_every_class_is_complete_once(store_server,
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"ray ingestion of {len(classes)} classes with one killed worker: {seconds:.1f} s")
 
-    # the killed class ran twice, in two different worker processes; the others once
-    assert (faults / f"class-{killed}.killed").exists()
+    # the killed class ran twice, in two different worker processes; the class whose first attempt
+    # met a (transient) store error ran twice (retry_exceptions); the other one once
+    assert (faults / f"class-{killed}.killed").exists() and (faults / f"class-{store_error}.store-error").exists()
     runs = _attempts(faults, killed)
     assert len(runs) == 2 and runs[0].split()[1] != runs[1].split()[1], runs
-    assert all(len(_attempts(faults, c)) == 1 for c in classes if c != killed)
+    assert len(_attempts(faults, store_error)) == 2
+    assert all(len(_attempts(faults, c)) == 1 for c in classes if c not in (killed, store_error))
 
     # the summary table: the retry found the partial circuit and rewrote it (another class may have
     # been rewritten too, when its write lost a race with a concurrent task and was written again)
@@ -256,3 +261,34 @@ def test_concurrent_writers_retry_conflicts(store, tmp_path):
     expected = expected_counts(circuits)
     assert {k: got.get(k, 0) for k in expected} == expected
     assert {r["st"] for r in store.run("MATCH (c:Circuit) RETURN c.status AS st")} == {"complete"}
+
+
+def test_task_model_and_store_errors_without_a_cluster(trained_model, tmp_path):
+    """`run_class` called directly: the payload rebuilds the driver's model exactly, and an
+    unreachable store becomes `TransientStoreError`, the exception type Ray retries."""
+    import torch
+
+    from ingest.config import StoreConfig
+    from ingest.ray_executor import ClassJob, ModelPayload, TransientStoreError, run_class
+    from neurflow.circuit import Params
+    from neurflow.method import Budget
+
+    payload = ModelPayload.from_loaded(trained_model)
+    rebuilt = payload.load("cpu")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.module(x), trained_model.module(x))
+    assert (rebuilt.uid, rebuilt.weights_sha256, rebuilt.class_names) == (
+        trained_model.uid, trained_model.weights_sha256, trained_model.class_names,
+    )  # fmt: skip
+
+    job = ClassJob(
+        data="fashion-mnist", params=Params(tau=3, k=10, ig_steps=8, max_images=8), layers=list(trained_model.spec.layers),
+        split="train", device="cpu", budget=Budget(), force=False, artifacts=str(tmp_path), save_dir=None, write_batch=None,
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(TransientStoreError, match="cannot reach the store"):
+            run_class(payload, StoreConfig(uri="bolt://127.0.0.1:9", user="x", password="y"), job, 1)
+    finally:
+        torch.set_num_threads(threads)
