@@ -10,9 +10,14 @@ Which circuit a query reads: only ``status = 'complete'`` circuits.  A class can
 circuit uid); ``params = null`` picks, per class, the latest complete circuit (highest
 ``completed_at``, the time the writer finished it).  `circuit_diff` takes one hash per side.
 
-Every query is plain Neo4j-5 Cypher: no APOC, no ``SHORTEST k``, no CALL subqueries; the
-variable-length pattern of `strongest_paths` has a fixed upper bound (``MAX_PATH_DEPTH``)
-because Cypher cannot bind a length bound to a parameter.
+Every query is plain Neo4j-5 Cypher: no APOC, no ``SHORTEST k``, no CALL subqueries;
+`strongest_paths` goes at most ``MAX_PATH_DEPTH`` layers down.
+
+Scale (``bench/store_scale.py``, 1,000 ResNet50-shaped circuits): Neuron nodes are shared by
+every class, so walking a circuit's FEEDS from its neurons reads every circuit's FEEDS at hub
+neurons.  Queries that need one class's FEEDS read them through the relationship index on
+``FEEDS.class_index`` (``ingest/schema.py``) in their first clause (ArcadeDB uses a
+relationship index only there, and only against parameters), then keep the chosen circuit's.
 """
 
 from __future__ import annotations
@@ -56,6 +61,65 @@ _PICK_PER_CLASS = (
 )
 
 _JACCARD = "CASE WHEN {a} + {b} - {s} = 0 THEN 0.0 ELSE toFloat({s}) / ({a} + {b} - {s}) END"
+
+def _sides(items: str, p: str) -> str:
+    """Three lists from `items`, a list of [key, circuits having it]: keys only in ca, only in cb, in both."""
+    return (
+        f"[x IN {items} WHERE ca.uid IN x[1] AND NOT (cb.uid IN x[1]) | x[0]] AS {p}_only_a,\n"
+        f"     [x IN {items} WHERE cb.uid IN x[1] AND NOT (ca.uid IN x[1]) | x[0]] AS {p}_only_b,\n"
+        f"     [x IN {items} WHERE ca.uid IN x[1] AND cb.uid IN x[1] | x[0]] AS {p}_both"
+    )
+
+
+_CIRCUIT_DIFF = (
+    """MATCH (v)-[f:FEEDS]->(u)
+WHERE f.class_index IN [$class_a, $class_b]
+WITH v.uid + '->' + u.uid AS key, collect(f.circuit) AS cs
+WITH collect([key, cs]) AS feeds
+MATCH (:Class {model: $model, index: $class_a})-[:HAS_CIRCUIT]->(ca:Circuit {status: 'complete'})
+WHERE $params_a IS NULL OR ca.params_hash = $params_a
+WITH feeds, ca ORDER BY ca.completed_at DESC LIMIT 1
+MATCH (:Class {model: $model, index: $class_b})-[:HAS_CIRCUIT]->(cb:Circuit {status: 'complete'})
+WHERE $params_b IS NULL OR cb.params_hash = $params_b
+WITH feeds, ca, cb ORDER BY cb.completed_at DESC LIMIT 1
+WITH feeds, ca, cb, [(ca)-[:INCLUDES]->(n:Neuron) | n.uid] AS na, [(cb)-[:INCLUDES]->(n:Neuron) | n.uid] AS nb
+WITH ca, cb, [x IN na WHERE NOT (x IN nb)] AS n_only_a, [x IN nb WHERE NOT (x IN na)] AS n_only_b,
+     [x IN na WHERE x IN nb] AS n_both,
+     """
+    + _sides("feeds", "f")
+    + """
+UNWIND [
+  {kind: 'neuron', side: 'only_a', items: n_only_a}, {kind: 'neuron', side: 'only_b', items: n_only_b},
+  {kind: 'neuron', side: 'both', items: n_both}, {kind: 'feeds', side: 'only_a', items: f_only_a},
+  {kind: 'feeds', side: 'only_b', items: f_only_b}, {kind: 'feeds', side: 'both', items: f_both}
+] AS r
+RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side, size(r.items) AS count, r.items AS items
+"""
+)
+
+# adjacency of the chosen circuit: by_depth[d] = [[upper neuron uid at depth d, [[lower uid, importance], ...]], ...];
+# a path is [uids from the logit down, importances, product of importances]
+_STRONGEST_PATHS = (
+    """MATCH (v)-[f:FEEDS]->(u)
+WHERE f.class_index = $class_index
+WITH f.circuit AS cu, u.depth AS d, u.uid AS uu, collect([v.uid, f.importance]) AS ins
+WITH collect([cu, d, uu, ins]) AS adj
+"""
+    + _pick("(:Class {model: $model, index: $class_index})", "c")
+    + f"""WITH adj, c ORDER BY c.completed_at DESC LIMIT 1
+MATCH (c)-[:INCLUDES {{depth: 0}}]->(logit:Neuron)
+WHERE $depth >= 1 AND $depth <= {MAX_PATH_DEPTH}
+WITH c, logit, [a IN adj WHERE a[0] = c.uid] AS adj
+WITH c, logit, [d IN range(0, {MAX_PATH_DEPTH - 1}) | [a IN adj WHERE a[1] = d | [a[2], a[3]]]] AS by_depth
+WITH c, reduce(paths = [[[logit.uid], [], 1.0]], level IN range(1, $depth) |
+       reduce(acc = [], p IN paths | acc + [x IN coalesce([a IN by_depth[level - 1] WHERE a[0] = last(p[0])][0][1], []) |
+         [p[0] + x[0], p[1] + x[1], p[2] * x[1]]])) AS paths
+UNWIND paths AS p
+RETURN c.uid AS circuit, p[0] AS path, p[1] AS importances, p[2] AS score
+ORDER BY score DESC
+LIMIT $limit
+"""
+)
 
 QUERIES: list[Query] = [
     Query(
@@ -196,39 +260,12 @@ ORDER BY depth, index
             "and in both.  A and B are (class, params) pairs: two classes, or one class under two "
             "parameter sets."
         ),
-        # Membership is checked by matching the other circuit's INCLUDES / FEEDS between the same
-        # nodes rather than by list scans, which cost O(n^2) on large circuits.
-        cypher="""MATCH (:Class {model: $model, index: $class_a})-[:HAS_CIRCUIT]->(ca:Circuit {status: 'complete'})
-WHERE $params_a IS NULL OR ca.params_hash = $params_a
-WITH ca ORDER BY ca.completed_at DESC LIMIT 1
-MATCH (:Class {model: $model, index: $class_b})-[:HAS_CIRCUIT]->(cb:Circuit {status: 'complete'})
-WHERE $params_b IS NULL OR cb.params_hash = $params_b
-WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
-OPTIONAL MATCH (ca)-[:INCLUDES]->(n1:Neuron)
-OPTIONAL MATCH (cb)-[i2:INCLUDES]->(n1)
-WITH ca, cb, collect(CASE WHEN i2 IS NULL THEN n1.uid END) AS n_only_a, collect(CASE WHEN i2 IS NOT NULL THEN n1.uid END) AS n_both
-OPTIONAL MATCH (cb)-[:INCLUDES]->(n2:Neuron)
-OPTIONAL MATCH (ca)-[i1:INCLUDES]->(n2)
-WITH ca, cb, n_only_a, n_both, collect(CASE WHEN i1 IS NULL THEN n2.uid END) AS n_only_b
-OPTIONAL MATCH (ca)-[:INCLUDES]->(u1:Neuron)<-[f1:FEEDS]-(v1:Neuron)
-WHERE f1.circuit = ca.uid
-OPTIONAL MATCH (v1)-[g1:FEEDS]->(u1)
-WHERE g1.circuit = cb.uid
-WITH ca, cb, n_only_a, n_both, n_only_b, collect(CASE WHEN g1 IS NULL THEN v1.uid + '->' + u1.uid END) AS f_only_a,
-     collect(CASE WHEN g1 IS NOT NULL THEN v1.uid + '->' + u1.uid END) AS f_both
-OPTIONAL MATCH (cb)-[:INCLUDES]->(u2:Neuron)<-[f2:FEEDS]-(v2:Neuron)
-WHERE f2.circuit = cb.uid
-OPTIONAL MATCH (v2)-[g2:FEEDS]->(u2)
-WHERE g2.circuit = ca.uid
-WITH ca, cb, n_only_a, n_both, n_only_b, f_only_a, f_both,
-     collect(CASE WHEN g2 IS NULL THEN v2.uid + '->' + u2.uid END) AS f_only_b
-UNWIND [
-  {kind: 'neuron', side: 'only_a', items: n_only_a}, {kind: 'neuron', side: 'only_b', items: n_only_b},
-  {kind: 'neuron', side: 'both', items: n_both}, {kind: 'feeds', side: 'only_a', items: f_only_a},
-  {kind: 'feeds', side: 'only_b', items: f_only_b}, {kind: 'feeds', side: 'both', items: f_both}
-] AS r
-RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side, size(r.items) AS count, r.items AS items
-""",
+        # Scale: the FEEDS of both classes come from the relationship index on FEEDS.class_index
+        # (the first clause, where ArcadeDB uses it), grouped by (lower, upper) neuron with the
+        # circuits that have that edge; membership is then a look at that short list.  Walking
+        # FEEDS from the circuits' neurons would read every circuit's edges at shared (hub)
+        # neurons: seconds at 100 classes.
+        cypher=_CIRCUIT_DIFF,
         params={"model": None, "class_a": 0, "params_a": None, "class_b": 1, "params_b": None},
         returns=("circuit_a", "circuit_b", "kind", "side", "count", "items"),
     ),
@@ -240,17 +277,11 @@ RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side,
             f"(depth 0), scored by the product of the FEEDS importances along the path (depth <= {MAX_PATH_DEPTH}).  "
             "`path` lists neuron uids from the logit downwards."
         ),
-        cypher=_pick("(:Class {model: $model, index: $class_index})", "c")
-        + f"""WITH c ORDER BY c.completed_at DESC LIMIT 1
-MATCH (c)-[:INCLUDES {{depth: 0}}]->(logit:Neuron)
-MATCH p = (v:Neuron)-[:FEEDS*1..{MAX_PATH_DEPTH} {{circuit: c.uid}}]->(logit)
-WHERE v.depth = $depth
-WITH c, p, reduce(s = 1.0, r IN relationships(p) | s * r.importance) AS score
-RETURN c.uid AS circuit, reverse([n IN nodes(p) | n.uid]) AS path,
-       reverse([r IN relationships(p) | r.importance]) AS importances, score
-ORDER BY score DESC
-LIMIT $limit
-""",
+        # Scale: the class's FEEDS come from the relationship index (as in circuit_diff), grouped
+        # into per-depth adjacency lists of the chosen circuit; paths grow level by level in
+        # lists.  A variable-length FEEDS pattern filtered on `circuit` reads every circuit's
+        # edges at each shared neuron it passes (0.1-0.8 s at depth 3 and 100 classes).
+        cypher=_STRONGEST_PATHS,
         params={"model": None, "class_index": 0, "params": None, "depth": 2, "limit": 10},
         returns=("circuit", "path", "importances", "score"),
     ),
@@ -261,13 +292,19 @@ LIMIT $limit
             "The classes whose chosen complete circuit includes neuron (layer, channel), with the "
             "number of neurons it FEEDS in that circuit."
         ),
-        cypher=_PICK_PER_CLASS
-        + """MATCH (c)-[:INCLUDES]->(n:Neuron {uid: $model + '/' + $layer + '/' + toString($channel)})
-OPTIONAL MATCH (n)-[f:FEEDS]->(u:Neuron)
-WHERE f.circuit = c.uid
-WITH cl, c, n, count(u) AS feeds_up
+        # Scale: starts at the neuron (its INCLUDES come from the circuits that use it) instead of
+        # walking every chosen circuit's INCLUDES; its FEEDS are counted per circuit in one pass.
+        # "Chosen" = no newer complete circuit of the class (with the same parameter filter).
+        cypher="""MATCH (n:Neuron {uid: $model + '/' + $layer + '/' + toString($channel)})
+OPTIONAL MATCH (n)-[f:FEEDS]->()
+WITH n, f.circuit AS cu, count(f) AS k
+WITH n, collect([cu, k]) AS ups
+MATCH (n)<-[:INCLUDES]-(c:Circuit {status: 'complete'})<-[:HAS_CIRCUIT]-(cl:Class {model: $model})
+WHERE ($params IS NULL OR c.params_hash = $params)
+  AND size([(cl)-[:HAS_CIRCUIT]->(c2:Circuit {status: 'complete'})
+            WHERE ($params IS NULL OR c2.params_hash = $params) AND c2.completed_at > c.completed_at | c2]) = 0
 RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, c.params_hash AS params,
-       n.depth AS depth, feeds_up
+       n.depth AS depth, coalesce([x IN ups WHERE x[0] = c.uid][0][1], 0) AS feeds_up
 ORDER BY class_index
 """,
         params={"model": None, "layer": None, "channel": 0, "params": None},

@@ -21,6 +21,10 @@ RELATIONSHIPS = (
 # (label, property): secondary indexes used to find a circuit's nodes when cleaning it up.
 INDEXES = (("Concept", "circuit"), ("Group", "circuit"), ("Circuit", "status"), ("Neuron", "model"))
 
+# (relationship type, property): FEEDS of one class (circuit_diff, strongest_paths) and of one
+# circuit (cleaning) without walking the FEEDS of shared neurons, which every class adds to.
+REL_INDEXES = (("FEEDS", "class_index"),)
+
 
 def constraint_statements() -> list[str]:
     out = [
@@ -28,6 +32,9 @@ def constraint_statements() -> list[str]:
     ]
     out += [
         f"CREATE INDEX {label.lower()}_{prop} IF NOT EXISTS FOR (n:{label}) ON (n.{prop})" for label, prop in INDEXES
+    ]
+    out += [
+        f"CREATE INDEX {rel.lower()}_{prop} IF NOT EXISTS FOR ()-[r:{rel}]-() ON (r.{prop})" for rel, prop in REL_INDEXES
     ]
     return out
 

@@ -576,13 +576,13 @@ def _delete_loop(runner: _Runner, cypher: str, params: dict[str, Any], batch: in
             return total
 
 
-def _clean(runner: _Runner, uid: str, model: str, batch: int = 10000) -> dict[str, int]:
+def _clean(runner: _Runner, uid: str, model: str, class_index: int, batch: int = 10000) -> dict[str, int]:
     """Delete what a circuit wrote, keeping shared nodes (Neuron; Crop/Image still used elsewhere).
 
     DRIVES, OF, IN_GROUP, HAS_CONCEPT, EXEMPLIFIED_BY, HAS_GROUP and GROUP_FEEDS go with the
     (DETACH-deleted) Concept and Group nodes; FEEDS, between shared neurons, by its `circuit`.
     The circuit's Evaluation nodes go too: they describe the circuit being replaced."""
-    p = {"circuit": uid, "model": model}
+    p = {"circuit": uid, "model": model, "class_index": class_index}
     crops = [r["uid"] for r in runner.read(
         "MATCH (k:Concept {circuit: $circuit})-[:EXEMPLIFIED_BY]->(cr:Crop) RETURN DISTINCT cr.uid AS uid", p
     )]  # fmt: skip
@@ -593,9 +593,10 @@ def _clean(runner: _Runner, uid: str, model: str, batch: int = 10000) -> dict[st
         "groups": _delete_loop(
             runner, "MATCH (g:Group {circuit: $circuit}) WITH g LIMIT $batch DETACH DELETE g RETURN count(*) AS n", p, batch
         ),
+        # through the FEEDS.class_index index (a scan of the model's neurons' FEEDS takes seconds at scale)
         "feeds": _delete_loop(
             runner,
-            "MATCH (v:Neuron {model: $model})-[f:FEEDS]->() WHERE f.circuit = $circuit "
+            "MATCH ()-[f:FEEDS]->() WHERE f.class_index = $class_index AND f.circuit = $circuit "
             "WITH f LIMIT $batch DELETE f RETURN count(*) AS n",
             p,
             batch,
@@ -641,11 +642,11 @@ def delete_circuit(target: Store | neo4j.Driver | neo4j.Session, uid: str, *, da
     """Remove a circuit entirely (its node too).  Shared Model/Layer/Neuron/Class nodes stay."""
     runner = _Runner(target, database)
     try:
-        rows = runner.read("MATCH (c:Circuit {uid: $uid}) RETURN c.model AS model", {"uid": uid})
+        rows = runner.read("MATCH (c:Circuit {uid: $uid}) RETURN c.model AS model, c.class_index AS class_index", {"uid": uid})
         if not rows:
             return {}
         runner.write("MATCH (c:Circuit {uid: $uid}) SET c.status = 'running'", {"uid": uid})
-        out = _clean(runner, uid, rows[0]["model"])
+        out = _clean(runner, uid, rows[0]["model"], rows[0]["class_index"])
         runner.write("MATCH (c:Circuit {uid: $uid}) DETACH DELETE c", {"uid": uid})
         out["circuits"] = 1
         return out
@@ -741,7 +742,7 @@ def write_circuit(
         stats.relationships += 2
         if status is not None:
             stats.action = "rewritten"
-            stats.cleaned = _clean(runner, cid, circuit.model)
+            stats.cleaned = _clean(runner, cid, circuit.model, circuit.class_index)
         if _stop_after == "head":
             return stats
         runner.write(Q_LAYERS, {"model": circuit.model, "rows": rows["layers"]})
