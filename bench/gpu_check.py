@@ -98,7 +98,7 @@ def main() -> int:
         images = load_images("fashion-mnist", loaded.spec, class_index=c, split="test", limit=150)
         t = time.perf_counter()
         on_gpu = build_circuit(loaded.module, layers, images, c, params, device=cuda, progress=False,
-                               budget=Budget(ig_rows=4096, ig_internal_batch=65536))
+                               budget=Budget(ig_internal_batch=65536))
         t_gpu = time.perf_counter() - t
         t = time.perf_counter()
         on_cpu = build_circuit(loaded.module.cpu(), layers, images, c, params, device="cpu", progress=False)
@@ -123,7 +123,7 @@ def main() -> int:
         torch.backends.cudnn.benchmark = True
         t = time.perf_counter()
         circuit = build_circuit(resnet.module, r_layers, images, 1, full, device=cuda, progress=False,
-                                budget=Budget(ig_rows=512, ig_internal_batch=8192, autocast_dtype=dtype))
+                                budget=Budget(autocast_dtype=dtype))
         torch.cuda.synchronize() if cuda.type == "cuda" else None
         seconds = time.perf_counter() - t
         runs[label] = circuit

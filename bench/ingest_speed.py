@@ -1,27 +1,37 @@
-"""Time one class circuit: our batched pipeline against the reference code's loop.
+"""Time one class circuit: our pipeline against the straightforward implementation.
 
-The baseline is the straightforward implementation: one captum IG call per upper neuron with
-that neuron's top samples (the reference code's loop).  Everything else (the same model, layers,
-images, crops, clustering) is shared, and both runs must give the same core sets.
+The baseline is what the reference code does: one captum IG call per upper neuron with
+that neuron's top samples, plain NCHW fp32 forward passes, BatchNorm left in the IG
+sub-networks.  Ours: one forward pass per crop shared by all its IG targets, BatchNorm
+folded, channels-last, IG batches sized from free memory; and the same with bf16 IG whose
+close calls are redone in fp32.  The model, layers, images, crops and clustering are the
+same; the fp32 run must give identical core sets (members and ranks), the bf16 run the
+same core sets (members).  Per-phase seconds show where the time goes.
 
-    python bench/ingest_speed.py [--model fashion-cnn] [--class 0] [--repeat 1] [--tau 16 --k 50 ...]
+    python bench/ingest_speed.py                                   # demo CNN, one class
+    python bench/ingest_speed.py --model resnet50 --random-init --photos 2 \\
+        --layers layer4.2,layer4.1,layer4.0 --tau 4 --k 8          # ResNet50 on scikit-image photos
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+from collections import defaultdict
+from contextlib import contextmanager
 
 import torch
 
 import neurflow.method as method
 from neurflow.attribution import integrated_gradients
-from neurflow.cli import add_method_args, add_model_args, budget_from_args, layers_from_args, params_from_args
+from neurflow.cli import add_method_args, add_model_args, layers_from_args, params_from_args
+from neurflow.method import Budget
 
 
 def per_neuron_attributions(sub, pairs, lower_maps, *, steps, device, autocast_dtype=None, on_rows=None, **_):
-    """Baseline: one IG call per upper neuron, its k top samples as one batch."""
+    """Baseline: one captum IG call per upper neuron, its k top samples as one batch."""
     by_neuron: dict[int, list[int]] = {}
     for i, (u, _) in enumerate(pairs):
         by_neuron.setdefault(u, []).append(i)
@@ -38,28 +48,89 @@ def per_neuron_attributions(sub, pairs, lower_maps, *, steps, device, autocast_d
     return result
 
 
-def run(args, baseline: bool):
-    from neurflow.datasets import load_images
+BASELINE = Budget(crop_batch=512, channels_last=False, fold_batchnorm=False)
+RUNS = {
+    "baseline": ("one captum IG call per neuron, NCHW, BatchNorm", BASELINE),
+    "ours": ("shared IG paths, BN folded, channels-last", Budget()),
+    "ours-bf16": ("the same, bf16 IG + fp32 close calls", Budget(autocast_dtype=torch.bfloat16)),
+}
+
+
+@contextmanager
+def phase_timer(times: dict[str, float]):
+    """Seconds spent reading activations and in IG (the rest: tracing, clustering, ...)."""
+    wrapped = {"activations": "_collect_means", "IG": "layer_attributions"}
+    originals = {name: getattr(method, name) for name in wrapped.values()}
+
+    def timed(label, fn):
+        def run(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                times[label] += time.perf_counter() - t
+        return run
+
+    for label, name in wrapped.items():
+        setattr(method, name, timed(label, originals[name]))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(method, name, fn)
+
+
+def load_inputs(args):
+    from neurflow.datasets import images_from_tensor, load_images
     from neurflow.models.registry import load_model, resolve_device
 
     device = resolve_device(args.device)
     loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init)
-    images = load_images(args.data or loaded.spec.default_data, loaded.spec, class_index=args.class_index, split=args.split)
+    if args.photos:
+        images = photo_images(args.photos, loaded.spec, images_from_tensor)
+    else:
+        images = load_images(args.data or loaded.spec.default_data, loaded.spec, class_index=args.class_index,
+                             split=args.split, limit=args.limit)
+    return loaded, images, device
+
+
+def photo_images(n: int, spec, images_from_tensor):
+    """The first `n` colour photos bundled with scikit-image, resized to the model's input."""
+    import numpy as np
+    import torch.nn.functional as F
+    from skimage import data
+
+    names = ["chelsea", "astronaut", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry", "retina"]
+    pixels = []
+    for name in names[:n]:
+        img = torch.from_numpy(np.asarray(getattr(data, name)(), dtype=np.float32) / 255).permute(2, 0, 1)[:3]
+        pixels.append(F.interpolate(img[None], size=(spec.input_size, spec.input_size), mode="bilinear")[0])
+    return images_from_tensor(torch.stack(pixels), spec, labels=[0] * len(pixels), sources=names[:n])
+
+
+def run(label, loaded, images, args, device):
     original = method.layer_attributions
-    if baseline:
+    if label == "baseline":
         method.layer_attributions = per_neuron_attributions
+    times: dict[str, float] = defaultdict(float)
     try:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        circuit = method.build_circuit(loaded.module, layers_from_args(args, loaded.spec), images, args.class_index,
-                                       params_from_args(args), model_uid=loaded.uid, device=device,
-                                       budget=budget_from_args(args), progress=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return circuit, time.perf_counter() - t
+        with phase_timer(times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            circuit = method.build_circuit(loaded.module, layers_from_args(args, loaded.spec), images,
+                                           args.class_index, params_from_args(args), model_uid=loaded.uid,
+                                           device=device, budget=RUNS[label][1], progress=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times["total"] = time.perf_counter() - t
     finally:
         method.layer_attributions = original
+    return circuit, times
+
+
+def core(circuit, ranks: bool):
+    return {(r.depth, r.channel, r.lower_channel) + ((r.rank,) if ranks else ()) for r in circuit.core}
 
 
 def main() -> int:
@@ -67,23 +138,42 @@ def main() -> int:
     add_model_args(p)
     add_method_args(p)
     p.add_argument("--class", dest="class_index", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None, help="read at most this many images of the class")
+    p.add_argument("--photos", type=int, default=0, help="use N scikit-image photos as the class's images")
+    p.add_argument("--runs", default="baseline,ours,ours-bf16", help=f"comma list of {', '.join(RUNS)}")
     args = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    ours, base = [], []
-    for _ in range(args.repeat):
-        c_base, t_base = run(args, baseline=True)
-        c_ours, t_ours = run(args, baseline=False)
-        base.append(t_base)
-        ours.append(t_ours)
-    same_core = {(r.depth, r.channel, r.lower_channel, r.rank) for r in c_base.core} == {
-        (r.depth, r.channel, r.lower_channel, r.rank) for r in c_ours.core}
-    print(f"model={args.model} class={args.class_index} tau={args.tau} k={args.k} steps={args.ig_steps} "
-          f"images={len(c_ours.images)} critical={len(c_ours.neurons)} threads={torch.get_num_threads()}")
-    print(f"baseline (one IG call per neuron): {min(base):8.2f} s")
-    print(f"neurflow (batched):                {min(ours):8.2f} s")
-    print(f"speed ratio: {min(base) / min(ours):.2f}x   identical core sets: {same_core}")
-    return 0 if same_core else 1
+    if args.photos:
+        args.all_images = True
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    loaded, images, device = load_inputs(args)
+    results = {}
+    for label in [r.strip() for r in args.runs.split(",") if r.strip()]:
+        print(f"running {label}: {RUNS[label][0]} ...", flush=True)
+        results[label] = run(label, loaded, images, args, device)
+    c0 = next(iter(results.values()))[0]
+    print(f"\nmodel={args.model} class={args.class_index} layers={len(c0.layers) - 1} tau={args.tau} k={args.k} "
+          f"steps={args.ig_steps} images={len(c0.images)} critical={len(c0.neurons)} threads={torch.get_num_threads()} "
+          f"device={device}")
+    print(f"{'run':<11} {'total s':>8} {'IG s':>8} {'activ. s':>8} {'other s':>8} {'speed-up':>8}  core sets")
+    base = results.get("baseline")
+    ok = True
+    for label, (circuit, t) in results.items():
+        other = t["total"] - t["IG"] - t["activations"]
+        ratio = f"{base[1]['total'] / t['total']:.2f}x" if base else "-"
+        if base and label != "baseline":
+            ranks = label == "ours"
+            same = core(base[0], ranks) == core(circuit, ranks)
+            ok &= same
+            check = f"{'identical' if same else 'DIFFERENT'} {'(members and ranks)' if ranks else '(members)'}"
+        else:
+            check = "reference"
+        print(f"{label:<11} {t['total']:8.2f} {t['IG']:8.2f} {t['activations']:8.2f} {other:8.2f} {ratio:>8}  {check}")
+    if base:
+        for label, (_, t) in results.items():
+            if label != "baseline":
+                print(f"speed ratio {label} / baseline: {base[1]['total'] / t['total']:.2f}x "
+                      f"(IG phase {base[1]['IG'] / t['IG']:.2f}x, activations {base[1]['activations'] / max(t['activations'], 1e-9):.2f}x)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -37,9 +37,11 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon", type=float, default=d.epsilon, help="core-set pruning tolerance (<0: off)")
     p.add_argument("--all-images", action="store_true", help="keep images the model misclassifies too")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--ig-rows", type=int, default=256, help="(neuron, sample) pairs per IG call (memory knob)")
-    p.add_argument("--ig-internal-batch", type=int, default=4096, help="IG interpolation points per forward (memory knob)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast inside IG (faster on AMX / tensor cores)")
+    p.add_argument("--ig-internal-batch", type=int, default=None,
+                   help="IG path points per forward pass (memory knob; default: sized from free memory)")
+    p.add_argument("--bf16", action="store_true",
+                   help="IG in bfloat16 (faster on AMX CPUs / tensor cores); close calls are redone in fp32 "
+                        "so core sets stay the fp32 ones")
 
 
 def params_from_args(args: argparse.Namespace) -> Params:
@@ -64,8 +66,9 @@ def budget_from_args(args: argparse.Namespace):
 
     from neurflow.method import Budget
 
+    if args.ig_internal_batch is not None and args.ig_internal_batch < 1:
+        raise NeurflowInputError(f"--ig-internal-batch must be at least 1, got {args.ig_internal_batch}")
     return Budget(
-        ig_rows=args.ig_rows,
         ig_internal_batch=args.ig_internal_batch,
         autocast_dtype=torch.bfloat16 if args.bf16 else None,
     )

@@ -11,6 +11,7 @@ Pipeline (spec section in brackets):
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from neurflow import __version__
-from neurflow.attribution import layer_attributions
+from neurflow.attribution import auto_max_rows, layer_attributions
 from neurflow.circuit import (
     LOGITS,
     Circuit,
@@ -42,17 +43,21 @@ from neurflow.concepts import neuron_concepts
 from neurflow.groups import group_edges, layer_groups
 from neurflow.hooks import capture, execution_order, spatial_mean, valid_layer_names
 from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops
-from neurflow.subnetwork import build_subnetworks
+from neurflow.precision import certify
+from neurflow.subnetwork import build_subnetworks, fold_batchnorm
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Batch-size knobs that bound peak memory; none of them changes the result's meaning."""
+    """How the work is batched and which exact-result speed-ups run; none changes the result's meaning."""
 
-    crop_batch: int = 512  # crops per forward pass when reading activations
-    ig_rows: int = 256  # (neuron, sample) pairs per captum call
-    ig_internal_batch: int = 4096  # interpolation points per sub-network forward inside IG
-    autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 for IG on AMX / tensor cores
+    crop_batch: int = 64  # crops per forward pass when reading activations
+    ig_internal_batch: int | None = None  # IG path points per forward pass; None: from free memory
+    autocast_dtype: torch.dtype | None = None  # torch.bfloat16: IG in bf16, close calls redone in fp32
+    channels_last: bool = True  # NHWC convolutions (about 4x faster ResNet50 forward passes on CPU)
+    fold_batchnorm: bool = True  # fold eval BatchNorm into the convs of the IG sub-networks
 
 
 PhaseCallback = Callable[[str, int, int], None]
@@ -92,19 +97,34 @@ def _expected_channels(model: nn.Module) -> int | None:
 
 
 @contextmanager
-def _frozen(model: nn.Module):
-    """Eval mode and no parameter gradients (IG needs input gradients only), restored after."""
+def _frozen(model: nn.Module, channels_last: bool = False):
+    """Eval mode, no parameter gradients (IG needs input gradients only) and, if asked,
+    channels-last conv weights; all restored afterwards."""
     was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    data = [p.data for p in params]
     model.eval()
-    for p in model.parameters():
+    for p in params:
         p.requires_grad_(False)
+        if channels_last and p.ndim == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
     try:
         yield
     finally:
-        for p, f in zip(model.parameters(), flags):
+        for p, f, d in zip(params, flags, data):
+            p.data = d
             p.requires_grad_(f)
         model.train(was_training)
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Move a batch of pixels or maps to the device (pinned and asynchronous to a GPU)."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        x = x.pin_memory().to(device, non_blocking=True)
+    else:
+        x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
 def _seed(seed: int) -> None:
@@ -160,13 +180,13 @@ def build_circuit(
     phase = on_phase or (lambda *_: None)
     model = model.to(device)
 
-    with _frozen(model):
+    with _frozen(model, budget.channels_last):
         expected = _expected_channels(model)
         if expected is not None and images.pixels.shape[1] != expected:
             raise NeurflowInputError(
                 f"images have {images.pixels.shape[1]} channel(s) but the model expects {expected}"
             )
-        example = images.pixels[:1].to(device)
+        example = _to_device(images.pixels[:1], device, budget.channels_last)
         layers = validate_layers(model, layers, example)
         with torch.no_grad():
             num_classes = capture(model, example, [LOGITS])[LOGITS].shape[1]
@@ -186,6 +206,8 @@ def build_circuit(
                     f"tau={params.tau} is larger than layer {layers[d]!r}'s {channels[d]} channels"
                 )
         subs = build_subnetworks(model, layers, tuple(images.pixels.shape[1:]))
+        if budget.fold_batchnorm:
+            subs = [fold_batchnorm(sub) for sub in subs]
         circuit = Circuit(
             model=model_uid,
             class_index=class_index,
@@ -207,7 +229,7 @@ def build_circuit(
 
             def lower_maps(ids: list[int], name=lower_name) -> torch.Tensor:
                 with torch.no_grad():
-                    x = crops.get(ids).to(device)
+                    x = _to_device(crops.get(ids), device, budget.channels_last)
                     return capture(model, x, [name], reduce=False)[name]
 
             below = _analyse_layer(
@@ -237,7 +259,7 @@ def _select_images(model, images: ImageSet, class_index: int, params: Params, de
         keep = []
         with torch.no_grad():
             for start in range(0, len(images), budget.crop_batch):
-                x = images.pixels[start : start + budget.crop_batch].to(device)
+                x = _to_device(images.pixels[start : start + budget.crop_batch], device, budget.channels_last)
                 pred = capture(model, x, [LOGITS])[LOGITS].argmax(dim=1).cpu()
                 keep += [start + i for i in torch.nonzero(pred == class_index).flatten().tolist()]
         if not keep:
@@ -259,7 +281,7 @@ def _collect_means(model, layers, crops: _CropSource, device, budget: Budget, pr
     with torch.no_grad():
         for start in range(0, total, budget.crop_batch):
             ids = list(range(start, min(start + budget.crop_batch, total)))
-            out = capture(model, crops.get(ids).to(device), layers, stop_early=False)
+            out = capture(model, _to_device(crops.get(ids), device, budget.channels_last), layers, stop_early=False)
             for name in layers:
                 parts[name].append(out[name].float().cpu())
             bar.update(len(ids))
@@ -291,13 +313,27 @@ def _analyse_layer(
         done[0] += n
         phase(f"IG {name}", done[0], len(pairs))
 
-    attributions = layer_attributions(
-        sub, pairs, lower_maps, steps=params.ig_steps, rows_per_call=budget.ig_rows,
-        internal_batch_size=budget.ig_internal_batch, device=device, autocast_dtype=budget.autocast_dtype,
-        on_rows=on_rows,
-    ).numpy()
+    max_rows = budget.ig_internal_batch or auto_max_rows(
+        sub, lower_maps([pairs[0][1]]), device, autocast_dtype=budget.autocast_dtype,
+        channels_last=budget.channels_last,
+    )
+
+    def attribute(which: list[tuple[int, int]], dtype, report=None) -> np.ndarray:
+        return layer_attributions(
+            sub, which, lower_maps, steps=params.ig_steps, max_rows=max_rows, device=device,
+            autocast_dtype=dtype, channels_last=budget.channels_last, on_rows=report,
+        ).numpy().reshape(len(which) // k, k, -1)
+
+    attributions = attribute(pairs, budget.autocast_dtype, on_rows)
     bar.close()
-    attributions = attributions.reshape(len(upper), k, -1)
+    if budget.autocast_dtype is not None:
+        attributions, report = certify(
+            attributions, tau, lambda idx: attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], None)
+        )
+        log.info(
+            "%s: bf16 IG, %d of %d neurons redone in fp32 (margin %.3f, largest bf16 error %.4f)",
+            name, report.refined, report.neurons, report.margin, report.max_error,
+        )
     below: set[int] = set()
     for i, u in enumerate(upper):
         circuit.neurons.append(NeuronRec(depth=d, channel=u))

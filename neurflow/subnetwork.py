@@ -138,3 +138,23 @@ def build_subnetworks(model: nn.Module, layers: list[str], input_shape: tuple[in
         else:
             subs.append(HookSubnetwork(model, layers[d + 1], layers[d], input_shape))
     return subs
+
+
+def fold_batchnorm(sub: nn.Module) -> nn.Module:
+    """A copy of `sub` with every eval-mode BatchNorm folded into the conv before it.
+
+    IG runs `g_l` forward and backward fifty times per sample; folding removes the
+    BatchNorm passes (about a fifth of a ResNet block's time on CPU) and changes the
+    result only by float rounding.  Sub-networks that cannot be traced are returned as they are."""
+    if not isinstance(sub, fx.GraphModule) or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in sub.modules()):
+        return sub
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        folded = fuse(sub)
+    except Exception as exc:  # fx raises many types for code it cannot retrace
+        warnings.warn(f"could not fold BatchNorm into convolutions ({type(exc).__name__}: {exc}); IG runs unfolded")
+        return sub
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded.eval()

@@ -1,0 +1,105 @@
+"""Shared-path IG (`layer_attributions`) against captum's IG, and the memory sizing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from neurflow.attribution import auto_max_rows, integrated_gradients, layer_attributions, plan_chunks
+from neurflow.subnetwork import build_subnetworks, fold_batchnorm
+
+
+class Block(nn.Module):
+    """A residual conv block with BatchNorm: the shape of the sub-networks IG runs through."""
+
+    def __init__(self, c: int = 6):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, c, 1)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + x)
+
+
+def _block() -> nn.Module:
+    torch.manual_seed(0)
+    block = Block()
+    with torch.no_grad():  # non-trivial running statistics so that folding has work to do
+        for bn in (block.bn1, block.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+    block.eval()
+    for p in block.parameters():
+        p.requires_grad_(False)
+    return block
+
+
+MAPS = torch.randn(5, 6, 7, 7, generator=torch.Generator().manual_seed(1)).relu()
+# crops shared by several targets, one crop with a single target, targets in no particular order
+PAIRS = [(0, 1), (3, 1), (5, 1), (2, 0), (0, 0), (4, 3), (1, 2), (2, 2), (3, 4), (1, 4), (5, 4), (0, 4)]
+
+
+def _captum(sub, pairs, steps=12):
+    h = MAPS[[c for _, c in pairs]]
+    return integrated_gradients(sub, h, torch.tensor([u for u, _ in pairs]), steps=steps)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("max_rows", [12, 36, 10_000])  # one crop per chunk, a few, all at once
+def test_shared_paths_equal_captum(channels_last, max_rows):
+    sub = _block()
+    lower = MAPS.contiguous(memory_format=torch.channels_last) if channels_last else MAPS
+    seen = []
+    ours = layer_attributions(
+        sub, PAIRS, lambda ids: lower[ids], steps=12, max_rows=max_rows, device=torch.device("cpu"),
+        channels_last=channels_last, on_rows=seen.append,
+    )
+    assert ours.shape == (len(PAIRS), 6)
+    assert sum(seen) == len(PAIRS)
+    torch.testing.assert_close(ours, _captum(sub, PAIRS), rtol=1e-4, atol=1e-6)
+
+
+def test_completeness_holds_per_pair():
+    """IG's completeness axiom: per pair, the summed (not averaged) attributions equal a(h) - a(0)."""
+    sub = _block()
+    ours = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=64, max_rows=256, device=torch.device("cpu"))
+    out_h, out_0 = sub(MAPS).mean(dim=(2, 3)), sub(torch.zeros_like(MAPS)).mean(dim=(2, 3))
+    for row, (u, c) in enumerate(PAIRS):
+        total = ours[row].sum() * 49
+        assert total.item() == pytest.approx((out_h[c, u] - out_0[c, u]).item(), rel=2e-2, abs=1e-4)
+
+
+def test_chunks_group_crops_with_equal_target_counts():
+    chunks = plan_chunks(PAIRS, steps=12, max_rows=24)
+    crops = [crop for chunk in chunks for crop, _ in chunk]
+    assert sorted(crops) == [0, 1, 2, 3, 4]
+    assert all(len(chunk) <= 2 for chunk in chunks)
+    counts = [len(t) for chunk in chunks for _, t in chunk]
+    assert counts == sorted(counts, reverse=True)  # most targets first
+    every = sorted(i for chunk in chunks for _, t in chunk for i in t)
+    assert every == list(range(len(PAIRS)))
+
+
+def test_fold_batchnorm_keeps_outputs_and_attributions():
+    block = _block()
+    sub = build_subnetworks(nn.Sequential(nn.Identity(), block), ["1", "0"], (6, 7, 7))[0]
+    folded = fold_batchnorm(sub)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in block.modules())  # the model is left alone
+    torch.testing.assert_close(folded(MAPS), block(MAPS), rtol=1e-5, atol=1e-5)
+    a = layer_attributions(folded, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=64, device=torch.device("cpu"))
+    torch.testing.assert_close(a, _captum(block, PAIRS), rtol=1e-4, atol=1e-6)
+
+
+def test_auto_max_rows_follows_the_row_size():
+    sub = _block()
+    small = auto_max_rows(sub, MAPS[:1], torch.device("cpu"), cap=10**9)
+    big = auto_max_rows(sub, torch.randn(1, 6, 70, 70).relu(), torch.device("cpu"), cap=10**9)
+    assert small >= 1 and big >= 1
+    assert 50 < small / big < 200  # 100x the positions, about 100x fewer rows
+    assert auto_max_rows(sub, MAPS[:1], torch.device("cpu"), cap=16) == 16
