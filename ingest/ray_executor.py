@@ -2,8 +2,8 @@
 
 The driver (the process that runs `neurflow ingest`) does everything a user can get wrong first,
 before any task exists: model and weights, class list, data of every class, layer list, store
-(reachable, schema in place), the device against the cluster's resources.  Bad input is one
-`error:` line and exit status 2, with nothing started and nothing written.  Then:
+(reachable), the device against the cluster's resources.  Bad input is one
+`error:` line and exit status 2, with no task started and nothing written.  Then:
 
 - the model's weights go into Ray's object store once (`ModelPayload`: spec, uid, weights hash,
   class names, state dict), so workers need neither the weights file nor the training cache;
