@@ -62,13 +62,6 @@ _PICK_PER_CLASS = (
 
 _JACCARD = "CASE WHEN {a} + {b} - {s} = 0 THEN 0.0 ELSE toFloat({s}) / ({a} + {b} - {s}) END"
 
-def _sides(items: str, p: str) -> str:
-    """Three lists from `items`, a list of [key, circuits having it]: keys only in ca, only in cb, in both."""
-    return (
-        f"[x IN {items} WHERE ca.uid IN x[1] AND NOT (cb.uid IN x[1]) | x[0]] AS {p}_only_a,\n"
-        f"     [x IN {items} WHERE cb.uid IN x[1] AND NOT (ca.uid IN x[1]) | x[0]] AS {p}_only_b,\n"
-        f"     [x IN {items} WHERE ca.uid IN x[1] AND cb.uid IN x[1] | x[0]] AS {p}_both"
-    )
 
 
 _CIRCUIT_DIFF = (
@@ -82,12 +75,17 @@ WITH feeds, ca ORDER BY ca.completed_at DESC LIMIT 1
 MATCH (:Class {model: $model, index: $class_b})-[:HAS_CIRCUIT]->(cb:Circuit {status: 'complete'})
 WHERE $params_b IS NULL OR cb.params_hash = $params_b
 WITH feeds, ca, cb ORDER BY cb.completed_at DESC LIMIT 1
-WITH feeds, ca, cb, [(ca)-[:INCLUDES]->(n:Neuron) | n.uid] AS na, [(cb)-[:INCLUDES]->(n:Neuron) | n.uid] AS nb
-WITH ca, cb, [x IN na WHERE NOT (x IN nb)] AS n_only_a, [x IN nb WHERE NOT (x IN na)] AS n_only_b,
-     [x IN na WHERE x IN nb] AS n_both,
-     """
-    + _sides("feeds", "f")
-    + """
+WITH feeds, ca, cb, ca.uid AS a, cb.uid AS b,
+     [(ca)-[:INCLUDES]->(n:Neuron) | [n.depth, n.uid]] AS pa, [(cb)-[:INCLUDES]->(n:Neuron) | [n.depth, n.uid]] AS pb
+WITH feeds, ca, cb, a, b, pa, pb, reduce(m = 0, x IN pa + pb | CASE WHEN x[0] > m THEN x[0] ELSE m END) AS deepest
+WITH feeds, ca, cb, a, b, [d IN range(0, deepest) | [x IN pa WHERE x[0] = d | x[1]]] AS na,
+     [d IN range(0, deepest) | [x IN pb WHERE x[0] = d | x[1]]] AS nb
+WITH ca, cb, reduce(acc = [], d IN range(0, size(na) - 1) | acc + [x IN na[d] WHERE NOT (x IN nb[d])]) AS n_only_a,
+     reduce(acc = [], d IN range(0, size(nb) - 1) | acc + [x IN nb[d] WHERE NOT (x IN na[d])]) AS n_only_b,
+     reduce(acc = [], d IN range(0, size(na) - 1) | acc + [x IN na[d] WHERE x IN nb[d]]) AS n_both,
+     [x IN feeds WHERE a IN x[1] AND NOT (b IN x[1]) | x[0]] AS f_only_a,
+     [x IN feeds WHERE b IN x[1] AND NOT (a IN x[1]) | x[0]] AS f_only_b,
+     [x IN feeds WHERE a IN x[1] AND b IN x[1] | x[0]] AS f_both
 UNWIND [
   {kind: 'neuron', side: 'only_a', items: n_only_a}, {kind: 'neuron', side: 'only_b', items: n_only_b},
   {kind: 'neuron', side: 'both', items: n_both}, {kind: 'feeds', side: 'only_a', items: f_only_a},
