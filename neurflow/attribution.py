@@ -167,7 +167,7 @@ def layer_attributions(
     return result
 
 
-def _available_bytes(device: torch.device) -> int:
+def available_bytes(device: torch.device) -> int:
     """Memory the IG batches may use: half the free GPU memory, or a quarter of the free RAM."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -205,4 +205,4 @@ def auto_max_rows(
     per_row = saved[0] / 2 + 4 * x[0].numel() * 4
     if cap is None:
         cap = 65536 if device.type == "cuda" else 4096
-    return int(max(1, min(cap, _available_bytes(device) // max(per_row, 1))))
+    return int(max(1, min(cap, available_bytes(device) // max(per_row, 1))))

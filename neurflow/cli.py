@@ -42,6 +42,8 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true",
                    help="IG in bfloat16 (faster on AMX CPUs / tensor cores); close calls are redone in fp32 "
                         "so core sets stay the fp32 ones")
+    p.add_argument("--tf32", action="store_true",
+                   help="IG convolutions in TF32 on CUDA (close calls redone in fp32); TF32 is off otherwise")
 
 
 def params_from_args(args: argparse.Namespace) -> Params:
@@ -71,6 +73,7 @@ def budget_from_args(args: argparse.Namespace):
     return Budget(
         ig_internal_batch=args.ig_internal_batch,
         autocast_dtype=torch.bfloat16 if args.bf16 else None,
+        tf32=args.tf32,
     )
 
 

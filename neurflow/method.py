@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from neurflow import __version__
-from neurflow.attribution import auto_max_rows, layer_attributions
+from neurflow.attribution import auto_max_rows, available_bytes, layer_attributions
 from neurflow.circuit import (
     LOGITS,
     Circuit,
@@ -56,6 +56,11 @@ class Budget:
     crop_batch: int = 64  # crops per forward pass when reading activations
     ig_internal_batch: int | None = None  # IG path points per forward pass; None: from free memory
     autocast_dtype: torch.dtype | None = None  # torch.bfloat16: IG in bf16, close calls redone in fp32
+    tf32: bool = False  # CUDA: IG convolutions in TF32, close calls redone in fp32 (otherwise TF32 is off)
+
+    @property
+    def low_precision(self) -> bool:
+        return self.autocast_dtype is not None or self.tf32
     channels_last: bool = True  # NHWC convolutions (about 4x faster ResNet50 forward passes on CPU)
     fold_batchnorm: bool = True  # fold eval BatchNorm into the convs of the IG sub-networks
 
@@ -118,6 +123,18 @@ def _frozen(model: nn.Module, channels_last: bool = False):
         model.train(was_training)
 
 
+@contextmanager
+def tf32(allow: bool):
+    """TF32 convolutions and matmuls on CUDA on or off (PyTorch turns them on for cuDNN by
+    default, which rounds like bf16); the circuit is built with them off unless asked."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     """Move a batch of pixels or maps to the device (pinned and asynchronous to a GPU)."""
     if device.type == "cuda" and x.device.type == "cpu":
@@ -158,6 +175,45 @@ class _CropSource:
         return out
 
 
+class _MapReader:
+    """Full lower-layer maps of crops for IG, with reuse across layers.
+
+    Reading layer `d`'s maps runs the model up to it, passing layer `d + 1` on the way: those
+    maps are kept (within a memory budget) for the next layer's IG, which mostly wants the
+    same crops, and re-reads within a layer (fp32 close calls, pruning) hit the cache too."""
+
+    def __init__(self, model: nn.Module, layers: list[str], crops: _CropSource, device, budget: Budget):
+        self.model, self.layers, self.crops, self.device, self.budget = model, layers, crops, device, budget
+        self.cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.bytes = 0
+        self.limit = available_bytes(torch.device(device)) // 4
+
+    def reader(self, depth: int) -> Callable[[list[int]], torch.Tensor]:
+        for key in [k for k in self.cache if k[0] < depth]:  # layers above are done with
+            self.bytes -= self.cache[key].numel() * self.cache[key].element_size()
+            del self.cache[key]
+        return lambda ids: self.read(depth, ids)
+
+    def read(self, depth: int, ids: list[int]) -> torch.Tensor:
+        missing = [i for i in ids if (depth, i) not in self.cache]
+        if not missing:
+            return torch.stack([self.cache[(depth, i)] for i in ids])
+        wanted = [d for d in (depth, depth + 1) if d < len(self.layers)]
+        with torch.no_grad():
+            x = _to_device(self.crops.get(missing), self.device, self.budget.channels_last)
+            out = capture(self.model, x, [self.layers[d] for d in wanted], reduce=False)
+        fresh = {i: j for j, i in enumerate(missing)}
+        for d in wanted:
+            t = out[self.layers[d]]
+            size = t[0].numel() * t.element_size()
+            if self.bytes + size * len(missing) <= self.limit:
+                for i, j in fresh.items():
+                    self.cache[(d, i)] = t[j]
+                self.bytes += size * len(missing)
+        current = out[self.layers[depth]]
+        return torch.stack([current[fresh[i]] if i in fresh else self.cache[(depth, i)] for i in ids])
+
+
 def build_circuit(
     model: nn.Module,
     layers: list[str],
@@ -180,7 +236,7 @@ def build_circuit(
     phase = on_phase or (lambda *_: None)
     model = model.to(device)
 
-    with _frozen(model, budget.channels_last):
+    with _frozen(model, budget.channels_last), tf32(False):
         expected = _expected_channels(model)
         if expected is not None and images.pixels.shape[1] != expected:
             raise NeurflowInputError(
@@ -224,14 +280,10 @@ def build_circuit(
         )
         critical: list[list[int]] = [[class_index]]
         used_crops: set[int] = set()
+        maps = _MapReader(model, layers, crops, device, budget)
         for d in range(len(layers) - 1):
             lower_name = layers[d + 1]
-
-            def lower_maps(ids: list[int], name=lower_name) -> torch.Tensor:
-                with torch.no_grad():
-                    x = _to_device(crops.get(ids), device, budget.channels_last)
-                    return capture(model, x, [name], reduce=False)[name]
-
+            lower_maps = maps.reader(d + 1)
             below = _analyse_layer(
                 circuit, d, critical[d], means[layers[d]].numpy(), means[lower_name].numpy(), subs[d],
                 lower_maps, params, budget, device, progress, phase, used_crops, crops,
@@ -318,20 +370,22 @@ def _analyse_layer(
         channels_last=budget.channels_last,
     )
 
-    def attribute(which: list[tuple[int, int]], dtype, report=None) -> np.ndarray:
-        return layer_attributions(
-            sub, which, lower_maps, steps=params.ig_steps, max_rows=max_rows, device=device,
-            autocast_dtype=dtype, channels_last=budget.channels_last, on_rows=report,
-        ).numpy().reshape(len(which) // k, k, -1)
+    def attribute(which: list[tuple[int, int]], low: bool, report=None) -> np.ndarray:
+        with tf32(low and budget.tf32):
+            return layer_attributions(
+                sub, which, lower_maps, steps=params.ig_steps, max_rows=max_rows, device=device,
+                autocast_dtype=budget.autocast_dtype if low else None, channels_last=budget.channels_last,
+                on_rows=report,
+            ).numpy().reshape(len(which) // k, k, -1)
 
-    attributions = attribute(pairs, budget.autocast_dtype, on_rows)
+    attributions = attribute(pairs, budget.low_precision, on_rows)
     bar.close()
-    if budget.autocast_dtype is not None:
+    if budget.low_precision:
         attributions, report = certify(
-            attributions, tau, lambda idx: attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], None)
+            attributions, tau, lambda idx: attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], False)
         )
         log.info(
-            "%s: bf16 IG, %d of %d neurons redone in fp32 (margin %.3f, largest bf16 error %.4f)",
+            "%s: low-precision IG, %d of %d neurons redone in fp32 (margin %.3f, largest error %.4f)",
             name, report.refined, report.neurons, report.margin, report.max_error,
         )
     below: set[int] = set()

@@ -75,8 +75,8 @@ def test_bf16_circuit_keeps_fp32_core_sets(trained_model, class_images, class_ci
 
 def test_pipeline_matches_one_captum_call_per_neuron(trained_model, class_images, monkeypatch):
     """Shared paths, folded BatchNorm and channels-last give the straightforward method's core sets and ranks."""
-    layers = list(trained_model.spec.layers)[:3]
-    params = Params(tau=4, k=8, ig_steps=8, max_images=8)
+    layers = list(trained_model.spec.layers)[:2]
+    params = Params(tau=4, k=8, ig_steps=6, max_images=6)
     ours = build_circuit(trained_model.module, layers, class_images(5), 5, params, progress=False)
 
     def per_neuron(sub, pairs, lower_maps, *, steps, device, **_):
