@@ -42,6 +42,7 @@ demo: sysdeps venv
 
 bench: venv
 	$(PY) bench/ingest_speed.py
+	$(PY) bench/store_scale.py --classes 100
 
 clean:
 	rm -rf .cache .pytest_cache test-artifacts
