@@ -155,7 +155,7 @@ MERGE (l)<-[:HAS_LAYER]-(m)
 # CREATE never duplicates, and the uniqueness constraints would refuse a duplicate node anyway.
 # MERGE on a relationship between shared nodes scans the edges of a hub neuron, which grows with
 # the number of classes in the store (measured: the write rate fell with every class written).
-# Shared nodes (Neuron, Image, Crop) are still MERGEd.
+# Shared nodes are MERGEd (Model, Class, Layer, Image) or created when missing (Neuron, Crop).
 #
 # Statements with many rows look each distinct node up once: the chunk carries the distinct uids
 # ($neurons, $concepts, ...) and rows refer to them by position ($rows.v[i] = index into
