@@ -2,8 +2,8 @@
 
 1. Demo model (fashion-cnn): circuits of a few classes on CUDA and on the CPU; core sets must match.
 2. ResNet50 (random weights, generated images, the default layer list): one class circuit on
-   CUDA in fp32 and with bf16 autocast inside IG; seconds per class, the IG phase's achieved
-   FLOP/s against the card's peak, and whether bf16 kept the core sets.
+   CUDA in fp32 (TF32 off), TF32 and bf16 (both with fp32 close calls); seconds per class, the
+   IG phase's achieved FLOP/s against the card's peak, and whether TF32/bf16 kept the core sets.
 3. ResNet50 CPU-vs-GPU core sets on a reduced parameter set (the CPU is too slow for defaults).
 
     python bench/gpu_check.py [--budget-s 480] [--out results.json]
@@ -58,7 +58,9 @@ def ig_flops(model, layers, shape, circuit, device) -> float:
         with counter, torch.no_grad():
             sub(outs[layers[d + 1]])
         pairs = len(circuit.critical(d)) * circuit.params.k
-        total += counter.get_total_flops() * 3 * pairs * circuit.params.ig_steps
+        crops = len({s.crop_id for s in circuit.top_samples if s.depth == d})
+        # executed: one forward per crop path point, one input-gradient backward (~1 forward) per pair
+        total += counter.get_total_flops() * (crops + pairs) * circuit.params.ig_steps
     return total
 
 
@@ -117,24 +119,27 @@ def main() -> int:
     images = ImageSet(pixels, [f"generated:{i}" for i in range(len(pixels))], [0] * len(pixels))
     full = Params(predicted_only=False)
     runs = {}
-    for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+    budgets = {"fp32": Budget(), "tf32": Budget(tf32=True), "bf16": Budget(autocast_dtype=torch.bfloat16)}
+    for label, budget in budgets.items():
         if left() < 150:
             break
         torch.backends.cudnn.benchmark = True
         t = time.perf_counter()
         circuit = build_circuit(resnet.module, r_layers, images, 1, full, device=cuda, progress=False,
-                                budget=Budget(autocast_dtype=dtype))
+                                budget=budget)
         torch.cuda.synchronize() if cuda.type == "cuda" else None
         seconds = time.perf_counter() - t
         runs[label] = circuit
         flops = ig_flops(resnet.module, r_layers, (3, 224, 224), circuit, cuda)
-        peak = PEAK_TFLOPS.get(next((k for k in PEAK_TFLOPS if k in results["device"]), ""), {}).get(label)
+        peak = PEAK_TFLOPS.get(next((k for k in PEAK_TFLOPS if k in results["device"]), ""), {}).get(
+            "bf16" if label == "bf16" else "fp32")
         log(f"resnet50 {label}", {"seconds_per_class": round(seconds, 1), "critical": len(circuit.neurons),
                                   "ig_tflop": round(flops / 1e12, 1),
                                   "achieved_tflops_upper_bound": round(flops / 1e12 / seconds, 1),
                                   "peak_tflops": peak})
-    if "fp32" in runs and "bf16" in runs:
-        log("resnet50 bf16 vs fp32 core agreement", agreement(runs["fp32"], runs["bf16"]))
+    for label in ("tf32", "bf16"):
+        if "fp32" in runs and label in runs:  # certified modes: must be 1.0
+            log(f"resnet50 {label} vs fp32 core agreement", agreement(runs["fp32"], runs[label]))
 
     # 3. resnet50 CPU vs GPU on reduced parameters
     if left() > 90:

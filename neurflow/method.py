@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 class Budget:
     """How the work is batched and which exact-result speed-ups run; none changes the result's meaning."""
 
-    crop_batch: int = 64  # crops per forward pass when reading activations
+    crop_batch: int | None = None  # crops per forward pass when reading activations; None: by image size
     ig_internal_batch: int | None = None  # IG path points per forward pass; None: from free memory
     autocast_dtype: torch.dtype | None = None  # torch.bfloat16: IG in bf16, close calls redone in fp32
     tf32: bool = False  # CUDA: IG convolutions in TF32, close calls redone in fp32 (otherwise TF32 is off)
@@ -232,6 +232,8 @@ def build_circuit(
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     device = torch.device(device)
+    if budget.crop_batch is None:  # 512 small images, ~40 at 224 px: big batches of big images only thrash caches
+        budget = replace(budget, crop_batch=int(min(512, max(16, 512 * 64 * 64 // images.pixels[0, 0].numel()))))
     _seed(params.seed)
     phase = on_phase or (lambda *_: None)
     model = model.to(device)

@@ -143,6 +143,7 @@ def test_no_password_is_committed(doc):
         line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if line and not line.startswith("#")
     )
     assert env_example["NEO4J_PASSWORD"] == ""
+    assert env_example["RAY_AUTH_TOKEN"] == ""  # the optional Ray services' token: the user's own
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
