@@ -261,6 +261,19 @@ def _pct(values: list[float], q: float) -> float:
     return xs[i]
 
 
+class LazyCritical(dict):
+    """class -> depth -> critical channels, generating a class's circuit on first use."""
+
+    def __init__(self, gen: Generator):
+        super().__init__()
+        self.gen = gen
+
+    def __missing__(self, ci: int) -> dict[int, list[int]]:
+        c = self.gen.circuit(ci)
+        self[ci] = {d: c.critical(d) for d in c.depths}
+        return self[ci]
+
+
 OPTIONAL_LAYER = {"hub_neurons"}  # queries whose `layer` may stay null (all layers): half the runs do
 
 
@@ -318,21 +331,29 @@ def time_queries(
     for q in QUERIES:
         if only and q.name not in only:
             continue
-        t0 = time.perf_counter()
-        out = run_query(store, q.name, **maker(q))  # warm-up (plans, JIT), not timed
-        first = time.perf_counter() - t0
-        times, rows = [], []
-        if first > budget_s:
-            times, rows = [first * 1000], [len(out)]
-        spent = 0.0
-        while len(times) < repeats and not (len(times) >= 3 and spent > budget_s):
-            params = maker(q)
+        times, rows, error = [], [], None
+        try:
             t0 = time.perf_counter()
-            out = run_query(store, q.name, **params)
-            dt = time.perf_counter() - t0
-            spent += dt
-            times.append(dt * 1000)
-            rows.append(len(out))
+            out = run_query(store, q.name, **maker(q))  # warm-up (plans, JIT), not timed
+            first = time.perf_counter() - t0
+            if first > budget_s:
+                times, rows = [first * 1000], [len(out)]
+            spent = 0.0
+            while len(times) < repeats and not (len(times) >= 3 and spent > budget_s):
+                params = maker(q)
+                t0 = time.perf_counter()
+                out = run_query(store, q.name, **params)
+                dt = time.perf_counter() - t0
+                spent += dt
+                times.append(dt * 1000)
+                rows.append(len(out))
+        except Exception as exc:  # noqa: BLE001 - a failing query is a result too
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        if error is not None:
+            results.append({"query": q.name, "p50": float("nan"), "p95": float("nan"), "max": float("nan"),
+                            "runs": len(times), "rows": 0, "ok": False, "error": error})  # fmt: skip
+            tqdm_write(f"{q.name}: FAILED {error}")
+            continue
         p95 = _pct(times, 0.95)
         results.append({
             "query": q.name, "p50": _pct(times, 0.5), "p95": p95, "max": max(times), "runs": len(times),
@@ -350,6 +371,9 @@ def print_query_table(results: list[dict[str, Any]]) -> None:
     print(f"| query | runs | p50 ms | p95 ms | max ms | rows (mean) | p95 <= {QUERY_GOAL_MS:.0f} ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
+        if r.get("error"):
+            print(f"| {r['query']} | {r['runs']} | - | - | - | - | NO: {r['error']} |")
+            continue
         print(f"| {r['query']} | {r['runs']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['max']:.1f} | {r['rows']:.0f} | "
               f"{'yes' if r['ok'] else 'NO'} |")
 
@@ -423,10 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         with Store(cfg) as store:
             ensure_schema(store)
             critical: dict[int, dict[int, list[int]]] = {}
-            if args.skip_write:
-                for ci in classes:
-                    c = gen.circuit(ci)
-                    critical[ci] = {d: c.critical(d) for d in c.depths}
+            if args.skip_write:  # critical channels of a class, generated when a query first asks
+                critical = LazyCritical(gen)
             else:
                 w = write_all(store, gen, classes, args.report_every or max(1, args.classes // 10), critical)
                 rate = w["relationships"] / w["write_s"]
