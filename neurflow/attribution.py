@@ -124,6 +124,29 @@ def _contract(grad: torch.Tensor, maps: torch.Tensor, steps: int) -> torch.Tenso
     return (_features_last(maps) * g).mean(dim=1)
 
 
+def _target_network(
+    sub: nn.Module, targets: list[int], probe: torch.Tensor, restrict: bool
+) -> tuple[nn.Module, dict[int, int]]:
+    """`sub` cut down to the target channels when that gives the same values on `probe`,
+    with each target's column in its output; otherwise `sub` itself."""
+    full = {u: u for u in targets}
+    if not restrict:
+        return sub, full
+    from neurflow.subnetwork import restrict_outputs
+
+    try:
+        small = restrict_outputs(sub, targets)
+        if small is None:
+            return sub, full
+        with torch.no_grad():
+            want, got = sub(probe)[:, targets], small(probe)
+    except Exception:  # an op the rewrite does not understand: run the whole sub-network
+        return sub, full
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()) + 1e-7):
+        return sub, full
+    return small, {u: j for j, u in enumerate(targets)}
+
+
 def layer_attributions(
     sub: nn.Module,
     pairs: list[tuple[int, int]],
@@ -134,27 +157,32 @@ def layer_attributions(
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    restrict: bool = True,
     on_rows: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Attributions for every `(upper channel, crop id)` pair, in the order given: `(P, C_lower)`.
 
     `lower_maps(crop_ids)` returns the lower layer's full outputs of those crops; `max_rows`
-    bounds the path points per forward pass (see `auto_max_rows`)."""
+    bounds the path points per forward pass (see `auto_max_rows`); `restrict` computes only
+    the target channels of the upper layer (`restrict_outputs`)."""
     device = torch.device(device)
     alphas, weights = quadrature(steps, device)
     result: torch.Tensor | None = None
+    net, column = None, {}
     for chunk in plan_chunks(pairs, steps, max_rows):
         maps = lower_maps([crop for crop, _ in chunk]).to(device).float()
+        if net is None:
+            net, column = _target_network(sub, sorted({u for u, _ in pairs}), maps[:2], restrict)
         x = _path(maps, alphas, channels_last).requires_grad_(True)
         with _autocast(device, autocast_dtype):
-            out = spatial_mean(sub(x)).float()
+            out = spatial_mean(net(x)).float()
         if result is None:
             result = torch.empty((len(pairs), maps.shape[1]), dtype=torch.float32)
         passes = max(len(targets) for _, targets in chunk)
         for j in range(passes):
             slots = [(c, targets[j]) for c, (_, targets) in enumerate(chunk) if j < len(targets)]
             rows = torch.tensor([c for c, _ in slots], device=device)
-            cols = torch.tensor([pairs[i][0] for _, i in slots], device=device)
+            cols = torch.tensor([column[pairs[i][0]] for _, i in slots], device=device)
             grad_out = torch.zeros(len(chunk), steps, out.shape[1], device=device)
             grad_out[rows[:, None], torch.arange(steps, device=device)[None, :], cols[:, None]] = weights
             (grad,) = torch.autograd.grad(out, x, grad_out.view_as(out), retain_graph=j < passes - 1)

@@ -14,9 +14,12 @@ only slower (it pays for the layers below).
 
 from __future__ import annotations
 
+import copy
+import operator
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from neurflow.circuit import LOGITS
@@ -158,3 +161,78 @@ def fold_batchnorm(sub: nn.Module) -> nn.Module:
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded.eval()
+
+
+_CHANNELWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.ELU, nn.Mish, nn.Identity, nn.Dropout,
+)
+_CHANNELWISE_FUNCTIONS = {
+    operator.add, operator.mul, operator.sub, torch.add, torch.mul, torch.sub, torch.relu, torch.sigmoid,
+    torch.tanh, F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.leaky_relu,
+}
+_CHANNELWISE_METHODS = {"relu", "sigmoid", "tanh", "add", "mul", "sub"}
+
+
+def restrict_outputs(sub: nn.Module, channels: list[int]) -> nn.Module | None:
+    """A copy of `sub` that computes only the output `channels` (in that order), or None.
+
+    IG targets a few of the upper layer's channels (the critical neurons), yet the last
+    convolution of `g_l` computes all of them, forward and backward, at every path point.
+    Walking back from the output, channel-wise operations (activations, residual adds) take
+    sliced inputs, the first convolution or linear layer met on each path keeps only the wanted
+    rows of its weight, and anything else is sliced after it.  Callers must check the result
+    against `sub` (see `neurflow.attribution`); None when `sub` was not traced."""
+    if not isinstance(sub, fx.GraphModule):
+        return None
+    gm = fx.GraphModule(sub, copy.deepcopy(sub.graph))
+    gm.register_buffer("_restricted_channels", torch.tensor(channels, dtype=torch.long), persistent=False)
+    modules = dict(gm.named_modules())
+    memo: dict[fx.Node, fx.Node] = {}
+    graph = gm.graph
+    with graph.inserting_before(next(iter(graph.nodes))):
+        index = graph.get_attr("_restricted_channels")
+
+    def sliced(arg):
+        if not isinstance(arg, fx.Node):
+            return arg
+        if arg not in memo:
+            with graph.inserting_after(arg):
+                memo[arg] = _sliced_node(arg)
+        return memo[arg]
+
+    def _sliced_node(node: fx.Node) -> fx.Node:
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and getattr(module, "groups", 1) == 1:
+            smaller = copy.deepcopy(module)
+            with torch.no_grad():
+                smaller.weight = nn.Parameter(module.weight[channels].clone(), requires_grad=False)
+                if module.bias is not None:
+                    smaller.bias = nn.Parameter(module.bias[channels].clone(), requires_grad=False)
+            if isinstance(smaller, nn.Linear):
+                smaller.out_features = len(channels)
+            else:
+                smaller.out_channels = len(channels)
+            name = node.target.replace(".", "_") + "_restricted"
+            gm.add_submodule(name, smaller)
+            return graph.call_module(name, node.args, node.kwargs)
+        channelwise = (
+            isinstance(module, _CHANNELWISE_MODULES)
+            or (node.op == "call_function" and node.target in _CHANNELWISE_FUNCTIONS)
+            or (node.op == "call_method" and node.target in _CHANNELWISE_METHODS)
+        )
+        if channelwise:
+            args = tuple(sliced(a) for a in node.args)
+            kwargs = {k: sliced(v) for k, v in node.kwargs.items()}
+            return graph.create_node(node.op, node.target, args, kwargs)
+        return graph.call_function(torch.index_select, (node, 1, index))
+
+    output = next(n for n in graph.nodes if n.op == "output")
+    result = output.args[0]
+    if not isinstance(result, fx.Node):
+        return None
+    output.args = (sliced(result),)
+    graph.eliminate_dead_code()
+    graph.lint()
+    gm.recompile()
+    return gm.eval()

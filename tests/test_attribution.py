@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from neurflow.attribution import auto_max_rows, integrated_gradients, layer_attributions, plan_chunks
-from neurflow.subnetwork import build_subnetworks, fold_batchnorm
+from neurflow.subnetwork import build_subnetworks, fold_batchnorm, restrict_outputs
 
 
 class Block(nn.Module):
@@ -103,3 +103,28 @@ def test_auto_max_rows_follows_the_row_size():
     assert small >= 1 and big >= 1
     assert 50 < small / big < 200  # 100x the positions, about 100x fewer rows
     assert auto_max_rows(sub, MAPS[:1], torch.device("cpu"), cap=16) == 16
+
+
+def test_restricted_network_computes_only_the_targets():
+    block = _block()
+    sub = fold_batchnorm(build_subnetworks(nn.Sequential(nn.Identity(), block), ["1", "0"], (6, 7, 7))[0])
+    targets = [4, 1]
+    small = restrict_outputs(sub, targets)
+    convs = {n: m for n, m in small.named_modules() if isinstance(m, nn.Conv2d) and n.endswith("_restricted")}
+    assert [m.out_channels for m in convs.values()] == [2]  # the last conv computes 2 of 6 channels
+    torch.testing.assert_close(small(MAPS), sub(MAPS)[:, targets], rtol=1e-5, atol=1e-6)
+    assert sub(MAPS).shape[1] == 6  # the original is left whole
+    restricted = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=64, device=torch.device("cpu"))
+    whole = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=64, device=torch.device("cpu"),
+                               restrict=False)
+    torch.testing.assert_close(restricted, whole, rtol=1e-5, atol=1e-7)
+
+
+def test_restriction_slices_after_operations_it_does_not_know():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, dim=1)  # mixes channels: must be sliced after, not before
+
+    sub = build_subnetworks(nn.Sequential(nn.Identity(), Odd()), ["1", "0"], (6, 7, 7))[0]
+    small = restrict_outputs(sub, [5, 0])
+    torch.testing.assert_close(small(MAPS), sub(MAPS)[:, [5, 0]])

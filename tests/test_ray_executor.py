@@ -53,7 +53,7 @@ def _counts(cfg) -> dict[str, int]:
         return s.counts()
 
 
-def _run_cli(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def _run_cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`neurflow ingest --executor ray ...` as its own process (the Ray driver), local Ray of 2 CPUs."""
     full = {k: v for k, v in os.environ.items() if k not in _RAY_ENV}
     full.update(env)
