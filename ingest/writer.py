@@ -473,7 +473,7 @@ def circuit_rows(
     crops = {c.crop_id: c for c in circuit.crops}
     images = {im.image_id: im for im in circuit.images}
     reps = [m for m in circuit.concept_members if m.rep_rank >= 0]
-    crop_rows: dict[int, dict[str, Any]] = {}
+    crop_rows: dict[str, dict[str, Any]] = {}  # by uid: the same file twice in a data set is one Image, its crops one Crop
     exemplified_rows = []
     for m in reps:
         if m.crop_id not in crops:
@@ -484,7 +484,7 @@ def circuit_rows(
         im = images[cr.image_id]
         crop_uid = crop_uid_of(im.sha256, cr)
         crop_rows.setdefault(
-            cr.crop_id,
+            crop_uid,
             {
                 "uid": crop_uid,
                 "image": im.sha256,

@@ -315,3 +315,20 @@ def test_rewrite_and_delete_drop_the_circuits_evaluations(store, tmp_path):
     store.write(link, {"uid": c.uid})
     assert delete_circuit(store, c.uid)["evaluations"] == 1
     assert store.run(count)[0]["n"] == 0
+
+
+def test_the_same_image_file_twice_is_one_image_and_its_crops_one_crop_each(store):
+    from dataclasses import replace
+
+    c = make_circuit(1)
+    first = c.images[0]
+    # image 1 is a copy of image 0 (same bytes, so the same sha256): their crops coincide
+    c.images[1] = replace(c.images[1], sha256=first.sha256)
+    st = write_circuit(store, c)
+    assert st.action == "written"
+    crops = {cr.crop_id: cr for cr in c.crops}
+    sha = {im.image_id: im.sha256 for im in c.images}
+    reps = {m.crop_id for m in c.concept_members if m.rep_rank >= 0}
+    want = {(sha[crops[i].image_id], crops[i].x0, crops[i].y0, crops[i].x1, crops[i].y1) for i in reps}
+    assert store.run("MATCH (cr:Crop) RETURN count(cr) AS n")[0]["n"] == len(want)
+    assert store.run("MATCH (im:Image) RETURN count(im) AS n")[0]["n"] == len({s for s, *_ in want})
