@@ -52,7 +52,7 @@ def per_neuron_attributions(sub, pairs, lower_maps, *, steps, device, autocast_d
 BASELINE = Budget(crop_batch=512, channels_last=False, fold_batchnorm=False)
 RUNS = {
     "baseline": ("one captum IG call per neuron, NCHW, BatchNorm", BASELINE),
-    "ours": ("shared IG paths, BN folded, channels-last", Budget()),
+    "ours": ("shared IG paths, target channels only, BN folded, channels-last from 64 px", Budget()),
     "ours-bf16": ("the same, bf16 IG + fp32 close calls", Budget(autocast_dtype=torch.bfloat16)),
 }
 

@@ -61,7 +61,7 @@ class Budget:
     @property
     def low_precision(self) -> bool:
         return self.autocast_dtype is not None or self.tf32
-    channels_last: bool = True  # NHWC convolutions (about 4x faster ResNet50 forward passes on CPU)
+    channels_last: bool | None = None  # NHWC convolutions; None: for images of 64 px and more, or on a GPU
     fold_batchnorm: bool = True  # fold eval BatchNorm into the convs of the IG sub-networks
 
 
@@ -233,7 +233,9 @@ def build_circuit(
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     device = torch.device(device)
     if budget.crop_batch is None:  # 512 small images, ~40 at 224 px: big batches of big images only thrash caches
-        budget = replace(budget, crop_batch=int(min(512, max(16, 512 * 64 * 64 // images.pixels[0, 0].numel()))))
+        budget = replace(budget, crop_batch=int(min(512, max(16, 512 * 64 * 64 // max(1, images.pixels.shape[-2] * images.pixels.shape[-1])))))
+    if budget.channels_last is None:  # measured: 0.9-2x faster for ResNet50 crops, 3x slower at 28 px
+        budget = replace(budget, channels_last=device.type == "cuda" or min(images.pixels.shape[-2:]) >= 64)
     _seed(params.seed)
     phase = on_phase or (lambda *_: None)
     model = model.to(device)
