@@ -26,6 +26,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
 from neurflow.hooks import spatial_mean
+from neurflow.subnetwork import restrict_outputs
 
 QUADRATURE = "gausslegendre"  # captum's default rule (spec §3)
 
@@ -132,8 +133,6 @@ def _target_network(
     full = {u: u for u in targets}
     if not restrict:
         return sub, full
-    from neurflow.subnetwork import restrict_outputs
-
     try:
         small = restrict_outputs(sub, targets)
         if small is None:
