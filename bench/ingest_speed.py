@@ -25,28 +25,10 @@ from contextlib import contextmanager
 import torch
 
 import neurflow.method as method
-from neurflow.attribution import integrated_gradients
+from neurflow.attribution import per_neuron_attributions
 from neurflow.cli import add_method_args, add_model_args, layers_from_args, params_from_args
 from neurflow.circuit import Params
 from neurflow.method import Budget
-
-
-def per_neuron_attributions(sub, pairs, lower_maps, *, steps, device, autocast_dtype=None, on_rows=None, **_):
-    """Baseline: one captum IG call per upper neuron, its k top samples as one batch."""
-    by_neuron: dict[int, list[int]] = {}
-    for i, (u, _) in enumerate(pairs):
-        by_neuron.setdefault(u, []).append(i)
-    result = None
-    for u, rows in by_neuron.items():
-        h = lower_maps([pairs[i][1] for i in rows]).to(device)
-        attr = integrated_gradients(sub, h, torch.full((len(rows),), u, device=device), steps=steps,
-                                    autocast_dtype=autocast_dtype).cpu()
-        if result is None:
-            result = torch.empty((len(pairs), attr.shape[1]))
-        result[torch.tensor(rows)] = attr
-        if on_rows:
-            on_rows(len(rows))
-    return result
 
 
 BASELINE = Budget(crop_batch=512, channels_last=False, fold_batchnorm=False)

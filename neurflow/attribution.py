@@ -3,12 +3,13 @@
 Two implementations with one result:
 
 * `integrated_gradients` is the plain captum call (one target per row).  The reference
-  code calls it once per upper neuron; the benchmark's baseline and the tests use it.
+  code calls it once per upper neuron (`per_neuron_attributions`); the benchmark's baseline
+  and the tests use that.
 * `layer_attributions` is what the pipeline runs.  For one crop, the IG path `alpha * h`
   is the same whatever upper neuron is the target; only the backward pass depends on the
   target.  So the (neuron, crop) pairs of a layer are grouped by crop, each crop's path
-  goes forward once, and one backward pass per target reuses that graph.  Crops with as
-  many targets as each other share a batch, so no backward pass carries idle rows.  The
+  goes forward once, and one backward pass per target reuses that graph.  Crops are batched
+  with crops of as many targets where possible, so few backward passes carry idle rows.  The
   quadrature is captum's Gauss-Legendre rule and the quadrature weights ride in the
   backward pass's output gradient, so the sum over steps costs nothing extra.
 
@@ -69,6 +70,36 @@ def integrated_gradients(
             method=QUADRATURE,
         )
     return spatial_mean(attr.float())
+
+
+def per_neuron_attributions(
+    sub: nn.Module,
+    pairs: list[tuple[int, int]],
+    lower_maps: Callable[[list[int]], torch.Tensor],
+    *,
+    steps: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    on_rows: Callable[[int], None] | None = None,
+    **_,
+) -> torch.Tensor:
+    """The reference code's loop: one captum IG call per upper neuron, its k top samples as one
+    batch.  Same signature and result as `layer_attributions`; the benchmark's baseline and the
+    tests that check the pipeline against it."""
+    by_neuron: dict[int, list[int]] = {}
+    for i, (u, _) in enumerate(pairs):
+        by_neuron.setdefault(u, []).append(i)
+    result = None
+    for u, rows in by_neuron.items():
+        h = lower_maps([pairs[i][1] for i in rows]).to(device)
+        attr = integrated_gradients(sub, h, torch.full((len(rows),), u, device=device), steps=steps,
+                                    autocast_dtype=autocast_dtype).cpu()
+        if result is None:
+            result = torch.empty((len(pairs), attr.shape[1]))
+        result[torch.tensor(rows)] = attr
+        if on_rows:
+            on_rows(len(rows))
+    return result
 
 
 def quadrature(steps: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import neurflow.method as method
-from neurflow.attribution import integrated_gradients
+from neurflow.attribution import per_neuron_attributions
 from neurflow.circuit import Params
 from neurflow.method import Budget, build_circuit
 from neurflow.precision import boundary_gaps, certify, importances
@@ -79,15 +79,7 @@ def test_pipeline_matches_one_captum_call_per_neuron(trained_model, class_images
     params = Params(tau=4, k=8, ig_steps=6, max_images=6)
     ours = build_circuit(trained_model.module, layers, class_images(5), 5, params, progress=False)
 
-    def per_neuron(sub, pairs, lower_maps, *, steps, device, **_):
-        out = torch.empty((len(pairs), lower_maps([pairs[0][1]]).shape[1]))
-        for u in sorted({u for u, _ in pairs}):
-            rows = [i for i, p in enumerate(pairs) if p[0] == u]
-            h = lower_maps([pairs[i][1] for i in rows])
-            out[rows] = integrated_gradients(sub, h, torch.full((len(rows),), u), steps=steps)
-        return out
-
-    monkeypatch.setattr(method, "layer_attributions", per_neuron)
+    monkeypatch.setattr(method, "layer_attributions", per_neuron_attributions)
     plain = build_circuit(trained_model.module, layers, class_images(5), 5, params, progress=False,
                           budget=Budget(channels_last=False, fold_batchnorm=False))
     assert _core_sets(ours, ranks=True) == _core_sets(plain, ranks=True)
