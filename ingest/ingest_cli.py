@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.config import artifact_dir
-from neurflow.circuit import Circuit, Params
+from neurflow.circuit import Circuit, Params, circuit_uid
 from neurflow.errors import NeurflowInputError
 
 
@@ -150,7 +150,7 @@ def ingest_class(
 
     c = class_index
     name = loaded.class_names[c] if c < len(loaded.class_names) else str(c)
-    uid = f"{loaded.uid}/{c}/{params.hash()}"
+    uid = circuit_uid(loaded.uid, c, params)
     if not force and circuit_status(store, uid) == "complete":
         return ClassResult(c, name, "skipped (already complete)")
     artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))

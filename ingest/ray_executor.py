@@ -259,6 +259,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
     from ingest.schema import ensure_schema
     from ingest.store import Store, open_store
     from ingest.writer import circuit_status
+    from neurflow.circuit import circuit_uid
     from neurflow.cli import budget_from_args, layers_from_args, params_from_args
     from neurflow.datasets import load_images
     from neurflow.method import validate_layers
@@ -281,7 +282,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
         results: list[ClassResult] = []
         todo = []
         for c in classes:
-            if not args.force and circuit_status(store, f"{loaded.uid}/{c}/{params.hash()}") == "complete":
+            if not args.force and circuit_status(store, circuit_uid(loaded.uid, c, params)) == "complete":
                 results.append(ClassResult(c, names[c], "skipped (already complete)"))
             else:
                 todo.append(c)

@@ -189,6 +189,11 @@ _TABLES: dict[str, type] = {
 }
 
 
+def circuit_uid(model: str, class_index: int, params: Params) -> str:
+    """A circuit's identity in the store, known before it is built: `<model>/<class>/<params hash>`."""
+    return f"{model}/{class_index}/{params.hash()}"
+
+
 @dataclass
 class Circuit:
     """A NeurFlow circuit of one class of one model under one parameter set."""
@@ -220,7 +225,7 @@ class Circuit:
     @property
     def uid(self) -> str:
         """`<model>/<class index>/<params hash>`, as in the graph schema."""
-        return f"{self.model}/{self.class_index}/{self.params.hash()}"
+        return circuit_uid(self.model, self.class_index, self.params)
 
     # ---------------------------------------------------------------- accessors
     def layer_name(self, depth: int) -> str:
