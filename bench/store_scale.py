@@ -42,7 +42,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -238,18 +238,6 @@ class Generator:
             if r.random() < 0.1:
                 out[key] = {"label": f"{r.choice(LABEL_WORDS)} {key[1]}", "label_source": "manual", "label_score": 1.0}
         return out
-
-
-def relationship_count(c: Circuit) -> int:
-    """Relationships the writer creates for `c` (HAS_NEURON, HAS_LAYER, CROP_OF counted once per row)."""
-    from ingest.writer import circuit_rows
-
-    rows = circuit_rows(c)
-    return (
-        2 + len(rows["layers"]) + len(rows["neurons"]) + len(rows["includes"]) + len(rows["feeds"])
-        + 2 * len(rows["concepts"]) + len(rows["drives"]) + len(rows["groups"]) + len(rows["in_group"])
-        + len(rows["group_feeds"]) + len(rows["crops"]) + len(rows["exemplified"])
-    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- queries
@@ -475,12 +463,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and not args.store_dir:
             shutil.rmtree(folder, ignore_errors=True)
     return 0
-
-
-def iter_circuits(shape: Shape) -> Iterator[Circuit]:
-    gen = Generator(shape)
-    for ci in range(shape.classes):
-        yield gen.circuit(ci)
 
 
 if __name__ == "__main__":

@@ -57,12 +57,12 @@ class Budget:
     ig_internal_batch: int | None = None  # IG path points per forward pass; None: from free memory
     autocast_dtype: torch.dtype | None = None  # torch.bfloat16: IG in bf16, close calls redone in fp32
     tf32: bool = False  # CUDA: IG convolutions in TF32, close calls redone in fp32 (otherwise TF32 is off)
+    channels_last: bool | None = None  # NHWC convolutions; None: for images of 64 px and more, or on a GPU
+    fold_batchnorm: bool = True  # fold eval BatchNorm into the convs of the IG sub-networks
 
     @property
     def low_precision(self) -> bool:
         return self.autocast_dtype is not None or self.tf32
-    channels_last: bool | None = None  # NHWC convolutions; None: for images of 64 px and more, or on a GPU
-    fold_batchnorm: bool = True  # fold eval BatchNorm into the convs of the IG sub-networks
 
 
 PhaseCallback = Callable[[str, int, int], None]
