@@ -82,31 +82,19 @@ def load_query_image(ref: str, spec) -> tuple[Any, int | None, str]:
     path = Path(ref).expanduser()
     if not path.is_file():
         raise NeurflowInputError(f"image {ref} not found (give an image file or fashion-mnist:test:<index>)")
-    from neurflow.datasets import _normalise, _read_image  # noqa: PLC2701
+    from neurflow.datasets import preprocess_picture
 
-    return _normalise(_read_image(path, spec).unsqueeze(0), spec)[0], None, str(path)
+    return preprocess_picture(path, spec), None, str(path)
 
 
 def image_from_bytes(raw: bytes, spec):
-    """A preprocessed `(C, S, S)` tensor of an uploaded image file's bytes (the app's upload)."""
-    import io
+    """A preprocessed `(C, S, S)` tensor of an uploaded image file's bytes (the app's upload).
 
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
+    Decoded by the same function as ingestion (`neurflow.datasets.preprocess_picture`), so a
+    16-bit or transparent upload is not read differently from the circuit's own images."""
+    from neurflow.datasets import preprocess_picture
 
-    from neurflow.datasets import _normalise, _resize_crop  # noqa: PLC2701
-
-    try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img = img.convert("L" if spec.in_channels == 1 else "RGB")
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise NeurflowInputError(f"cannot read the uploaded image: {type(exc).__name__}") from exc
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    pixels = torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-    return _normalise(_resize_crop(pixels, spec.input_size), spec)[0]
+    return preprocess_picture(bytes(raw), spec, what="the uploaded image")
 
 
 @dataclass

@@ -9,7 +9,12 @@ model in `spec` expects (size, channels, mean/std).
   Sources are `fashion-mnist:<split>:<index>`, sha256 is the hash of the raw 28x28 uint8 pixels.
 * A folder is read in torchvision `ImageFolder` layout: one subfolder per class, classes in
   sorted name order, files in sorted path order.  Labels are folder class indices; sources are
-  file paths, sha256 the file bytes' hash.
+  file paths, sha256 the file bytes' hash.  Files are decoded by `neurflow.images.decode_picture`
+  (every PIL mode, 16-bit and float included, to [0, 1] with the model's channel count), the
+  same function the debug page and `neurflow debug` use (`preprocess_picture`).
+
+Every `ImageSet` records its images' sizes before resizing (`ImageSet.original_sizes`) so a
+circuit can say when images were upscaled (`ImageSet.upscale_note`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from neurflow.cache import cache_dir
-from neurflow.images import ImageSet, NeurflowInputError, file_hash, pixel_hash
+from neurflow.images import ImageSet, NeurflowInputError, file_hash, pixel_hash, read_picture
 
 if TYPE_CHECKING:  # pragma: no cover
     from neurflow.models.registry import ModelSpec
@@ -169,7 +174,8 @@ def images_from_tensor(
     out = preprocess_tensor(raw, spec)
     n = out.shape[0]
     sources = sources if sources is not None else [f"tensor:{i}" for i in range(n)]
-    return ImageSet(out, list(sources), [int(x) for x in labels], [pixel_hash(raw[i]) for i in range(n)])
+    h, w = raw.shape[-2:]
+    return ImageSet(out, list(sources), [int(x) for x in labels], [pixel_hash(raw[i]) for i in range(n)], [(w, h)] * n)
 
 
 def _check_class(class_index: int | None, n: int, what: str) -> None:
@@ -196,6 +202,7 @@ def _fashion_images(spec: "ModelSpec", class_index: int | None, split: str, limi
         [f"{FASHION_MNIST}:{split}:{int(i)}" for i in index],
         [int(labels[i]) for i in index],
         [pixel_hash(raw[j]) for j in range(len(index))],
+        [(28, 28)] * len(index),
     )
 
 
@@ -223,27 +230,20 @@ def _folder_files(root: Path, cls: str) -> list[Path]:
     return sorted(files)
 
 
-def _read_image(path: Path, spec: "ModelSpec") -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+def _read_image(source: Path | bytes, spec: "ModelSpec", what: str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """`(resized (C, S, S) [0, 1] tensor, original (width, height))` of one image file or upload."""
+    pixels = read_picture(source, spec.in_channels, what=what)
+    size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
+    return _resize_crop(pixels.unsqueeze(0), spec.input_size)[0], size
 
-    mode = "L" if spec.in_channels == 1 else "RGB"
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("P", "PA", "LA", "RGBA") and mode == "RGB":
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            img = img.convert(mode)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise NeurflowInputError(f"cannot read image {path}: {type(exc).__name__}") from exc
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.shape[2] != spec.in_channels:
-        raise NeurflowInputError(f"image {path} has {arr.shape[2]} channels; {spec.name} expects {spec.in_channels}")
-    pixels = torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-    return _resize_crop(pixels, spec.input_size)[0]
+
+def preprocess_picture(source: str | Path | bytes, spec: "ModelSpec", what: str | None = None) -> torch.Tensor:
+    """One image file (path) or upload (bytes) preprocessed for `spec`: a normalised `(C, S, S)` tensor.
+
+    The debug page's upload and `neurflow debug FILE` go through here, and so through the same
+    decoding and resizing as ingestion: a query image is seen exactly as circuit images were."""
+    pixels, _ = _read_image(source if isinstance(source, (bytes, bytearray)) else Path(source), spec, what)
+    return _normalise(pixels.unsqueeze(0), spec)[0]
 
 
 def _folder_images(folder: str, spec: "ModelSpec", class_index: int | None, limit: int | None) -> ImageSet:
@@ -259,12 +259,13 @@ def _folder_images(folder: str, spec: "ModelSpec", class_index: int | None, limi
     if not files:
         where = root if class_index is None else root / classes[int(class_index)]
         raise NeurflowInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {where}")
-    pixels = torch.stack([_read_image(f, spec) for f, _ in files])
+    read = [_read_image(f, spec) for f, _ in files]
     return ImageSet(
-        _normalise(pixels, spec),
+        _normalise(torch.stack([pixels for pixels, _ in read]), spec),
         [str(f) for f, _ in files],
         [c for _, c in files],
         [file_hash(str(f)) for f, _ in files],
+        [size for _, size in read],
     )
 
 

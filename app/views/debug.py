@@ -91,7 +91,10 @@ def render(url: UrlState, ctx: Context) -> None:
                 index = url.number("Test image index", key="img", min_value=0, max_value=9999, default=0)
             image, label, _ = load_query_image(f"{loaded.spec.default_data}:test:{index}", loaded.spec)
         else:
-            up = st.file_uploader("An image file", type=["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"], key="upload")
+            from neurflow.datasets import IMAGE_EXTENSIONS
+
+            # the file types ingestion reads; decoded by the same function (ingest.debug_cli.image_from_bytes)
+            up = st.file_uploader("An image file", type=[e.lstrip(".") for e in IMAGE_EXTENSIONS], key="upload")
             if up is None:
                 st.caption("Upload an image to debug.")
                 return
