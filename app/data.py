@@ -165,11 +165,13 @@ MATCH (l:Layer {model: $model})
 RETURN l.name AS name, l.depth AS depth, l.channels AS channels
 ORDER BY depth
 """,
+    # the parameter sets of a model: the default (most classes, then the latest) first
     "param_sets": """
 MATCH (c:Circuit {model: $model, status: 'complete'})
-RETURN c.params_hash AS params, c.tau AS tau, c.k AS k, c.ig_steps AS ig_steps, count(c) AS classes,
-       max(c.completed_at) AS last
-ORDER BY last DESC
+WITH c.params_hash AS params, collect(c.params)[0] AS definition, count(DISTINCT c.class_index) AS classes,
+     collect(DISTINCT c.class_index) AS class_indices, max(c.completed_at) AS last
+RETURN params, definition, classes, class_indices, last
+ORDER BY classes DESC, last DESC
 """,
     # per class: up to $n top crops of the class-logit neuron's concepts (overview gallery)
     "class_gallery": _PICK_PER_CLASS
@@ -257,6 +259,28 @@ ORDER BY class_index, concept
 
 
 # --------------------------------------------------------------------------- helpers
+def param_sets(model: str) -> list[dict[str, Any]]:
+    """The model's parameter sets, the default one first (the one comparisons use unless the user
+    picks another): hash, definition (dict), classes, class_indices, last."""
+    import json
+
+    rows = app_query("param_sets", model=model)
+    return [{**r, "definition": json.loads(r["definition"]) if r.get("definition") else {}} for r in rows]
+
+
+def describe_param_set(row: dict[str, Any]) -> str:
+    """One line a person can read: tau, k, IG steps, layers, data, precision."""
+    d = row.get("definition") or {}
+    parts = [f"tau {d.get('tau', '?')}", f"k {d.get('k', '?')}", f"{d.get('ig_steps', '?')} IG steps"]
+    if d.get("layers"):
+        parts.append("layers " + " > ".join(d["layers"]))
+    if d.get("data_source"):
+        parts.append("data " + str(d["data_source"]))
+    if d.get("precision") and d["precision"] != "fp32":
+        parts.append(str(d["precision"]))
+    return ", ".join(parts)
+
+
 def models() -> list[dict[str, Any]]:
     return lib("models")
 

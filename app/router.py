@@ -22,7 +22,6 @@ from app.views import debug, labels  # noqa: E402 - pages added by the debugging
 VIEWS.update(debug=debug, labels=labels)
 PAGES.setdefault("debug", "Debug an image")
 PAGES.setdefault("labels", "Group labels")
-LATEST = "latest"
 
 
 def sidebar(url: UrlState) -> str:
@@ -38,14 +37,17 @@ def context(url: UrlState) -> common.Context | None:
     if not models:
         return None
     model = url.selectbox("Model", [m["model"] for m in models], key="model", container=st.sidebar)
-    sets = data.app_query("param_sets", model=model)
-    params = None
-    if len(sets) > 1:
-        labels = {s["params"]: f"{s['params']} (tau {s['tau']}, k {s['k']}, {s['classes']} classes)" for s in sets}
-        choice = url.selectbox("Parameter set", [LATEST] + list(labels), key="params", container=st.sidebar,
-                               format_func=lambda p: "latest per class" if p == LATEST else labels[p])
-        params = None if choice == LATEST else choice
-    return common.Context(model=model, params=params, class_names=data.class_names(model), layers=data.layers(model))
+    sets = data.param_sets(model)
+    names = data.class_names(model)
+    labels = {s["params"]: f"{s['params']} · {s['classes']} of {len(names)} classes" for s in sets}
+    # one parameter set for every page: comparisons never mix circuits built with other settings
+    params = url.selectbox("Parameter set", list(labels), key="params", container=st.sidebar,
+                           format_func=labels.get, help="Every page reads the circuits of this parameter set; "
+                           "the default is the one with the most classes.")
+    chosen = next((s for s in sets if s["params"] == params), None)
+    if chosen is not None:
+        st.sidebar.caption(data.describe_param_set(chosen))
+    return common.Context(model=model, params=params, class_names=names, layers=data.layers(model), param_sets=sets)
 
 
 def store_caption() -> None:
@@ -59,6 +61,7 @@ def store_caption() -> None:
 def main() -> None:
     url = UrlState()
     page = sidebar(url)
+    notice = st.empty()  # the top of the page: where unusable link values are reported
     try:
         ctx = context(url)
         store_caption()
@@ -69,4 +72,6 @@ def main() -> None:
             VIEWS[page].render(url, ctx or common.Context(model=None, params=None))
     except StoreError as exc:
         common.store_error_message(exc)
+        return  # the URL stays as it came: Retry (a rerun) restores the same view
+    url.report_rejected(notice)
     url.commit()

@@ -72,6 +72,7 @@ class UrlState:
         seen = st.session_state.setdefault("_url_seen", {})
         self._fresh = {k: v for k, v in self.incoming.items() if seen.get(k) != v}
         st.session_state["_url_seen"] = dict(self.incoming)
+        self.rejected: dict[str, str] = {}  # URL values this view could not use: reported, not silently replaced
 
     # ------------------------------------------------------------------ raw access
     def get(self, key: str, default: str | None = None) -> str | None:
@@ -89,9 +90,13 @@ class UrlState:
         candidates = []
         if key in self._fresh:  # the URL changed (new session, edited link): it wins
             try:
-                candidates.append(parse(self._fresh[key]))
+                fresh = parse(self._fresh[key])
             except (ValueError, TypeError):
-                pass
+                self.rejected[key] = self._fresh[key]
+            else:
+                if not valid(fresh):
+                    self.rejected[key] = self._fresh[key]
+                candidates.append(fresh)
         if wkey in st.session_state:
             candidates.append(st.session_state[wkey])
         if _KEEP + key in st.session_state:
@@ -177,6 +182,16 @@ class UrlState:
         wkey = self._prepare(key, str, default, lambda v: isinstance(v, str))
         value = container.text_input(label, key=wkey, **kw)
         return self._record(key, value, default, always=False)
+
+    def report_rejected(self, container: Any = st) -> None:
+        """One warning naming the link's values that this view could not use, and what it shows instead."""
+        if not self.rejected:
+            return
+        parts = []
+        for key, raw in self.rejected.items():
+            now = self.values.get(key)
+            parts.append(f"{key}={raw!r}" + (f" (showing {now!r} instead)" if now is not None else ""))
+        container.warning("This link has values that do not exist here: " + "; ".join(parts) + ".", icon="⚠️")
 
     # ------------------------------------------------------------------ the end of a run
     def commit(self) -> None:

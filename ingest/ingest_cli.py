@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.config import artifact_dir
-from neurflow.circuit import Circuit, Params, circuit_uid
+from neurflow.circuit import Circuit, Identity, Params, circuit_uid, data_fingerprint
 from neurflow.errors import NeurflowInputError
 
 
@@ -31,12 +32,14 @@ def parse_classes(text: str, num_classes: int) -> list[int]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         try:
             if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                out.update(range(int(a), int(b) + 1))
+                a, b = (int(x) for x in part.split("-", 1))
             else:
-                out.add(int(part))
+                a = b = int(part)
         except ValueError:
             raise NeurflowInputError(f"--classes: {part!r} is not a class index, a range like 2-5, or 'all'") from None
+        if a > b:
+            raise NeurflowInputError(f"--classes: descending range {part}: write {b}-{a}")
+        out.update(range(a, b + 1))
     if not out:
         raise NeurflowInputError("--classes is empty: give indices like 0,3,7 or 'all'")
     bad = sorted(c for c in out if not 0 <= c < num_classes)
@@ -53,6 +56,7 @@ class ClassResult:
     neurons: int = 0
     relationships: int = 0
     seconds: float = 0.0
+    note: str | None = None  # e.g. images upscaled to the model input: printed under the table
 
 
 def model_info(loaded) -> dict:
@@ -121,6 +125,15 @@ def write_with_retries(store, circuit: Circuit, artifacts: Path, *, attempts: in
     raise AssertionError("unreachable")
 
 
+def planned_uid(loaded, images, class_index: int, params: Params, layers: list[str], budget=None) -> str:
+    """The uid the circuit of these images will have, known before it is built (the skip check):
+    parameters, layers, data source, image fingerprint, precision and method version."""
+    from neurflow.method import Budget
+
+    identity = Identity(params, tuple(layers), images.origin, data_fingerprint(images.sha256), (budget or Budget()).precision)
+    return circuit_uid(loaded.uid, class_index, identity)
+
+
 def ingest_class(
     store,
     loaded,
@@ -150,12 +163,11 @@ def ingest_class(
 
     c = class_index
     name = loaded.class_names[c] if c < len(loaded.class_names) else str(c)
-    uid = circuit_uid(loaded.uid, c, params)
-    if not force and circuit_status(store, uid) == "complete":
-        return ClassResult(c, name, "skipped (already complete)")
-    artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))
     t0 = time.perf_counter()
     images = load_images(data, loaded.spec, class_index=c, split=split)
+    if not force and circuit_status(store, planned_uid(loaded, images, c, params, layers, budget)) == "complete":
+        return ClassResult(c, name, "skipped (already complete)")
+    artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))
     circuit = build_circuit(
         loaded.module, layers, images, c, params, model_uid=loaded.uid, class_name=name, device=device,
         budget=budget or Budget(), progress=False, on_phase=on_phase,
@@ -170,7 +182,8 @@ def ingest_class(
     )
     if save_dir is not None:
         circuit.save(Path(save_dir) / f"class-{c}")
-    return ClassResult(c, name, stats.action, len(circuit.neurons), stats.relationships, time.perf_counter() - t0)
+    return ClassResult(c, name, stats.action, len(circuit.neurons), stats.relationships, time.perf_counter() - t0,
+                       circuit.upscale_note)
 
 
 def ingest_classes(
@@ -192,10 +205,11 @@ def ingest_classes(
 ) -> list[ClassResult]:
     """Build and write one circuit per class, one after the other in this process (the local
     executor); returns one summary row per class."""
-    from tqdm.auto import tqdm
+    from neurflow.progress import bars_wanted, tqdm
 
     artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))
     results: list[ClassResult] = []
+    log_lines = progress and not bars_wanted()  # no terminal: one plain line per class instead of bars
     outer = tqdm(classes, desc="classes", unit="class", disable=not progress)
     for c in outer:
         name = loaded.class_names[c] if c < len(loaded.class_names) else str(c)
@@ -218,6 +232,10 @@ def ingest_classes(
                     force=force, artifacts=artifacts, save_dir=save_dir, write_batch=write_batch, on_phase=on_phase,
                 )
             )
+            if log_lines:
+                r = results[-1]
+                print(f"class {c} ({name}): {r.action}, {r.seconds:.1f} s ({len(results)}/{len(classes)})",
+                      file=sys.stderr, flush=True)
         finally:
             bar.close()
     return results
@@ -269,7 +287,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             save_dir=Path(args.save_circuits) if args.save_circuits else None, write_batch=args.write_batch,
         )
     print(format_table(results))
+    print_notes(results)
     return 0
+
+
+def print_notes(results: list[ClassResult]) -> None:
+    """What a user should know about a class's circuit that the table has no column for."""
+    for r in results:
+        if r.note:
+            print(f"note: class {r.class_index} ({r.class_name}): {r.note}", file=sys.stderr)
 
 
 def add_ingest_commands(sub) -> None:

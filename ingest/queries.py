@@ -6,9 +6,14 @@ The app's Cypher console starts from this list, and the app and the tests import
     rows = run_query(store, "shared_neurons", model="fmnist-cnn", class_a=0, class_b=6)
 
 Which circuit a query reads: only ``status = 'complete'`` circuits.  A class can have several
-(one per parameter set).  Queries take ``params`` (a parameter hash, the last part of a
-circuit uid); ``params = null`` picks, per class, the latest complete circuit (highest
-``completed_at``, the time the writer finished it).  `circuit_diff` takes one hash per side.
+(one per parameter set: method parameters, layers, data source, precision, method version;
+``Circuit.params_hash``).  Queries take ``params`` (a parameter-set hash).  Queries that compare
+classes (shared_neurons, similarity_matrix, hub_neurons, circuit_diff, reverse_lookup) never mix
+parameter sets: with ``params = null`` they use the model's *default parameter set*, the one
+with the most complete circuits (ties: the most recently completed), and a class without a
+circuit in it is left out.  Single-class queries with ``params = null`` read the class's latest
+complete circuit (highest ``completed_at``).  `circuit_diff` takes one hash per side (one given:
+both sides use it).
 
 Every query is plain Neo4j-5 Cypher: no APOC, no ``SHORTEST k``, no CALL subqueries;
 `strongest_paths` goes at most ``MAX_PATH_DEPTH`` layers down.
@@ -52,12 +57,25 @@ def _pick(cls_pattern: str, circuit: str, params: str = "$params") -> str:
     )
 
 
-# every class of a model with its chosen circuit -> (cl, c)
-_PICK_PER_CLASS = (
+def param_set(given: str = "$params", carry: str = "") -> str:
+    """Cypher lines binding `ps` to the parameter set `given` (a Cypher expression) or, when it is
+    null, to the model's default parameter set: the one with the most complete circuits, ties to
+    the most recently completed.  `carry` ("a, b, ") names variables to keep."""
+    return (
+        "OPTIONAL MATCH (:Class {model: $model})-[:HAS_CIRCUIT]->(c0:Circuit {status: 'complete'})\n"
+        f"WHERE {given} IS NULL\n"
+        f"WITH {carry}c0.params_hash AS ph, count(c0) AS n0, max(c0.completed_at) AS last0\n"
+        "ORDER BY n0 DESC, last0 DESC LIMIT 1\n"
+        f"WITH {carry}coalesce({given}, ph) AS ps\n"
+    )
+
+
+# every class of a model with its circuit in the parameter set -> (ps, cl, c)
+_PICK_PER_CLASS = param_set() + (
     "MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})\n"
-    "WHERE $params IS NULL OR c.params_hash = $params\n"
-    "WITH cl, c ORDER BY c.completed_at DESC\n"
-    "WITH cl, collect(c)[0] AS c\n"
+    "WHERE c.params_hash = ps\n"
+    "WITH ps, cl, c ORDER BY c.completed_at DESC\n"
+    "WITH ps, cl, collect(c)[0] AS c\n"
 )
 
 _JACCARD = "CASE WHEN {a} + {b} - {s} = 0 THEN 0.0 ELSE toFloat({s}) / ({a} + {b} - {s}) END"
@@ -69,11 +87,13 @@ _CIRCUIT_DIFF = (
 WHERE f.class_index IN [$class_a, $class_b]
 WITH v.uid + '->' + u.uid AS key, collect(f.circuit) AS cs
 WITH collect([key, cs]) AS feeds
-MATCH (:Class {model: $model, index: $class_a})-[:HAS_CIRCUIT]->(ca:Circuit {status: 'complete'})
-WHERE $params_a IS NULL OR ca.params_hash = $params_a
-WITH feeds, ca ORDER BY ca.completed_at DESC LIMIT 1
+"""
+    + param_set("coalesce($params_a, $params_b)", "feeds, ")
+    + """MATCH (:Class {model: $model, index: $class_a})-[:HAS_CIRCUIT]->(ca:Circuit {status: 'complete'})
+WHERE ca.params_hash = coalesce($params_a, ps)
+WITH feeds, ps, ca ORDER BY ca.completed_at DESC LIMIT 1
 MATCH (:Class {model: $model, index: $class_b})-[:HAS_CIRCUIT]->(cb:Circuit {status: 'complete'})
-WHERE $params_b IS NULL OR cb.params_hash = $params_b
+WHERE cb.params_hash = coalesce($params_b, ps)
 WITH feeds, ca, cb ORDER BY cb.completed_at DESC LIMIT 1
 WITH feeds, ca, cb, ca.uid AS a, cb.uid AS b,
      [(ca)-[:INCLUDES]->(n:Neuron) | [n.depth, n.uid]] AS pa, [(cb)-[:INCLUDES]->(n:Neuron) | [n.depth, n.uid]] AS pb
@@ -159,9 +179,10 @@ ORDER BY model, class_index, completed_at DESC
             "Per layer: the critical neurons of class A, of class B, the channels they share and "
             "the Jaccard index |A and B| / |A or B|."
         ),
-        cypher=_pick("(:Class {model: $model, index: $class_a})", "ca")
-        + "WITH ca ORDER BY ca.completed_at DESC LIMIT 1\n"
-        + _pick("(:Class {model: $model, index: $class_b})", "cb")
+        cypher=param_set()
+        + _pick("(:Class {model: $model, index: $class_a})", "ca", "ps")
+        + "WITH ps, ca ORDER BY ca.completed_at DESC LIMIT 1\n"
+        + _pick("(:Class {model: $model, index: $class_b})", "cb", "ps")
         + """WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
 MATCH (l:Layer {model: $model})
 OPTIONAL MATCH (ca)-[:INCLUDES]->(na:Neuron)
@@ -307,10 +328,10 @@ ORDER BY depth, index
 OPTIONAL MATCH (n)-[f:FEEDS]->()
 WITH n, f.circuit AS cu, count(f) AS k
 WITH n, collect([cu, k]) AS ups
-MATCH (n)<-[:INCLUDES]-(c:Circuit {status: 'complete'})<-[:HAS_CIRCUIT]-(cl:Class {model: $model})
-WHERE ($params IS NULL OR c.params_hash = $params)
+""" + param_set(carry="n, ups, ") + """MATCH (n)<-[:INCLUDES]-(c:Circuit {status: 'complete'})<-[:HAS_CIRCUIT]-(cl:Class {model: $model})
+WHERE c.params_hash = ps
   AND size([(cl)-[:HAS_CIRCUIT]->(c2:Circuit {status: 'complete'})
-            WHERE ($params IS NULL OR c2.params_hash = $params) AND c2.completed_at > c.completed_at | c2]) = 0
+            WHERE c2.params_hash = ps AND c2.completed_at > c.completed_at | c2]) = 0
 RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, c.params_hash AS params,
        n.depth AS depth, coalesce([x IN ups WHERE x[0] = c.uid][0][1], 0) AS feeds_up
 ORDER BY class_index

@@ -252,14 +252,13 @@ def _reason(exc: BaseException) -> str:
 
 
 def cmd_ingest_ray(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from neurflow.progress import tqdm
 
     from ingest.config import artifact_dir
-    from ingest.ingest_cli import ClassResult, format_table, resolve_run
+    from ingest.ingest_cli import ClassResult, format_table, planned_uid, print_notes, resolve_run
     from ingest.schema import ensure_schema
     from ingest.store import Store, open_store
     from ingest.writer import circuit_status
-    from neurflow.circuit import circuit_uid
     from neurflow.cli import budget_from_args, layers_from_args, params_from_args
     from neurflow.datasets import load_images
     from neurflow.method import validate_layers
@@ -282,7 +281,8 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
         results: list[ClassResult] = []
         todo = []
         for c in classes:
-            if not args.force and circuit_status(store, circuit_uid(loaded.uid, c, params)) == "complete":
+            images = None if args.force else load_images(data, loaded.spec, class_index=c, split=args.split)
+            if images is not None and circuit_status(store, planned_uid(loaded, images, c, params, layers, budget)) == "complete":
                 results.append(ClassResult(c, names[c], "skipped (already complete)"))
             else:
                 todo.append(c)
@@ -354,6 +354,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
     finally:
         ray.shutdown()
     print(format_table(sorted(results, key=lambda r: r.class_index)))
+    print_notes(sorted(results, key=lambda r: r.class_index))
     if failed:
         print(f"error: {len(failed)} of {len(classes)} classes failed after retries: {'; '.join(failed)}", file=sys.stderr)
         return 1

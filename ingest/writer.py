@@ -382,6 +382,7 @@ def circuit_rows(
     }
     cls_row = {"uid": f"{model}/{circuit.class_index}", "model": model, "index": circuit.class_index, "name": circuit.class_name}
     p = circuit.params
+    identity = circuit.identity
     circuit_row = {
         "uid": cid,
         "model": model,
@@ -390,8 +391,15 @@ def circuit_rows(
         "k": p.k,
         "ig_steps": p.ig_steps,
         "granularities": [float(g) for g in p.granularities],
-        "params": json.dumps(p.to_dict(), sort_keys=True),
-        "params_hash": p.hash(),
+        # the parameter set (method parameters, layers, data source, precision, method version): what
+        # the circuits of one comparison share; the uid adds the class's image fingerprint
+        "params": json.dumps(identity.param_set_dict(), sort_keys=True),
+        "params_hash": identity.param_set,
+        "layers": list(identity.layers),
+        "data_source": identity.data_source,
+        "data_fingerprint": identity.data_fingerprint,
+        "precision": identity.precision,
+        "method_version": identity.method_version,
         "status": "running",
         "started_at": circuit.started_at or None,
         "finished_at": circuit.finished_at or None,

@@ -22,6 +22,11 @@ from typing import Any, ClassVar
 LOGITS = "logits"
 """Name of the pseudo-layer holding the model's output (depth 0)."""
 
+METHOD_VERSION = "2"
+"""Version of the method's results: bump it whenever a change to `neurflow/` changes the circuits
+it builds from the same inputs.  It is part of every circuit's identity, so circuits built by an
+older method are rebuilt instead of being taken for today's."""
+
 
 @dataclass(frozen=True)
 class Params:
@@ -189,9 +194,62 @@ _TABLES: dict[str, type] = {
 }
 
 
-def circuit_uid(model: str, class_index: int, params: Params) -> str:
-    """A circuit's identity in the store, known before it is built: `<model>/<class>/<params hash>`."""
-    return f"{model}/{class_index}/{params.hash()}"
+def _short_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Everything besides the model and the class that decides what a circuit is.
+
+    Two circuits are the same result only when all of this agrees: the method's parameters, the
+    analysed layers, where the images came from (data set and split, or folder), the images
+    themselves (a content fingerprint), the IG precision and the method's version.  The store keys
+    a circuit on it, so a run with another layer list, split or folder writes a second circuit
+    instead of being skipped as "already complete".
+
+    `param_set` leaves out the per-class image fingerprint: it names a *parameter set* that every
+    class of a comparison shares (Jaccard across different tau or layer lists compares nothing)."""
+
+    params: Params
+    layers: tuple[str, ...]
+    data_source: str
+    data_fingerprint: str
+    precision: str = "fp32"
+    method_version: str = METHOD_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(n for n in self.layers if n != LOGITS))
+
+    def param_set_dict(self) -> dict[str, Any]:
+        return {
+            **self.params.to_dict(),
+            "layers": list(self.layers),
+            "data_source": self.data_source,
+            "precision": self.precision,
+            "method_version": self.method_version,
+        }
+
+    @property
+    def param_set(self) -> str:
+        """Hash of the parameter set (12 hex digits): the circuits of one comparison share it."""
+        return _short_hash(self.param_set_dict())
+
+    @property
+    def hash(self) -> str:
+        """Hash of the whole identity (12 hex digits): the last part of the circuit's uid."""
+        return _short_hash([self.param_set_dict(), self.data_fingerprint])
+
+
+def data_fingerprint(sha256s: list[str]) -> str:
+    """Content fingerprint of a class's images (their hashes, in order): the same folder path
+    or data set name with other images in it is other data."""
+    return hashlib.sha256("\n".join(sha256s).encode()).hexdigest()[:16]
+
+
+def circuit_uid(model: str, class_index: int, identity: Identity) -> str:
+    """A circuit's identity in the store, known before it is built: `<model>/<class>/<identity hash>`."""
+    return f"{model}/{class_index}/{identity.hash}"
 
 
 @dataclass
@@ -204,6 +262,11 @@ class Circuit:
     params: Params
     image_size: int
     neurflow_version: str = ""
+    data_source: str = ""
+    data_fingerprint: str = ""
+    precision: str = "fp32"
+    method_version: str = METHOD_VERSION
+    upscale_note: str | None = None  # set when some images were smaller than the model input (or a crop)
     started_at: str = ""
     finished_at: str = ""
     seconds: float = 0.0
@@ -223,9 +286,16 @@ class Circuit:
 
     # ----------------------------------------------------------------- identity
     @property
+    def identity(self) -> Identity:
+        return Identity(
+            self.params, tuple(layer.name for layer in self.layers), self.data_source, self.data_fingerprint,
+            self.precision, self.method_version,
+        )
+
+    @property
     def uid(self) -> str:
-        """`<model>/<class index>/<params hash>`, as in the graph schema."""
-        return circuit_uid(self.model, self.class_index, self.params)
+        """`<model>/<class index>/<identity hash>`, as in the graph schema."""
+        return circuit_uid(self.model, self.class_index, self.identity)
 
     # ---------------------------------------------------------------- accessors
     def layer_name(self, depth: int) -> str:
@@ -259,6 +329,8 @@ class Circuit:
         return {
             "circuit": self.uid,
             "class": f"{self.class_index} ({self.class_name})",
+            "parameter_set": self.identity.param_set,
+            "data": self.data_source,
             "images": len(self.images),
             "crops": len(self.crops),
             "critical_neurons": {self.layers[d].name: len(self.critical(d)) for d in self.depths},
@@ -267,6 +339,7 @@ class Circuit:
             "groups": {self.layers[d].name: len(self.groups(d)) for d in self.depths if self.groups(d)},
             "group_edges": len(self.group_edges),
             "seconds": round(self.seconds, 2),
+            **({"upscaled": self.upscale_note} if self.upscale_note else {}),
         }
 
     # --------------------------------------------------------------- round trip
@@ -278,6 +351,11 @@ class Circuit:
             "params": self.params.to_dict(),
             "image_size": self.image_size,
             "neurflow_version": self.neurflow_version,
+            "data_source": self.data_source,
+            "data_fingerprint": self.data_fingerprint,
+            "precision": self.precision,
+            "method_version": self.method_version,
+            "upscale_note": self.upscale_note,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "seconds": self.seconds,

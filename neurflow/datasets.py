@@ -288,9 +288,13 @@ def load_images(
     the deterministic order (index order for data sets, sorted paths for folders)."""
     data = str(data)
     if data in DATASETS:
-        return _fashion_images(spec, class_index, split, limit)
+        images = _fashion_images(spec, class_index, split, limit)
+        images.origin = f"{data}:{_split_name(split)}"
+        return images
     if _is_folder_arg(data):
-        return _folder_images(data, spec, class_index, limit)
+        images = _folder_images(data, spec, class_index, limit)
+        images.origin = f"folder:{Path(data).resolve()}"
+        return images
     raise NeurflowInputError(f"unknown data set {data!r}: use one of {', '.join(DATASETS)} or an image folder path")
 
 

@@ -42,6 +42,8 @@ class ImageSet:
     labels: list[int]
     sha256: list[str] = field(default_factory=list)
     original_sizes: list[tuple[int, int]] = field(default_factory=list)
+    origin: str = "tensor"
+    """Where the images came from (`fashion-mnist:train`, `folder:/abs/path`): part of a circuit's identity."""
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 4:
@@ -72,6 +74,7 @@ class ImageSet:
             [self.labels[i] for i in index],
             [self.sha256[i] for i in index],
             [self.original_sizes[i] for i in index] if self.original_sizes else [],
+            self.origin,
         )
 
     def upscaled(self) -> list[int]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from neurflow.progress import tqdm
 
 from neurflow import __version__
 from neurflow.attribution import auto_max_rows, available_bytes, layer_attributions
@@ -38,6 +38,7 @@ from neurflow.circuit import (
     NeuronRec,
     Params,
     TopSampleRec,
+    data_fingerprint,
 )
 from neurflow.concepts import neuron_concepts
 from neurflow.groups import group_edges, layer_groups
@@ -63,6 +64,17 @@ class Budget:
     @property
     def low_precision(self) -> bool:
         return self.autocast_dtype is not None or self.tf32
+
+    @property
+    def precision(self) -> str:
+        """How IG was computed, as recorded in a circuit's identity: certified low precision keeps
+        the core sets but not every stored importance bit for bit."""
+        parts = []
+        if self.autocast_dtype is not None:
+            parts.append({torch.bfloat16: "bf16"}.get(self.autocast_dtype, str(self.autocast_dtype)) + "-certified")
+        if self.tf32:
+            parts.append("tf32-certified")
+        return "+".join(parts) or "fp32"
 
 
 PhaseCallback = Callable[[str, int, int], None]
@@ -92,6 +104,13 @@ def validate_layers(model: nn.Module, layers: list[str], example: torch.Tensor) 
             f"layer list must be ordered top to bottom (output side first): expected {list(reversed(order))}, got {layers[1:]}"
         )
     return layers
+
+
+def check_tau(tau: int, layers: list[str], channels: list[int]) -> None:
+    """tau (core-set size) must fit in every analysed layer below the logits."""
+    for name, c in zip(layers[1:], channels[1:]):
+        if tau > c:
+            raise NeurflowInputError(f"tau={tau} is larger than layer {name!r}'s {c} channels; pass --tau {c} or less")
 
 
 def _expected_channels(model: nn.Module) -> int | None:
@@ -239,6 +258,7 @@ def build_circuit(
     _seed(params.seed)
     phase = on_phase or (lambda *_: None)
     model = model.to(device)
+    fingerprint = data_fingerprint(images.sha256)  # of the images handed in: the selection below follows from them
 
     with _frozen(model, budget.channels_last), tf32(False):
         expected = _expected_channels(model)
@@ -248,10 +268,12 @@ def build_circuit(
             )
         example = _to_device(images.pixels[:1], device, budget.channels_last)
         layers = validate_layers(model, layers, example)
-        with torch.no_grad():
-            num_classes = capture(model, example, [LOGITS])[LOGITS].shape[1]
+        with torch.no_grad():  # one image through every analysed layer: class and channel counts, cheaply
+            first = capture(model, example, layers, stop_early=False)
+        num_classes = first[LOGITS].shape[1]
         if not 0 <= class_index < num_classes:
             raise NeurflowInputError(f"class index {class_index} out of range: the model has classes 0..{num_classes - 1}")
+        check_tau(params.tau, layers, [first[name].shape[1] for name in layers])  # before the activation pass
 
         images = _select_images(model, images, class_index, params, device, budget)
         boxes = crop_boxes(images.size, params.granularities)
@@ -260,11 +282,6 @@ def build_circuit(
             raise NeurflowInputError(f"k={params.k} is larger than the {len(crops)} crops available; lower k or add images")
         means = _collect_means(model, layers, crops, device, budget, progress, phase)
         channels = [means[name].shape[1] for name in layers]
-        for d in range(1, len(layers)):
-            if params.tau > channels[d]:
-                raise NeurflowInputError(
-                    f"tau={params.tau} is larger than layer {layers[d]!r}'s {channels[d]} channels"
-                )
         subs = build_subnetworks(model, layers, tuple(images.pixels.shape[1:]))
         if budget.fold_batchnorm:
             subs = [fold_batchnorm(sub) for sub in subs]
@@ -275,6 +292,10 @@ def build_circuit(
             params=params,
             image_size=images.size,
             neurflow_version=__version__,
+            data_source=images.origin,
+            data_fingerprint=fingerprint,
+            precision=budget.precision,
+            upscale_note=images.upscale_note(params.granularities),
             started_at=started_at,
             layers=[LayerRec(depth=d, name=n, channels=c) for d, (n, c) in enumerate(zip(layers, channels))],
             images=[
@@ -321,7 +342,7 @@ def _select_images(model, images: ImageSet, class_index: int, params: Params, de
         if not keep:
             raise NeurflowInputError(
                 f"the model predicts class {class_index} for none of the {len(images)} images given; "
-                "pass images of that class or turn off predicted_only"
+                "pass images of that class, or --all-images to keep the images the model misclassifies"
             )
         images = images.subset(keep)
     if params.max_images is not None and len(images) > params.max_images:

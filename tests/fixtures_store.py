@@ -79,6 +79,8 @@ def make_circuit(
         started_at="2026-01-01T00:00:00Z",
         finished_at="2026-01-01T00:00:05Z",
         seconds=5.0,
+        data_source=f"folder:/data/{model}",
+        data_fingerprint=hashlib.sha256(f"{model}/{class_index}".encode()).hexdigest()[:16],
     )
     c.layers = [LayerRec(depth=d, name=name, channels=ch) for d, (name, ch) in enumerate(layers)]
     last = len(layers) - 1

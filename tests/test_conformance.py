@@ -85,7 +85,7 @@ def test_conformance(target, tmp_path):
         assert write_circuit(store, newer, force=True, model_info=info).action == "rewritten"
         assert _model_counts(store, model) == before
         # every library query runs and returns its columns
-        a, b = circuits[0], newer  # class 1's latest circuit is `newer`
+        a, b = circuits[0], circuits[1]  # comparisons read the default parameter set, not class 1's newer circuit
         args = {
             "models": {},
             "overview": {"model": model},

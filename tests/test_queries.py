@@ -2,7 +2,9 @@
 
 The store of this module holds: classes 0..3 under parameter set P1; class 1 again under P2
 (written later, so its latest); class 2 under P3 left `running` (a crashed write, newer than
-everything but never to be read).
+everything but never to be read).  P1, with the most complete circuits, is the model's default
+parameter set: comparisons read it (never class 1's newer P2 circuit), single-class queries read
+each class's latest complete circuit.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def world(store_server):
     assert n == len(labels)
     picked = {0: old[0], 1: newer, 2: old[2], 3: old[3]}  # latest complete circuit per class
     try:
-        yield SimpleNamespace(store=store, old=old, newer=newer, running=running, picked=picked, p1=old[0].params.hash(), p2=p2.hash())
+        yield SimpleNamespace(store=store, old=old, newer=newer, running=running, picked=picked,
+                              p1=old[0].identity.param_set, p2=newer.identity.param_set)
     finally:
         store.close()
         drop_database(store_server, name)
@@ -123,8 +126,7 @@ def test_overview_and_models_only_complete_by_default(world):
 @pytest.mark.parametrize("a,b,params", [(0, 2, None), (0, 1, None), (0, 1, "p1"), (2, 3, "p1")])
 def test_shared_neurons_per_layer(world, a, b, params):
     p = getattr(world, params) if params else None
-    ca = world.old[a] if p else world.picked[a]
-    cb = world.old[b] if p else world.picked[b]
+    ca, cb = world.old[a], world.old[b]  # P1, given or the default parameter set: never class 1's newer P2
     rows = q(world, "shared_neurons", class_a=a, class_b=b, params=p)
     assert [r["depth"] for r in rows] == ca.depths
     for r in rows:
@@ -140,7 +142,7 @@ def test_running_circuit_is_never_picked(world):
     # class 2's newest circuit is the running one; the query must use its complete P1 circuit
     rows = q(world, "shared_neurons", class_a=2, class_b=2)
     assert {r["circuit_a"] for r in rows} == {world.old[2].uid}
-    assert q(world, "shared_neurons", class_a=2, class_b=2, params=world.running.params.hash()) == []
+    assert q(world, "shared_neurons", class_a=2, class_b=2, params=world.running.identity.param_set) == []
 
 
 @pytest.mark.parametrize("layer", ["layer3", "layer2", "layer1"])
@@ -149,9 +151,20 @@ def test_similarity_matrix(world, layer):
     assert len(rows) == 16
     depth = [rec.depth for rec in world.old[0].layers if rec.name == layer][0]
     for r in rows:
-        sa, sb = set(world.picked[r["class_a"]].critical(depth)), set(world.picked[r["class_b"]].critical(depth))
+        sa, sb = set(world.old[r["class_a"]].critical(depth)), set(world.old[r["class_b"]].critical(depth))
         assert r["jaccard"] == pytest.approx(jaccard(sa, sb)) and r["n_shared"] == len(sa & sb)
     assert [(r["class_a"], r["class_b"]) for r in rows] == list(product(range(4), range(4)))
+
+
+def test_comparisons_never_mix_parameter_sets(world):
+    """Class 1's latest circuit is P2; a comparison across classes reads every class under P1."""
+    default = {world.old[c].uid for c in range(4)}
+    diff = q(world, "circuit_diff", class_a=1, class_b=2)
+    assert {(r["circuit_a"], r["circuit_b"]) for r in diff} == {(world.old[1].uid, world.old[2].uid)}
+    assert {r["circuit"] for r in q(world, "reverse_lookup", layer="layer3", channel=world.old[1].critical(1)[0])} <= default
+    one_side = q(world, "circuit_diff", class_a=1, params_a=world.p2, class_b=1)  # one hash given: both sides use it
+    assert {(r["circuit_a"], r["circuit_b"]) for r in one_side} == {(world.newer.uid, world.newer.uid)}
+    assert q(world, "class_circuit", class_index=1)[0]["circuit"] == world.newer.uid  # one class: its latest
 
 
 def test_similarity_matrix_with_params(world):
@@ -162,7 +175,7 @@ def test_similarity_matrix_with_params(world):
 def test_hub_neurons(world):
     rows = q(world, "hub_neurons", limit=1000)
     want: dict[str, set[int]] = {}
-    for ci, c in world.picked.items():
+    for ci, c in world.old.items():
         for n in c.neurons:
             if n.depth > 0:
                 want.setdefault(f"{M}/{c.layer_name(n.depth)}/{n.channel}", set()).add(ci)
@@ -202,7 +215,7 @@ def _neurons(c) -> set[str]:
 @pytest.mark.parametrize("case", ["two classes", "one class, two parameter sets"])
 def test_circuit_diff(world, case):
     if case == "two classes":
-        a, b = world.old[0], world.newer
+        a, b = world.old[0], world.old[1]  # the default parameter set on both sides
         rows = q(world, "circuit_diff", class_a=0, class_b=1)
     else:
         a, b = world.old[1], world.newer
@@ -240,10 +253,10 @@ def test_reverse_lookup(world):
     for layer, depth in (("layer3", 1), ("layer2", 2)):
         for ch in range(8):
             rows = q(world, "reverse_lookup", layer=layer, channel=ch)
-            want = sorted(ci for ci, c in world.picked.items() if ch in c.critical(depth))
+            want = sorted(ci for ci, c in world.old.items() if ch in c.critical(depth))
             assert [r["class_index"] for r in rows] == want
             for r in rows:
-                c = world.picked[r["class_index"]]
+                c = world.old[r["class_index"]]
                 assert r["circuit"] == c.uid and r["depth"] == depth
                 assert r["feeds_up"] == sum(1 for x in c.core if x.depth == depth - 1 and x.lower_channel == ch)
 

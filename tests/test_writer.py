@@ -58,8 +58,10 @@ def test_write_counts_and_properties(store, tmp_path):
     assert counts(store) == nonzero(expected_counts([c]))
 
     circ = store.run("MATCH (c:Circuit {uid: $u}) RETURN properties(c) AS p", u=c.uid)[0]["p"]
-    assert circ["status"] == "complete" and circ["params_hash"] == c.params.hash()
-    assert json.loads(circ["params"]) == c.params.to_dict()
+    assert circ["status"] == "complete" and circ["params_hash"] == c.identity.param_set
+    assert (circ["layers"], circ["data_source"], circ["data_fingerprint"], circ["precision"], circ["method_version"]) == (
+        [r.name for r in c.layers[1:]], c.data_source, c.data_fingerprint, c.precision, c.method_version)
+    assert json.loads(circ["params"]) == c.identity.param_set_dict()
     assert circ["tau"] == c.params.tau and circ["granularities"] == list(c.params.granularities)
     assert circ["num_neurons"] == len(c.neurons) and circ["num_feeds"] == len(c.core)
     m = store.run("MATCH (m:Model) RETURN properties(m) AS p")[0]["p"]

@@ -62,7 +62,7 @@ def render(url: UrlState, ctx: Context) -> None:
                        container=c4)
     info = data.app_query("circuit_info", model=ctx.model, class_index=cls, params=ctx.params)
     if not info:
-        st.info(f"Class {ctx.class_label(cls)} has no complete circuit" + (f" with parameters {ctx.params}" if ctx.params else "") + ".")
+        ctx.missing_set_message([cls])
         return
     i = info[0]
     st.caption(

@@ -16,9 +16,34 @@ class Context:
     """What the sidebar decided for this run."""
 
     model: str | None
-    params: str | None  # parameter hash, None = the latest complete circuit per class
+    params: str | None  # the parameter set every page reads (None only when the store is empty)
     class_names: dict[int, str] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)  # name, depth, channels; by depth
+    param_sets: list[dict[str, Any]] = field(default_factory=list)  # data.param_sets(model)
+
+    def classes_without_set(self, classes: list[int]) -> list[int]:
+        """The classes among `classes` that have no complete circuit under this parameter set."""
+        have = next((set(s["class_indices"]) for s in self.param_sets if s["params"] == self.params), set())
+        return [c for c in classes if c not in have]
+
+    def missing_set_message(self, classes: list[int], container: Any = st) -> None:
+        """Say which classes lack the parameter set, which sets they do have, and why they are left out."""
+        if not classes:
+            return
+        others = {}
+        for s in self.param_sets:
+            for c in classes:
+                if s["params"] != self.params and c in s["class_indices"]:
+                    others.setdefault(s["params"], []).append(c)
+        where = "; ".join(f"{', '.join(self.class_label(c) for c in cs)} under {p}" for p, cs in others.items())
+        container.warning(
+            f"No complete circuit under parameter set {self.params} for "
+            f"{', '.join(self.class_label(c) for c in classes)}: left out, because comparisons only read "
+            "circuits of one parameter set (same tau, k, IG steps, layers and data)."
+            + (f" Circuits exist for {where}: pick that set in the sidebar." if where else
+               " Ingest the class with these parameters to include it."),
+            icon="⚠️",
+        )
 
     @property
     def layer_names(self) -> dict[int, str]:

@@ -73,9 +73,7 @@ def _overlap(ctx: Context, chosen: list[int]) -> None:
     sets: dict[int, dict[int, set[int]]] = {}
     for r in rows:
         sets.setdefault(r["class_index"], {})[r["depth"]] = set(r["channels"])
-    missing = [c for c in chosen if c not in sets]
-    if missing:
-        st.warning("No complete circuit for " + ", ".join(ctx.class_label(c) for c in missing))
+    ctx.missing_set_message([c for c in chosen if c not in sets])
     present = [c for c in chosen if c in sets]
     if len(present) < 2:
         return
@@ -109,7 +107,7 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
         eb = data.app_query("neuron_edges", model=ctx.model, class_index=b, params=ctx.params, min_frac=frac,
                             top_k=top_k, max_depth=deepest, limit=data.MAX_EDGES)
     if not diff:
-        st.info("One of the two classes has no complete circuit.")
+        st.info("The diff needs both classes under this parameter set.")
         return
     side_of_feed: dict[str, str] = {}
     side_of_neuron: dict[str, str] = {}
@@ -177,6 +175,8 @@ def _heatmap(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     if not idx:
         st.caption("no circuits")
         return
+    if len(ctx.class_names) <= HEATMAP_ALL_MAX:
+        ctx.missing_set_message(ctx.classes_without_set(sorted(ctx.class_names)))
     pos = {c: i for i, c in enumerate(idx)}
     matrix = [[0.0] * len(idx) for _ in idx]
     for (a, b), v in pairs.items():
