@@ -56,7 +56,7 @@ class ClassResult:
     neurons: int = 0
     relationships: int = 0
     seconds: float = 0.0
-    note: str | None = None  # e.g. images upscaled to the model input: printed under the table
+    notes: tuple[str, ...] = ()  # e.g. images upscaled to the model input: printed under the table
 
 
 def model_info(loaded) -> dict:
@@ -159,12 +159,13 @@ def ingest_class(
     is the writer's testing hook (stop mid-write, leaving the circuit `running`)."""
     from ingest.writer import circuit_status
     from neurflow.datasets import load_images
-    from neurflow.method import Budget, build_circuit
+    from neurflow.method import Budget, build_circuit, resolve_layers
 
     c = class_index
     name = loaded.class_names[c] if c < len(loaded.class_names) else str(c)
     t0 = time.perf_counter()
     images = load_images(data, loaded.spec, class_index=c, split=split)
+    layers = resolve_layers(loaded.module, layers, images.pixels[:1].to(loaded.device))[0]  # as the circuit will have them
     if not force and circuit_status(store, planned_uid(loaded, images, c, params, layers, budget)) == "complete":
         return ClassResult(c, name, "skipped (already complete)")
     artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))
@@ -183,7 +184,7 @@ def ingest_class(
     if save_dir is not None:
         circuit.save(Path(save_dir) / f"class-{c}")
     return ClassResult(c, name, stats.action, len(circuit.neurons), stats.relationships, time.perf_counter() - t0,
-                       circuit.upscale_note)
+                       tuple(circuit.notes))
 
 
 def ingest_classes(
@@ -294,8 +295,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def print_notes(results: list[ClassResult]) -> None:
     """What a user should know about a class's circuit that the table has no column for."""
     for r in results:
-        if r.note:
-            print(f"note: class {r.class_index} ({r.class_name}): {r.note}", file=sys.stderr)
+        for note in r.notes:
+            print(f"note: class {r.class_index} ({r.class_name}): {note}", file=sys.stderr)
 
 
 def add_ingest_commands(sub) -> None:

@@ -272,7 +272,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
     for c in classes:  # every class has data (an empty class folder fails here, not in a task)
         images = load_images(data, loaded.spec, class_index=c, split=args.split, limit=1)
         example = images.pixels[:1] if example is None else example
-    validate_layers(loaded.module, layers, example)
+    layers = validate_layers(loaded.module, layers, example)  # as the circuits will have them (an fc top is the logits)
     budget = budget_from_args(args)
     names = {c: loaded.class_names[c] if c < len(loaded.class_names) else str(c) for c in classes}
 

@@ -400,6 +400,9 @@ def circuit_rows(
         "data_fingerprint": identity.data_fingerprint,
         "precision": identity.precision,
         "method_version": identity.method_version,
+        "notes": list(circuit.notes),
+        # a flag readers can filter on: core members ranked by tie-breaking, not by the data
+        "num_zero_importance_core": circuit.zero_importance_core(),
         "status": "running",
         "started_at": circuit.started_at or None,
         "finished_at": circuit.finished_at or None,

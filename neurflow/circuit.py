@@ -42,7 +42,7 @@ class Params:
     num_top_vecs: int | None = None
     epsilon: float = -1.0
     predicted_only: bool = True
-    max_images: int | None = None
+    max_images: int | None = 200  # images of the class used (None: all); the CLI's and the library's default
     num_representatives: int = 5
     seed: int = 0
 
@@ -266,7 +266,7 @@ class Circuit:
     data_fingerprint: str = ""
     precision: str = "fp32"
     method_version: str = METHOD_VERSION
-    upscale_note: str | None = None  # set when some images were smaller than the model input (or a crop)
+    notes: list[str] = field(default_factory=list)  # what a user should know: upscaled images, logits layer, ...
     started_at: str = ""
     finished_at: str = ""
     seconds: float = 0.0
@@ -316,6 +316,10 @@ class Circuit:
     def concepts_of(self, depth: int, channel: int) -> list[ConceptRec]:
         return sorted((c for c in self.concepts if c.depth == depth and c.channel == channel), key=lambda c: c.index)
 
+    def zero_importance_core(self) -> int:
+        """How many core-set members have importance 0 (ranked by tie-breaking, not by the data)."""
+        return sum(1 for c in self.core if c.importance == 0)
+
     def groups(self, depth: int) -> dict[int, list[tuple[int, int]]]:
         """Groups of one layer: group index -> [(channel, concept index), ...]."""
         out: dict[int, list[tuple[int, int]]] = {}
@@ -339,7 +343,7 @@ class Circuit:
             "groups": {self.layers[d].name: len(self.groups(d)) for d in self.depths if self.groups(d)},
             "group_edges": len(self.group_edges),
             "seconds": round(self.seconds, 2),
-            **({"upscaled": self.upscale_note} if self.upscale_note else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
     # --------------------------------------------------------------- round trip
@@ -355,7 +359,7 @@ class Circuit:
             "data_fingerprint": self.data_fingerprint,
             "precision": self.precision,
             "method_version": self.method_version,
-            "upscale_note": self.upscale_note,
+            "notes": list(self.notes),
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "seconds": self.seconds,

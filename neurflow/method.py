@@ -83,7 +83,28 @@ PhaseCallback = Callable[[str, int, int], None]
 
 def validate_layers(model: nn.Module, layers: list[str], example: torch.Tensor) -> list[str]:
     """Return the full layer list (logits first) after checking names and top-to-bottom order."""
-    layers = list(layers)
+    return resolve_layers(model, layers, example)[0]
+
+
+def model_output_layer(model: nn.Module, name: str, example: torch.Tensor) -> bool:
+    """True when module `name`'s output *is* the model's output (e.g. `fc` of a torchvision ResNet)."""
+    if name == LOGITS or name not in dict(model.named_modules()):
+        return False
+    with torch.no_grad():
+        out = capture(model, example, [LOGITS, name], reduce=False, stop_early=False)
+    return out[name].shape == out[LOGITS].shape and torch.equal(out[name], out[LOGITS])
+
+
+def resolve_layers(model: nn.Module, layers: list[str], example: torch.Tensor) -> tuple[list[str], list[str]]:
+    """`(full layer list with logits first, notes)` after checking names and top-to-bottom order.
+
+    A first layer whose output is the model output (the paper's code writes `fc` for a ResNet)
+    is the logits: it is taken as the logits pseudo-layer, with a note, instead of becoming an
+    extra identity layer whose core sets would be filled with zero-importance channels."""
+    layers, notes = list(layers), []
+    if layers and layers[0] != LOGITS and model_output_layer(model, layers[0], example):
+        notes.append(f"layer {layers[0]!r} outputs the model's logits: it is the class-logit layer, not a layer below it")
+        layers = layers[1:]
     if not layers or layers[0] != LOGITS:
         layers = [LOGITS] + layers
     if len(layers) < 2:
@@ -103,7 +124,7 @@ def validate_layers(model: nn.Module, layers: list[str], example: torch.Tensor) 
         raise NeurflowInputError(
             f"layer list must be ordered top to bottom (output side first): expected {list(reversed(order))}, got {layers[1:]}"
         )
-    return layers
+    return layers, notes
 
 
 def check_tau(tau: int, layers: list[str], channels: list[int]) -> None:
@@ -267,13 +288,18 @@ def build_circuit(
                 f"images have {images.pixels.shape[1]} channel(s) but the model expects {expected}"
             )
         example = _to_device(images.pixels[:1], device, budget.channels_last)
-        layers = validate_layers(model, layers, example)
+        layers, notes = resolve_layers(model, layers, example)
         with torch.no_grad():  # one image through every analysed layer: class and channel counts, cheaply
             first = capture(model, example, layers, stop_early=False)
         num_classes = first[LOGITS].shape[1]
         if not 0 <= class_index < num_classes:
             raise NeurflowInputError(f"class index {class_index} out of range: the model has classes 0..{num_classes - 1}")
         check_tau(params.tau, layers, [first[name].shape[1] for name in layers])  # before the activation pass
+        # g_l of every layer pair before the activation pass too: a layer list that is no chain of
+        # cuts fails in a fraction of a second (walking the traced graph), not after the pass
+        subs = build_subnetworks(model, layers, tuple(images.pixels.shape[1:]))
+        if budget.fold_batchnorm:
+            subs = [fold_batchnorm(sub) for sub in subs]
 
         images = _select_images(model, images, class_index, params, device, budget)
         boxes = crop_boxes(images.size, params.granularities)
@@ -282,9 +308,6 @@ def build_circuit(
             raise NeurflowInputError(f"k={params.k} is larger than the {len(crops)} crops available; lower k or add images")
         means = _collect_means(model, layers, crops, device, budget, progress, phase)
         channels = [means[name].shape[1] for name in layers]
-        subs = build_subnetworks(model, layers, tuple(images.pixels.shape[1:]))
-        if budget.fold_batchnorm:
-            subs = [fold_batchnorm(sub) for sub in subs]
         circuit = Circuit(
             model=model_uid,
             class_index=class_index,
@@ -295,7 +318,7 @@ def build_circuit(
             data_source=images.origin,
             data_fingerprint=fingerprint,
             precision=budget.precision,
-            upscale_note=images.upscale_note(params.granularities),
+            notes=notes + [note for note in [images.upscale_note(params.granularities)] if note],
             started_at=started_at,
             layers=[LayerRec(depth=d, name=n, channels=c) for d, (n, c) in enumerate(zip(layers, channels))],
             images=[
@@ -320,6 +343,12 @@ def build_circuit(
             for r, cid in enumerate(_top_k(means[layers[bottom]].numpy()[:, c], params.k)):
                 circuit.top_samples.append(TopSampleRec(bottom, c, r, int(cid), float(means[layers[bottom]][cid, c])))
                 used_crops.add(int(cid))
+        zero = circuit.zero_importance_core()
+        if zero:
+            circuit.notes.append(
+                f"{zero} core neuron(s) have importance 0: ties broken by channel order, not by the data "
+                "(too few top samples, dead channels, or tau larger than the neurons that matter)"
+            )
         _add_groups(circuit, params, phase)
         nb = len(boxes)
         circuit.crops = [

@@ -30,6 +30,6 @@ def _summary(capsys, folder) -> dict:
 
 
 def test_small_images_are_said_to_be_upscaled(trained_model, fashion_train_images, tmp_path, capsys):
-    summary = _summary(capsys, _folder(tmp_path, fashion_train_images, 6))
-    assert "4 of 4 images" in summary["upscaled"] and "smaller than the smallest crop" in summary["upscaled"], summary
-    assert "upscaled" not in _summary(capsys, _folder(tmp_path, fashion_train_images, 28))
+    (note,) = _summary(capsys, _folder(tmp_path, fashion_train_images, 6))["notes"]
+    assert "4 of 4 images" in note and "smaller than the smallest crop" in note, note
+    assert "notes" not in _summary(capsys, _folder(tmp_path, fashion_train_images, 28))
