@@ -1,8 +1,10 @@
 """`neurflow app` and `neurflow demo`.
 
-    neurflow app [--port 8501] [--host 127.0.0.1] [--browser]
+    neurflow app [--port 8501] [--host 127.0.0.1] [--browser] [--allow-label-edits]
         starts the Streamlit app on the configured store: the embedded ArcadeDB (started when it
-        is not running) unless NEURFLOW_STORE_URI names a Neo4j / Bolt server.
+        is not running) unless NEURFLOW_STORE_URI names a Neo4j / Bolt server.  The labels page
+        edits group labels (with the writer's account) only with --allow-label-edits: anyone who
+        can open the app could otherwise change the store.
 
     neurflow demo [--device auto] [--no-app] [method options of `neurflow ingest`]
         trains the demo model if its weights are not cached, ingests the ten Fashion-MNIST classes
@@ -27,6 +29,8 @@ DEFAULT_PORT = 8501
 # Lighter than `neurflow ingest`'s defaults (tau 16, k 50, 50 IG steps, 200 images) so that the ten
 # demo circuits build in minutes on a laptop CPU; pass those options to `neurflow demo` for the full ones.
 DEMO_DEFAULTS = {"tau": 8, "k": 20, "ig_steps": 16, "max_images": 60}
+# "1" when the app was started with --allow-label-edits (read by app/views/labels.py)
+LABEL_EDITS_ENV = "NEURFLOW_APP_LABEL_EDITS"
 
 
 def streamlit_command(port: int, host: str = "127.0.0.1", *, headless: bool = True) -> list[str]:
@@ -47,6 +51,12 @@ def app_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
     env.update(extra or {})
     return env
+
+
+def streamlit_env(args: argparse.Namespace) -> dict[str, str]:
+    """The app's environment: label edits on only when this start asked for them (a variable
+    inherited from the shell does not turn them on)."""
+    return app_env({LABEL_EDITS_ENV: "1" if getattr(args, "allow_label_edits", False) else "0"})
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -73,7 +83,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     kind = "embedded ArcadeDB" if cfg.embedded else "external"
     print(f"NeurFlow app: {url}   (store: {kind} {cfg.uri}, database {cfg.database or 'default'}; Ctrl-C stops the app)",
           flush=True)
-    proc = subprocess.Popen(streamlit_command(args.port, args.host, headless=not args.browser), env=app_env(),
+    proc = subprocess.Popen(streamlit_command(args.port, args.host, headless=not args.browser), env=streamlit_env(args),
                             cwd=str(PROJECT_ROOT))
     previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # `kill` of the CLI stops the app too
     try:
@@ -118,6 +128,9 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port of the app (default {DEFAULT_PORT})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--browser", action="store_true", help="open a browser tab")
+    p.add_argument("--allow-label-edits", action="store_true",
+                   help="let the labels page change group labels (with the writer's account; anyone who can open "
+                        "the app can then edit them)")
 
 
 def add_app_commands(sub) -> None:

@@ -1,11 +1,13 @@
 """Read-only execution for the Cypher console, keeping graph elements for the graph view.
 
 The three layers of `ingest/readonly.py` all apply: `check_readonly` refuses write clauses
-before anything is sent, the query runs on `readonly_store` (the read-only account; READ access
-mode), inside an explicit transaction that is always rolled back.  The rows are converted with
-`readonly.to_plain` exactly as `run_readonly` does; in the same pass the nodes, relationships and
-paths of the result are collected (with their identities and end points, which the plain rows
-lose) so the console can draw them.
+before anything is sent, the query runs on `readonly_store` (a read-only account, which that
+function insists on where the server does not enforce READ access mode; READ access mode),
+inside an explicit transaction that is always rolled back, within a time limit the server
+enforces and the client too (`execute_rolled_back`).  The rows are converted with
+`readonly.to_plain` exactly as `run_readonly` does; in the same pass the nodes, relationships
+and paths of the result are collected (with their identities and end points, which the plain
+rows lose) so the console can draw them.
 """
 
 from __future__ import annotations
@@ -77,9 +79,10 @@ def run_console(
     config: StoreConfig | None = None,
     store: Store | None = None,
     max_rows: int = MAX_ROWS,
-    timeout: float = 60.0,
+    timeout: float | None = None,
 ) -> ConsoleResult:
-    """Run user Cypher read-only.  Refusals raise `ReadOnlyViolation`, other failures `StoreError`."""
+    """Run user Cypher read-only.  Refusals raise `ReadOnlyViolation`, other failures `StoreError`
+    (`QueryTimeout` past `timeout` seconds, default NEURFLOW_STORE_QUERY_TIMEOUT or 60)."""
     check_readonly(cypher)  # layer 1: refuse write clauses before sending
     st_ = store or readonly_store(config)  # layer 2: the read-only account
     nodes: dict[str, dict[str, Any]] = {}

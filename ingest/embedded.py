@@ -48,7 +48,27 @@ from ingest.errors import PortInUse, StoreError, StoreStartError, StoreUnavailab
 STATE_FILE = "server.json"
 ERROR_FILE = "server.error"
 READER_GROUP = "neurflow_reader"
+DEFAULT_QUERY_TIMEOUT_S = 60.0
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def query_timeout(env: Mapping[str, str] | None = None) -> float:
+    """Seconds one statement may run: ``NEURFLOW_STORE_QUERY_TIMEOUT`` (default 60).
+
+    The embedded server enforces it on every statement (``arcadedb.command.timeout``), because
+    ArcadeDB ignores the driver's transaction timeout and keeps computing after a client has
+    gone; the read-only console waits that long for an answer on any store."""
+    env = os.environ if env is None else env
+    raw = (env.get("NEURFLOW_STORE_QUERY_TIMEOUT") or "").strip()
+    if not raw:
+        return DEFAULT_QUERY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise StoreError(f"NEURFLOW_STORE_QUERY_TIMEOUT={raw!r} is not a number of seconds; set it to a positive number such as 60")
+    return value
 
 
 # --------------------------------------------------------------------------- files
@@ -198,11 +218,13 @@ def ensure_embedded_server(
     timeout: float = 120.0,
     heap: str | None = None,
     owner_pid: int | None = None,
+    query_timeout_s: float | None = None,
 ) -> StoreConfig:
     """Reuse the embedded server of `data_dir` if it runs, else start it; return its config.
 
     `owner_pid`: the server stops by itself once that process is gone (tests use it so that
-    no server outlives a crashed test session)."""
+    no server outlives a crashed test session).  `query_timeout_s`: the server stops any
+    statement that runs longer (default `query_timeout()`; a running server keeps its own)."""
     env = os.environ if env is None else env
     folder = Path(data_dir).expanduser().resolve() if data_dir else store_dir(env)
     env_bolt, env_http = embedded_ports(env)
@@ -242,6 +264,7 @@ def ensure_embedded_server(
         ]  # fmt: skip
         if owner_pid:
             cmd += ["--owner-pid", str(owner_pid)]
+        cmd += ["--query-timeout", f"{query_timeout_s or query_timeout(env):g}"]
         child_env = dict(env)
         child_env["PYTHONPATH"] = os.pathsep.join(p for p in [str(_PROJECT_ROOT), env.get("PYTHONPATH", "")] if p)
         with open(folder / "log" / "server.out", "ab") as out:
@@ -405,7 +428,12 @@ def serve(args: argparse.Namespace) -> int:
                 "server_logsDirectory": str(folder / "log"),
             },
             # -Xrs: the JVM leaves SIGTERM/SIGINT to Python, so a stop closes the databases cleanly
-            jvm_kwargs={"heap_size": args.heap, "jvm_args": ["-Xrs"]},
+            # arcadedb.command.timeout (ms): every statement of every user and database stops after
+            # this long; ArcadeDB ignores the Bolt transaction timeout and would go on computing
+            # after the client has left.  A JVM property, because the server's own configuration
+            # does not reach the databases (measured: no timeout when set there)
+            jvm_kwargs={"heap_size": args.heap,
+                        "jvm_args": ["-Xrs", f"-Darcadedb.command.timeout={max(1, int(args.query_timeout * 1000))}"]},
         )
         server.start()
         started = True
@@ -424,6 +452,7 @@ def serve(args: argparse.Namespace) -> int:
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "start_seconds": round(time.monotonic() - t0, 2),
                 "arcadedb": arcadedb_embedded.__version__,
+                "query_timeout_s": args.query_timeout,
             },
         )
         print(f"neurflow store: ready on bolt://{EMBEDDED_HOST}:{args.bolt_port} in {time.monotonic() - t0:.1f} s", flush=True)
@@ -463,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--database", default=DEFAULT_DATABASE)
     s.add_argument("--heap", default="2g")
     s.add_argument("--owner-pid", type=int, default=None)
+    s.add_argument("--query-timeout", type=float, default=DEFAULT_QUERY_TIMEOUT_S, help="seconds a statement may run")
     args = parser.parse_args(argv)
     return serve(args)
 

@@ -1,25 +1,46 @@
-"""Read-only Cypher for the app's console and `neurflow query`: three independent layers.
+"""Read-only Cypher for the app's console and `neurflow query`: three independent layers, and a
+time limit.
 
-1. **Refusal before sending** (`check_readonly`): write and DDL clauses (CREATE, MERGE, SET,
-   DELETE, DETACH, REMOVE, DROP, LOAD CSV, FOREACH, CALL ... IN TRANSACTIONS, ALTER, GRANT,
-   ...) and procedure calls outside a read-only allow-list are refused with
-   `ReadOnlyViolation`.  Comments, string literals and `backticked` names are blanked first,
-   so ``WHERE n.name = 'CREATE'`` passes; property keys, labels, relationship types and map
-   keys (``n.set``, ``:Create``, ``{delete: 1}``) are not clauses and pass too.
-2. **A read-only account**: on the embedded store the ``neurflow_reader`` user, whose group
-   has only ``readRecord`` on every type (ArcadeDB refuses its writes and schema changes);
-   on Neo4j the session runs in READ access mode, which Neo4j enforces (and
-   ``NEURFLOW_STORE_READONLY_USER`` can name a reader account).  ArcadeDB does not enforce
-   the driver's access mode: that is why layer 1 and this account exist.
+1. **Refusal before sending** (`check_readonly`).  The query is split into tokens the way the
+   servers' lexers split it (comments, 'strings' with backslash escapes, `backticked` names,
+   $parameters, numbers, words), then refused when it holds, outside a name position, a write
+   or administration keyword of either dialect: Neo4j 5 Cypher (CREATE, MERGE, SET, DELETE,
+   DETACH / NODETACH DELETE, REMOVE, FOREACH, LOAD CSV, CALL ... IN [CONCURRENT] TRANSACTIONS,
+   GQL's INSERT, DROP, ALTER, GRANT, START/STOP DATABASE, TERMINATE, ...) and ArcadeDB's
+   (the same, plus its transaction statements COMMIT, ROLLBACK, START TRANSACTION, which
+   would end the rolled-back transaction of layer 3).  Procedure calls must name a procedure
+   of a read-only allow-list and namespaced functions a read-only namespace; the name is read
+   with its backticks and comments resolved (ArcadeDB resolves ``CALL `db.labels`()`` and
+   ``CALL db . /*x*/ labels()`` to db.labels), so quoting cannot smuggle a name past the
+   list.  A keyword in backticks where a clause would stand is refused too.  Names are not
+   clauses: property keys, labels, map keys, parameters (``n.set``, ``:Create``,
+   ``{delete: 1}``, ``$remove``) and strings (``'CREATE'``) pass.
+2. **A read-only account** (`readonly_store`).  ArcadeDB does not enforce the driver's READ
+   access mode, so on any server that is not Neo4j the console runs only with an account
+   that has read rights only: the embedded store's ``neurflow_reader`` (its group has only
+   ``readRecord``), or ``NEURFLOW_STORE_READONLY_USER`` for an external store.  Without one
+   the console refuses to run (one line naming the fix), and an account that can create
+   records is refused too (checked once, by a create in a rolled-back transaction).  Neo4j
+   enforces READ access mode, so there the writer's account in a READ session is accepted.
 3. **Always rolled back**: the query runs in an explicit transaction that is rolled back
    after the rows are read, so data writes that got past 1 and 2 do not persist.  (DDL is
    not transactional on ArcadeDB, which is why 1 and 2 come first.)
+
+**Time limit.**  Neo4j enforces the transaction timeout sent with the query; ArcadeDB ignores
+it and computes on after the client has gone, so the embedded server stops every statement
+after ``NEURFLOW_STORE_QUERY_TIMEOUT`` seconds (``arcadedb.command.timeout``; an external
+ArcadeDB needs that setting too).  On the client side each query runs on a driver of its own
+that is closed when the answer is not back by the limit plus `CLIENT_GRACE_S`, so no caller
+ever waits longer, whatever the server does.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
+import uuid
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import neo4j
@@ -28,35 +49,28 @@ from neo4j.graph import Node, Path, Relationship
 
 from ingest.config import StoreConfig, load_config
 from ingest.errors import ReadOnlyViolation, StoreError, StoreQueryError, one_line
-from ingest.store import Store, translate_error
+from ingest.store import Store, open_driver, translate_error
 
-# clause -> regex on the blanked, upper-cased text
-_FORBIDDEN: list[tuple[str, str]] = [
-    ("CREATE", r"CREATE"),
-    ("MERGE", r"MERGE"),
-    ("SET", r"SET"),
-    ("DELETE", r"DELETE"),
-    ("DETACH", r"DETACH"),
-    ("REMOVE", r"REMOVE"),
-    ("DROP", r"DROP"),
-    ("LOAD CSV", r"LOAD\s+CSV"),
-    ("FOREACH", r"FOREACH"),
-    ("IN TRANSACTIONS", r"IN\s+TRANSACTIONS"),
-    ("ALTER", r"ALTER"),
-    ("RENAME", r"RENAME"),
-    ("GRANT", r"GRANT"),
-    ("DENY", r"DENY"),
-    ("REVOKE", r"REVOKE"),
-    ("START DATABASE", r"START\s+DATABASE"),
-    ("STOP DATABASE", r"STOP\s+DATABASE"),
-    ("TERMINATE", r"TERMINATE"),
-    ("DEALLOCATE", r"DEALLOCATE"),
-    ("REALLOCATE", r"REALLOCATE"),
-    ("ENABLE SERVER", r"ENABLE\s+SERVER"),
-]
-# a keyword is a clause unless it is a property key (n.set), label/type (:Create),
-# parameter ($delete) or map key ({remove: 1})
-_PATTERNS = [(name, re.compile(r"(?<![.:$\w])" + rx + r"(?!\w)(?!\s*:)")) for name, rx in _FORBIDDEN]
+CLIENT_GRACE_S = 2.0  # how long past its limit a query may take to report the server's own timeout
+
+
+class ReadOnlyAccountError(StoreError):
+    """The store has no read-only account for the console, or the configured one can write."""
+
+
+class QueryTimeout(StoreQueryError):
+    """A console query ran past its time limit and was stopped."""
+
+
+# --------------------------------------------------------------------------- layer 1: the check
+# keywords that start (or are) a write, schema, administration or transaction statement
+_WRITE_KEYWORDS = frozenset({
+    "CREATE", "MERGE", "SET", "DELETE", "DETACH", "NODETACH", "REMOVE", "INSERT", "FOREACH", "LOAD",
+    "DROP", "ALTER", "RENAME", "GRANT", "DENY", "REVOKE", "TERMINATE", "DEALLOCATE", "REALLOCATE", "DRYRUN",
+    "COMMIT", "ROLLBACK", "BEGIN", "DEFINE",
+})  # fmt: skip
+# START / STOP / ENABLE are clauses only before these (a variable may be called `start`)
+_ADMIN_OBJECTS = frozenset({"DATABASE", "DATABASES", "TRANSACTION", "TRANSACTIONS", "SERVER", "SERVERS"})
 
 READ_PROCEDURES = frozenset(
     {
@@ -75,7 +89,56 @@ READ_PROCEDURES = frozenset(
         "dbms.functions",
     }
 )
-_CALL = re.compile(r"(?<![.:$\w])CALL\s+([A-Z_][\w.]*)")
+# namespaced functions: built-in read-only namespaces of Neo4j and ArcadeDB; anything else
+# (apoc.*, gds.*, a user-defined function library) could run code that writes
+READ_FUNCTION_NAMESPACES = frozenset({
+    "date", "datetime", "localdatetime", "localtime", "time", "duration", "point", "vector", "char", "character",
+    "geo", "coll", "map", "text", "math", "convert", "node", "rel", "path", "agg", "temporal", "number",
+})  # fmt: skip
+READ_FUNCTIONS = frozenset({"db.namefromelementid"})
+
+_TOKEN = re.compile(
+    r"""
+      (?P<ws>\s+)
+    | (?P<comment>//[^\n\r]*|/\*.*?(?:\*/|\Z))
+    | (?P<string>'(?:[^'\\]|\\.)*(?:'|\Z)|"(?:[^"\\]|\\.)*(?:"|\Z))
+    | (?P<quoted>`(?:[^`]|``)*(?:`|\Z))
+    | (?P<param>\$(?:[^\W\d]\w*|\d+|`(?:[^`]|``)*(?:`|\Z)))
+    | (?P<number>0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|(?:\d[\d_]*)?\.?\d[\d_]*(?:[eE][+-]?\d+)?)
+    | (?P<word>[^\W\d]\w*)
+    | (?P<punct>.)
+    """,
+    re.S | re.X,
+)
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # word, quoted, string, param, number, punct
+    text: str  # words as written; quoted names without their backticks
+    start: int
+
+    @property
+    def upper(self) -> str:
+        return self.text.upper() if self.kind == "word" else ""
+
+    def is_punct(self, ch: str) -> bool:
+        return self.kind == "punct" and self.text == ch
+
+
+def tokens(cypher: str) -> list[_Tok]:
+    """The query's tokens without whitespace and comments (the servers' own lexical rules)."""
+    out: list[_Tok] = []
+    for m in _TOKEN.finditer(cypher):
+        kind = m.lastgroup or "punct"
+        if kind in ("ws", "comment"):
+            continue
+        text = m.group()
+        if kind == "quoted":
+            text = text[1:-1] if len(text) > 1 and text.endswith("`") else text[1:]
+            text = text.replace("``", "`")
+        out.append(_Tok(kind, text, m.start()))
+    return out
 
 
 def blank(cypher: str) -> str:
@@ -83,64 +146,106 @@ def blank(cypher: str) -> str:
 
     Lengths are kept (each blanked character becomes a space or a placeholder character), so
     positions in the result are positions in the query."""
-    out: list[str] = []
-    i, n = 0, len(cypher)
-    while i < n:
-        ch = cypher[i]
-        nxt = cypher[i + 1] if i + 1 < n else ""
-        if ch == "/" and nxt == "/":
-            j = cypher.find("\n", i)
-            j = n if j < 0 else j
-            out.append(" " * (j - i))
-            i = j
-        elif ch == "/" and nxt == "*":
-            j = cypher.find("*/", i + 2)
-            j = n if j < 0 else j + 2
-            out.append(re.sub(r"[^\n]", " ", cypher[i:j]))
-            i = j
-        elif ch in ("'", '"', "`"):
-            j = i + 1
-            while j < n:
-                if cypher[j] == "\\" and ch != "`":
-                    j += 2
-                    continue
-                if cypher[j] == ch:
-                    if ch == "`" and j + 1 < n and cypher[j + 1] == "`":  # `` escapes a backtick
-                        j += 2
-                        continue
-                    break
-                j += 1
-            j = min(j + 1, n)
-            filler = "x" if ch == "`" else " "  # a backticked name stays a name, a string becomes nothing
-            out.append(ch + filler * max(0, j - i - 2) + (cypher[j - 1] if j - i >= 2 else ""))
-            i = j
-        else:
-            out.append(ch)
-            i += 1
+    out = list(cypher)
+    for m in _TOKEN.finditer(cypher):
+        kind = m.lastgroup
+        i, j = m.span()
+        if kind == "comment":
+            out[i:j] = [c if c in "\r\n" else " " for c in cypher[i:j]]
+        elif kind in ("string", "quoted"):
+            filler = "x" if kind == "quoted" else " "  # a backticked name stays a name, a string becomes nothing
+            closed = j - i >= 2 and cypher[j - 1] == cypher[i]
+            inner = j - i - (2 if closed else 1)
+            out[i:j] = [cypher[i]] + [filler] * inner + ([cypher[j - 1]] if closed else [])
     return "".join(out)
 
 
+def _line(cypher: str, pos: int) -> int:
+    return cypher.count("\n", 0, pos) + 1
+
+
+def _qualified_name(toks: list[_Tok], i: int) -> tuple[str, int]:
+    """The dotted name starting at token `i` (words and backticked parts) and the index after it."""
+    parts = [toks[i].text]
+    j = i + 1
+    while j + 1 < len(toks) and toks[j].is_punct(".") and toks[j + 1].kind in ("word", "quoted"):
+        parts.append(toks[j + 1].text)
+        j += 2
+    return ".".join(parts), j
+
+
+def _violation(toks: list[_Tok], i: int) -> str | None:
+    """What is wrong with the word or backticked name `toks[i]` standing where a clause may stand."""
+    tok = toks[i]
+    prev = toks[i - 1] if i > 0 else None
+    nxt = toks[i + 1] if i + 1 < len(toks) else None
+    nxt_word = nxt.upper if nxt is not None else ""
+    if tok.kind == "quoted":  # `CREATE`: a server may read it as the keyword; never as a write here
+        word = (tok.text.split() or [""])[0].upper()
+        if prev is not None and prev.upper == "AS":
+            return None  # an alias: RETURN 1 AS `delete`
+    else:
+        word = tok.upper
+    if word in _WRITE_KEYWORDS:
+        two = {"DETACH": "DELETE", "NODETACH": "DELETE", "LOAD": "CSV"}.get(word)
+        return f"{word} {two}" if two and nxt_word == two else word
+    if word in ("START", "STOP", "ENABLE") and nxt_word in _ADMIN_OBJECTS:
+        return f"{word} {nxt_word}"
+    if word in ("TRANSACTIONS", "TRANSACTION") and not (prev is not None and prev.upper == "SHOW"):
+        return "CALL { ... } IN TRANSACTIONS"
+    if word == "CALL" and tok.kind == "quoted":
+        return "CALL"
+    return None
+
+
 def check_readonly(cypher: str) -> None:
-    """Raise `ReadOnlyViolation` when `cypher` contains a write/DDL clause or a non-read procedure."""
+    """Raise `ReadOnlyViolation` when `cypher` holds a write / DDL / transaction clause, calls a
+    procedure outside `READ_PROCEDURES` or a namespaced function outside the read namespaces."""
     if not cypher or not cypher.strip():
         raise ReadOnlyViolation("refused: the query is empty")
-    text = blank(cypher).upper()
-    for name, rx in _PATTERNS:
-        m = rx.search(text)
-        if m:
-            line = text.count("\n", 0, m.start()) + 1
-            raise ReadOnlyViolation(
-                f"refused: this console is read-only and {name} (line {line}) would change the store; "
-                "load data with `neurflow ingest` instead"
-            )
-    for m in _CALL.finditer(text):
-        proc = m.group(1).lower()
-        if proc not in READ_PROCEDURES:
-            line = text.count("\n", 0, m.start()) + 1
-            raise ReadOnlyViolation(
-                f"refused: this console is read-only and may only call read procedures "
-                f"({', '.join(sorted(READ_PROCEDURES))}); `{cypher[m.start(1):m.end(1)]}` (line {line}) is not one of them"
-            )
+    toks = tokens(cypher)
+    i = 0
+    while i < len(toks):
+        tok = toks[i]
+        prev = toks[i - 1] if i > 0 else None
+        nxt = toks[i + 1] if i + 1 < len(toks) else None
+        if tok.kind not in ("word", "quoted") or (prev is not None and prev.is_punct(".")):
+            i += 1  # not a word, or a property key (n.set)
+            continue
+        # a label or type (:Create) or a map key ({delete: 1}) is a name, not a clause
+        named = (prev is not None and prev.is_punct(":")) or (nxt is not None and nxt.is_punct(":"))
+        if not named:
+            bad = _violation(toks, i)
+            if bad:
+                raise ReadOnlyViolation(
+                    f"refused: this console is read-only and {bad} (line {_line(cypher, tok.start)}) would change the "
+                    "store; load data with `neurflow ingest` instead"
+                )
+            if tok.upper == "CALL":
+                if nxt is None or nxt.is_punct("{") or nxt.is_punct("("):
+                    i += 1  # a subquery: its clauses are checked like the rest
+                    continue
+                if nxt.kind not in ("word", "quoted"):
+                    raise ReadOnlyViolation(
+                        f"refused: this console is read-only and CALL (line {_line(cypher, tok.start)}) must name a read procedure"
+                    )
+                proc, i = _qualified_name(toks, i + 1)
+                if proc.lower() not in READ_PROCEDURES:
+                    raise ReadOnlyViolation(
+                        f"refused: this console is read-only and may only call read procedures "
+                        f"({', '.join(sorted(READ_PROCEDURES))}); `{proc}` (line {_line(cypher, tok.start)}) is not one of them"
+                    )
+                continue
+        # a namespaced function call: ns.fn(...), `ns`.`fn`(...), `ns.fn`(...) (also as a map value)
+        name, j = _qualified_name(toks, i)
+        if j < len(toks) and toks[j].is_punct("(") and "." in name:
+            low = name.lower()
+            if low not in READ_FUNCTIONS and low.split(".", 1)[0] not in READ_FUNCTION_NAMESPACES:
+                raise ReadOnlyViolation(
+                    f"refused: this console is read-only and may only call built-in read functions; `{name}` "
+                    f"(line {_line(cypher, tok.start)}) is not one of them"
+                )
+        i = j
 
 
 # --------------------------------------------------------------------------- values
@@ -161,19 +266,86 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- layer 2: the account
+_NEO4J_AGENT = re.compile(r"Neo4j/\d+(?:\.\d+)*(?:-[0-9A-Za-z.]+)?")
+
+
+def enforces_read_access_mode(agent: str) -> bool:
+    """True for Neo4j itself (``Neo4j/5.26.0``), which refuses writes in a READ session.
+
+    Servers that speak Bolt in Neo4j's name say more (``Neo4j/5.26.0 compatible (ArcadeDB
+    26.10.2)``, ``Neo4j/v5.11.0 compatible graph database server - Memgraph``) and are not
+    trusted to enforce it: ArcadeDB does not."""
+    return bool(_NEO4J_AGENT.fullmatch((agent or "").strip()))
+
+
+def _can_create(store: Store) -> bool | None:
+    """Whether the store's account may create a record: a create on an existing label, in a
+    transaction that is rolled back whatever happens.  A create, because ArcadeDB checks it at
+    once while updates and deletes are only checked at commit (a rolled-back SET proves
+    nothing).  None when the database has no label to try (creating one would change the
+    schema, which ArcadeDB does not roll back)."""
+    with store.session() as session:
+        labels = [r["label"] for r in session.run("CALL db.labels() YIELD label RETURN label LIMIT 1")]
+        if not labels:
+            return None
+        tx = session.begin_transaction(timeout=30)
+        try:
+            label = labels[0].replace("`", "``")
+            tx.run(f"CREATE (p:`{label}` {{uid: $uid}}) RETURN 1 AS ok", uid=f"neurflow-readonly-probe-{uuid.uuid4().hex}").consume()
+            return True
+        except nx.Neo4jError as exc:
+            msg = f"{exc.code or ''} {getattr(exc, 'message', '') or ''}"
+            if "Forbidden" in msg or "not allowed" in msg or "AccessMode" in msg:
+                return False
+            return None
+        finally:
+            if not tx.closed():
+                tx.rollback()
+
+
+def verify_readonly_account(store: Store) -> None:
+    """Raise `ReadOnlyAccountError` unless `store` (opened with the read-only account) cannot write."""
+    cfg = store.config
+    agent = store.server_agent
+    if enforces_read_access_mode(agent):
+        return  # Neo4j refuses writes in the console's READ sessions, whatever the account
+    if not cfg.readonly_user:
+        raise ReadOnlyAccountError(
+            f"the read-only console needs an account with read rights only on {cfg.uri} ({agent}), which does not "
+            "enforce read-only sessions: set NEURFLOW_STORE_READONLY_USER and NEURFLOW_STORE_READONLY_PASSWORD to such an account"
+        )
+    try:
+        writable = _can_create(store)
+    except nx.Neo4jError:
+        writable = None  # the check itself failed (no db.labels, ...): layers 1 and 3 still hold
+    except Exception as exc:
+        raise translate_error(exc, cfg, user=cfg.readonly_user) from None
+    if writable:
+        fix = ("restart the embedded store (`neurflow store stop`, `neurflow store start`) to restore its reader account"
+               if cfg.embedded else
+               "set NEURFLOW_STORE_READONLY_USER / NEURFLOW_STORE_READONLY_PASSWORD to an account with read rights only")
+        raise ReadOnlyAccountError(f"the read-only console's account {cfg.readonly_user!r} can write to {cfg.uri}: {fix}")
+
+
 _stores: dict[tuple, Store] = {}
 _lock = threading.Lock()
 
 
 def readonly_store(cfg: StoreConfig | None = None) -> Store:
-    """A cached `Store` logged in with the read-only account of `cfg` (default: environment)."""
+    """A cached `Store` logged in with the read-only account of `cfg` (default: environment),
+    checked by `verify_readonly_account` when first opened."""
     cfg = cfg or load_config()
     key = (cfg.uri, cfg.readonly_user or cfg.user, cfg.database)
     with _lock:
         store = _stores.get(key)
         if store is None:
             store = Store(cfg, readonly=True)
+            try:
+                verify_readonly_account(store)
+            except BaseException:
+                store.close()
+                raise
             _stores[key] = store
         return store
 
@@ -185,6 +357,14 @@ def close_readonly_stores() -> None:
         _stores.clear()
 
 
+# --------------------------------------------------------------------------- running
+def default_timeout() -> float:
+    """``NEURFLOW_STORE_QUERY_TIMEOUT`` seconds (60 by default): the embedded server's own limit."""
+    from ingest.embedded import query_timeout
+
+    return query_timeout()
+
+
 def run_readonly(
     cypher: str,
     params: dict[str, Any] | None = None,
@@ -192,15 +372,27 @@ def run_readonly(
     config: StoreConfig | None = None,
     store: Store | None = None,
     max_rows: int | None = 10000,
-    timeout: float | None = 60.0,
+    timeout: float | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
-    """Run user Cypher read-only; return (columns, rows).  Refusals raise `ReadOnlyViolation`.
+    """Run user Cypher read-only; return (columns, rows).  Refusals raise `ReadOnlyViolation`,
+    a missing or writable read-only account `ReadOnlyAccountError`, the time limit `QueryTimeout`.
 
     `store`: an already open Store (tests); by default the read-only account of `config`.
-    `max_rows`: stop reading after that many rows (the transaction is rolled back anyway)."""
+    `max_rows`: stop reading after that many rows (the transaction is rolled back anyway).
+    `timeout`: seconds (default `default_timeout()`)."""
     check_readonly(cypher)  # layer 1
     st = store or readonly_store(config)  # layer 2: the read-only account
     return execute_rolled_back(st, cypher, params, max_rows=max_rows, timeout=timeout)
+
+
+def _timeout_error(limit: float, server_message: str | None = None) -> QueryTimeout:
+    """The client's limit, or the store's own (which may be shorter) when the store said so."""
+    what = (f"the store's time limit and the store stopped it ({server_message})" if server_message
+            else f"its time limit of {limit:g} s and was stopped")
+    return QueryTimeout(
+        f"the query ran past {what}; narrow it (a LIMIT, a smaller range, a more selective MATCH) "
+        "or raise NEURFLOW_STORE_QUERY_TIMEOUT"
+    )
 
 
 def execute_rolled_back(
@@ -209,41 +401,81 @@ def execute_rolled_back(
     params: dict[str, Any] | None = None,
     *,
     max_rows: int | None = 10000,
-    timeout: float | None = 60.0,
+    timeout: float | None = None,
     on_values: Callable[[list[Any]], None] | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
-    """Layer 3 alone: run `cypher` in a READ-mode explicit transaction that is always rolled back.
+    """Layer 3 alone: run `cypher` in a READ-mode explicit transaction that is always rolled back,
+    within `timeout` seconds (default `default_timeout()`).
 
-    `on_values` sees each record's raw driver values (nodes, relationships) before they are
-    turned into plain values: the app's console collects the graph it draws that way."""
+    The query runs on a driver of its own (same account as `st`) in a worker thread; when the
+    answer is not complete `CLIENT_GRACE_S` after the limit, that driver is closed, which cuts
+    the connection and frees the caller at once (`QueryTimeout`).  The server's own limit
+    (Neo4j: the transaction timeout sent here; ArcadeDB: ``arcadedb.command.timeout``) normally
+    answers first.  `on_values` sees each record's raw driver values (nodes, relationships)
+    before they are turned into plain values: the app's console collects the graph it draws
+    that way (it is called on the worker thread)."""
     cfg = st.config
+    limit = float(timeout) if timeout else default_timeout()
+    outcome: dict[str, Any] = {}
     try:
-        with st.driver.session(database=st.database, default_access_mode=neo4j.READ_ACCESS) as session:
-            tx = session.begin_transaction(timeout=timeout)
-            try:
-                result = tx.run(cypher, params or {})
-                columns = list(result.keys())
-                rows: list[list[Any]] = []
-                for record in result:
-                    values = record.values()
-                    if on_values is not None:
-                        on_values(values)
-                    rows.append([to_plain(v) for v in values])
-                    if max_rows is not None and len(rows) >= max_rows:
-                        break
-            finally:
-                if not tx.closed():
-                    tx.rollback()
-        return columns, rows
+        driver = open_driver(cfg, readonly=getattr(st, "readonly", False), verify=False)
     except StoreError:
         raise
-    except nx.Neo4jError as exc:
-        code = exc.code or ""
-        msg = one_line(getattr(exc, "message", None) or exc)
-        if "Forbidden" in code or "AccessMode" in code or "not allowed" in msg:
-            raise ReadOnlyViolation(f"refused by the store (read-only account): {msg}") from None
-        if isinstance(exc, nx.AuthError) or "Database" in code:
-            raise translate_error(exc, cfg) from None
-        raise StoreQueryError(f"the query failed: {msg}") from None
     except Exception as exc:
         raise translate_error(exc, cfg) from None
+
+    def work() -> None:
+        try:
+            with driver.session(database=st.database, default_access_mode=neo4j.READ_ACCESS) as session:
+                tx = session.begin_transaction(timeout=limit)
+                try:
+                    result = tx.run(cypher, params or {})
+                    columns = list(result.keys())
+                    rows: list[list[Any]] = []
+                    for record in result:
+                        values = record.values()
+                        if on_values is not None:
+                            on_values(values)
+                        rows.append([to_plain(v) for v in values])
+                        if max_rows is not None and len(rows) >= max_rows:
+                            break
+                finally:
+                    if not tx.closed():
+                        tx.rollback()
+            outcome["result"] = (columns, rows)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="neurflow-readonly-query", daemon=True)
+    t0 = time.monotonic()
+    try:
+        worker.start()
+        worker.join(limit + CLIENT_GRACE_S)
+    finally:
+        if worker.is_alive():  # past the limit, or the caller was interrupted: cut the connection
+            driver.close()
+            worker.join(5.0)
+    driver.close()
+    if "result" in outcome:
+        return outcome["result"]
+    exc = outcome.get("error")
+    if exc is None or time.monotonic() - t0 >= limit + CLIENT_GRACE_S:
+        raise _timeout_error(limit)
+    raise _translated(exc, cfg, limit)
+
+
+def _translated(exc: BaseException, cfg: StoreConfig, limit: float) -> BaseException:
+    """The one-line typed error for a failure of the query `execute_rolled_back` ran."""
+    if isinstance(exc, StoreError) or not isinstance(exc, Exception):
+        return exc  # ours already, or KeyboardInterrupt and the like
+    if isinstance(exc, nx.Neo4jError):
+        code = exc.code or ""
+        msg = one_line(getattr(exc, "message", None) or exc)
+        if "TimedOut" in code or "Timeout" in code or "exceeded the arcadedb.command.timeout" in msg:
+            return _timeout_error(limit, msg)
+        if "Forbidden" in code or "AccessMode" in code or "not allowed" in msg:
+            return ReadOnlyViolation(f"refused by the store (read-only account): {msg}")
+        if isinstance(exc, nx.AuthError) or "Database" in code:
+            return translate_error(exc, cfg)
+        return StoreQueryError(f"the query failed: {msg}")
+    return translate_error(exc, cfg)

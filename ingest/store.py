@@ -85,6 +85,9 @@ class Store:
     def __init__(self, cfg: StoreConfig, *, readonly: bool = False, driver: neo4j.Driver | None = None):
         self.config = cfg
         self.database = cfg.database
+        # which account: the read-only console opens a driver of its own per query (with the same
+        # account) so that a query past its time limit can be cut off without touching this one
+        self.readonly = readonly
         self.driver = driver or open_driver(cfg, readonly=readonly)
         self._agent: str | None = None
         self._schema_ready = False

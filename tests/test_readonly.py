@@ -1,11 +1,28 @@
-"""The three read-only layers, each on its own, against the real embedded server; and `neurflow query`."""
+"""The three read-only layers, each on its own, against the real embedded server; the account
+requirement for external stores; the time limit; and `neurflow query`."""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
+
 import pytest
 
-from ingest.errors import ReadOnlyViolation
-from ingest.readonly import blank, check_readonly, execute_rolled_back, run_readonly
+from ingest.config import StoreConfig
+from ingest.errors import ReadOnlyViolation, StoreError
+from ingest.readonly import (
+    QueryTimeout,
+    ReadOnlyAccountError,
+    blank,
+    check_readonly,
+    close_readonly_stores,
+    enforces_read_access_mode,
+    execute_rolled_back,
+    readonly_store,
+    run_readonly,
+)
 from ingest.store import Store
 from ingest.store_cli import format_table, main, parse_params
 
@@ -36,6 +53,35 @@ REFUSED = [
     "ALTER DATABASE neo4j SET ACCESS READ ONLY",
     "GRANT ROLE reader TO bob",
     "STOP DATABASE neo4j",
+    # GQL / Neo4j 5 forms the first check missed
+    "INSERT (p:X {a: 1})",
+    "MATCH (n) NODETACH DELETE n",
+    "MATCH (n) CALL { WITH n RETURN n AS m } IN CONCURRENT TRANSACTIONS RETURN m",
+    "MATCH (n) CALL (n) { SET n.q = 1 } RETURN n",
+    "OPTIONAL CALL apoc.create.node(['X'], {})",
+    "TERMINATE TRANSACTIONS 'neo4j-transaction-1'",
+    "ENABLE SERVER 'abc'",
+    # ArcadeDB's transaction statements would end the always-rolled-back transaction
+    "COMMIT",
+    "START TRANSACTION",
+    "ROLLBACK",
+    # quoted and spaced names resolve to the procedure (ArcadeDB resolves `db.labels` and db . labels)
+    "CALL `apoc`.`create`.node(['X'], {})",
+    "CALL `apoc.create.node`(['X'], {})",
+    "CALL db . /* x */ createLabel('X')",
+    "CALL `db`.`createLabel`('X')",
+    "CALL\u00a0apoc.create.node(['X'], {})",
+    "CALL $proc",
+    # backticked clause keywords where a clause stands
+    "`CREATE` (n:X)",
+    "MATCH (n) `SET` n.x = 1",
+    "`CALL` apoc.create.node(['X'], {})",
+    # lexical edges: a number glued to the keyword, Unicode line separator, a map value
+    "MATCH (n) WITH n LIMIT 1DELETE n",
+    "MATCH (n)\u2028SET n.x = 1",
+    "RETURN {a: apoc.cypher.runFirstColumnSingle('CREATE (n) RETURN n', {})} AS m",
+    "RETURN `apoc.cypher.runFirstColumn`('MATCH (n) DETACH DELETE n', {}) AS x",
+    "RETURN mylib.writeSomething(1) AS x",
 ]
 
 ALLOWED = [
@@ -56,6 +102,19 @@ ALLOWED = [
     "MATCH (n) CALL { WITH n RETURN count(*) AS c } RETURN c",
     "SHOW INDEXES",
     "MATCH p = shortestPath((a:Neuron)-[:FEEDS*..5]->(b:Neuron)) RETURN p",
+    "CALL `db.labels`()",
+    "CALL `db`.`labels`() YIELD label RETURN label",
+    "CALL db . labels()",
+    "OPTIONAL CALL db.labels()",
+    "SHOW TRANSACTIONS",
+    "MATCH p = (start)-->(stop) RETURN start, stop",
+    "RETURN 1 AS `delete`",
+    "MATCH (n) RETURN n {.set, .create}",
+    "RETURN 'it\\'s a DELETE' AS x",
+    "RETURN date.truncate('day', date()) AS d, duration.between(date(), date()) AS z",
+    "RETURN coll.sum([1, 2]) AS s, db.nameFromElementId('x') AS d",
+    "RETURN {call: 1, `commit`: 2} AS m, $`delete` AS p",
+    "MATCH (a)-[:FEEDS*1..5]->(b) RETURN count(b) AS n, 0x1F AS h, .5 AS f",
 ]
 
 
@@ -185,9 +244,173 @@ def test_query_command(store, monkeypatch, capsys):
     assert '"model": "m"' in capsys.readouterr().out
     assert main(["query", "--list"]) == 0
     assert "shared_neurons" in capsys.readouterr().out
-    assert main(["query", "MATCH (m) DETACH DELETE m"]) == 3
+    assert main(["query", "MATCH (m) DETACH DELETE m"]) == 2  # the error contract: a refused query is bad input
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "read-only" in err
-    assert main(["query", "--lib", "nope"]) == 1
+    assert main(["query", "--lib", "nope"]) == 2  # an unknown library query is bad input
     assert "no library query" in capsys.readouterr().err
     assert store.run("MATCH (n) RETURN count(n) AS n") == [{"n": 1}]
+
+
+# --------------------------------------------------------------------------- layer 2 for external stores
+def _external(cfg: StoreConfig, **kw) -> StoreConfig:
+    """The test server seen as an external ArcadeDB (NEURFLOW_STORE_URI), admin credentials."""
+    return StoreConfig(uri=cfg.uri, user=cfg.user, password=cfg.password, database=cfg.database, embedded=False, **kw)
+
+
+def test_only_neo4j_itself_is_trusted_with_read_access_mode():
+    assert enforces_read_access_mode("Neo4j/5.26.0")
+    assert enforces_read_access_mode("Neo4j/5.26.0-aura")
+    assert not enforces_read_access_mode("Neo4j/5.26.0 compatible (ArcadeDB 26.10.2)")
+    assert not enforces_read_access_mode("Neo4j/v5.11.0 compatible graph database server - Memgraph")
+    assert not enforces_read_access_mode("")
+
+
+def test_external_arcadedb_without_a_reader_account_is_refused(store):
+    _seed(store)
+    cfg = _external(store.config)
+    for run in (lambda: readonly_store(cfg), lambda: run_readonly("MATCH (n) RETURN count(n) AS n", config=cfg)):
+        with pytest.raises(ReadOnlyAccountError) as err:
+            run()
+        msg = str(err.value)
+        assert "\n" not in msg and "NEURFLOW_STORE_READONLY_USER" in msg and "read rights only" in msg
+
+
+def test_external_arcadedb_with_a_writer_as_reader_is_refused(store):
+    _seed(store)  # the probe needs a label to try a create on
+    cfg = _external(store.config, readonly_user=store.config.user, readonly_password=store.config.password)
+    with pytest.raises(ReadOnlyAccountError, match="can write"):
+        readonly_store(cfg)
+    assert store.run("MATCH (n) RETURN n.uid AS uid") == [{"uid": "m"}]  # the probe left nothing behind
+
+
+def test_external_arcadedb_with_the_reader_account_runs(store):
+    _seed(store)
+    cfg = _external(store.config, readonly_user=store.config.readonly_user, readonly_password=store.config.readonly_password)
+    try:
+        assert run_readonly("MATCH (m:Model) RETURN m.name AS name", config=cfg) == (["name"], [["before"]])
+    finally:
+        close_readonly_stores()
+
+
+def test_query_command_refuses_an_external_store_without_a_reader(store, monkeypatch, capsys):
+    """The attack of issue 11: INSERT with admin credentials and no reader account."""
+    cfg = store.config
+    for k, v in {"NEURFLOW_STORE_URI": cfg.uri, "NEURFLOW_STORE_USER": cfg.user, "NEURFLOW_STORE_PASSWORD": cfg.password,
+                 "NEURFLOW_STORE_DATABASE": cfg.database}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    for k in ("NEURFLOW_STORE_READONLY_USER", "NEURFLOW_STORE_READONLY_PASSWORD"):
+        monkeypatch.delenv(k, raising=False)
+    assert main(["query", "INSERT (p:Inserted {a: 1})"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "INSERT" in err
+    assert main(["query", "MATCH (n) RETURN count(n) AS n"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NEURFLOW_STORE_READONLY_USER" in err and "Traceback" not in err
+    assert "Inserted" not in {r["label"] for r in store.run("CALL db.labels() YIELD label RETURN label")}
+
+
+def test_writes_that_pass_no_parser_are_refused_by_the_reader(store):
+    """Layers 2 and 3 without layer 1: what the attacker ran with the admin account."""
+    _seed(store)
+    ro = Store(store.config, readonly=True)
+    try:
+        for write in ("INSERT (p:Model {uid: 'gql'})", "CALL { CREATE (:Model {uid: 'batch'}) } IN TRANSACTIONS",
+                      "LOAD CSV FROM 'file:///etc/hostname' AS row RETURN row"):  # fmt: skip
+            with pytest.raises(StoreError):
+                execute_rolled_back(ro, write)
+    finally:
+        ro.close()
+    assert store.run("MATCH (n) RETURN n.uid AS uid") == [{"uid": "m"}]
+
+
+# --------------------------------------------------------------------------- the time limit
+EXPENSIVE = "UNWIND range(1, 100000) AS a UNWIND range(1, 100000) AS b RETURN count(*) AS n"  # 10^10 rows
+SERVER_LIMIT_S = 3.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory):
+    """An embedded server of its own whose statements stop after SERVER_LIMIT_S (the shared test
+    server keeps the default 60 s, which no other test should wait for)."""
+    from ingest.embedded import ensure_embedded_server, free_port, stop_embedded_server
+
+    folder = tmp_path_factory.mktemp("limited-store")
+    cfg = ensure_embedded_server(folder, bolt_port=free_port(), http_port=free_port(), heap="512m",
+                                 owner_pid=os.getpid(), query_timeout_s=SERVER_LIMIT_S)  # fmt: skip
+    pid = json.loads((folder / "server.json").read_text())["pid"]
+    try:
+        yield cfg, pid
+    finally:
+        close_readonly_stores()
+        stop_embedded_server(folder)
+
+
+def _wait_idle(pid: int, deadline_s: float = 20.0) -> float:
+    """CPU seconds the server used over the last second, once below 0.2 (or at the deadline)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        c0 = _cpu_seconds(pid)
+        time.sleep(1.0)
+        used = _cpu_seconds(pid) - c0
+        if used < 0.2 or time.monotonic() > end:
+            return used
+
+
+def test_the_server_stops_an_expensive_query_at_the_limit(limited_server):
+    cfg, pid = limited_server
+    readonly_store(cfg)  # the account check happens once, not inside the timed part
+    with open(os.path.join(cfg.data_dir, "server.json")) as fh:
+        assert json.load(fh)["query_timeout_s"] == SERVER_LIMIT_S
+    busy: list[float] = []
+
+    def sample():  # the server's CPU while the query runs: it is really computing
+        c0 = _cpu_seconds(pid)
+        time.sleep(2.0)
+        busy.append(_cpu_seconds(pid) - c0)
+
+    sampler = threading.Thread(target=sample)
+    t0 = time.monotonic()
+    sampler.start()
+    with pytest.raises(QueryTimeout) as err:
+        run_readonly(EXPENSIVE, config=cfg, timeout=SERVER_LIMIT_S)
+    elapsed = time.monotonic() - t0
+    sampler.join()
+    assert "\n" not in str(err.value) and "time limit" in str(err.value)
+    assert elapsed < SERVER_LIMIT_S + 1.5, elapsed  # the server's own answer, before the client's cut
+    t1 = time.monotonic()
+    assert run_readonly("RETURN 1 AS ok", config=cfg) == (["ok"], [[1]])
+    assert time.monotonic() - t1 < 1.0  # responsive right after
+    after = _wait_idle(pid, deadline_s=3.0)
+    assert after < 0.2 and after < busy[0] / 3, (after, busy)  # and no longer computing
+
+
+def test_the_client_stops_waiting_even_when_the_server_does_not(limited_server, monkeypatch):
+    """A limit shorter than the server's: the client cuts its own connection at limit + grace."""
+    import ingest.readonly as readonly
+
+    cfg, pid = limited_server
+    readonly_store(cfg)
+    monkeypatch.setattr(readonly, "CLIENT_GRACE_S", 0.3)
+    t0 = time.monotonic()
+    with pytest.raises(QueryTimeout, match="0.5 s"):
+        run_readonly(EXPENSIVE, config=cfg, timeout=0.5)
+    assert time.monotonic() - t0 < 2.0  # the server would only have answered at 3 s
+    assert run_readonly("RETURN 1 AS ok", config=cfg) == (["ok"], [[1]])
+    assert _wait_idle(pid) < 0.2  # the server's own limit ends the abandoned query
+
+
+def test_query_timeout_setting(monkeypatch):
+    from ingest.embedded import DEFAULT_QUERY_TIMEOUT_S, query_timeout
+
+    assert query_timeout({}) == DEFAULT_QUERY_TIMEOUT_S == 60
+    assert query_timeout({"NEURFLOW_STORE_QUERY_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("soon", "0", "-3"):
+        with pytest.raises(StoreError, match="NEURFLOW_STORE_QUERY_TIMEOUT") as err:
+            query_timeout({"NEURFLOW_STORE_QUERY_TIMEOUT": bad})
+        assert "\n" not in str(err.value)

@@ -3,6 +3,7 @@ the store, and the crops behind a selected group or neuron."""
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
@@ -104,8 +105,9 @@ def _groups(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> N
         picked = url.selectbox("Group (or click a node)", options, key="group", format_func=fmt, default=first_inner)
         picked_uid = next(g["uid"] for g in groups if short_group(g["uid"]) == picked)
         nodes = [
-            GNode(id=g["uid"], depth=g["depth"], label=f"g{g['index']}" + (f" {g['label']}" if g.get("label") else ""),
-                  hover=f"{g['layer']} g{g['index']}<br>{g['size']} concepts" + (f"<br>{g['label']}" if g.get("label") else ""),
+            # a label is user text: escaped, so that plotly's HTML subset (links, styles) stays text
+            GNode(id=g["uid"], depth=g["depth"], label=f"g{g['index']}" + (f" {html.escape(g['label'])}" if g.get("label") else ""),
+                  hover=f"{g['layer']} g{g['index']}<br>{g['size']} concepts" + (f"<br>{html.escape(g['label'])}" if g.get("label") else ""),
                   size=10 + 3 * math.sqrt(max(1, g["size"] or 1)), order=g["index"])
             for g in groups if g["uid"] in shown or g["uid"] == picked_uid
         ]  # fmt: skip
@@ -123,7 +125,9 @@ def _groups(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> N
 
 
 def _group_members(url: UrlState, ctx: Context, uid: str, g: dict[str, Any]) -> None:
-    st.subheader(f"{g['layer']} · group {g['index']}" + (f" — {g['label']}" if g.get("label") else ""))
+    st.subheader(f"{g['layer']} · group {g['index']}")
+    if g.get("label"):
+        st.text(f"Label: {g['label']}")  # plain text, never Markdown: labels come from an LLM or a person
     members = data.app_query("group_members", group=uid)
     if not members:
         st.caption("no member concepts")
@@ -196,8 +200,10 @@ def _neuron_detail(ctx: Context, cls: int, picked: str) -> None:
     concepts = data.lib("neuron_concepts", model=ctx.model, class_index=cls, params=ctx.params, layer=layer, channel=channel)
     if concepts:
         for k in concepts:
-            grp = f" · group {short_group(k['group'])}" + (f" ({k['label']})" if k.get("label") else "") if k.get("group") else ""
+            grp = f" · group {short_group(k['group'])}" if k.get("group") else ""
             st.markdown(f"**concept {k['index']}** · {k['size']} crops · mean act {k['mean_activation']:.3g}{grp}")
+            if k.get("group") and k.get("label"):
+                st.text(f"Group label: {k['label']}")  # plain text, never Markdown
             image_row(_thumbnails(k), width=52)
     else:
         st.caption("No concepts: the lowest analysed layer's neurons have no layer below to explain them.")

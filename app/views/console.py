@@ -1,6 +1,9 @@
 """Cypher console: the saved, parameterised queries of ingest/queries.py (editable) or your own
 Cypher, run read-only with parameters; results as a table, as a graph when they hold nodes and
-relationships, and as CSV."""
+relationships, and as CSV.
+
+A link with ``run=1`` runs at once only an unedited library query; edited or custom Cypher from
+a link is shown and runs on a click of Run (a link must not make its visitor start a query)."""
 
 from __future__ import annotations
 
@@ -66,12 +69,21 @@ def render(url: UrlState, ctx: Context) -> None:
             raw = url.text_input(f"${p}", key=f"p.{qname}.{p}", default=dumps_param(default), container=cols[i % len(cols)])
             params[p] = loads_param(raw)
     run_key = json.dumps([qname, cypher, params], sort_keys=True, default=str)
-    if url.get("run") == "1" and "console_ran" not in st.session_state:
-        st.session_state["console_ran"] = run_key  # a shared link with run=1 shows the result at once
+    # A shared link with run=1 shows its result at once only for a library query as the library
+    # has it (its parameters are values): whoever opens a link must not start someone else's
+    # Cypher, expensive or worse, without reading it first.
+    edited = query is None or cypher.strip() != original
+    from_link = url.get("run") == "1" and "console_ran" not in st.session_state
+    if from_link and not edited:
+        st.session_state["console_ran"] = run_key
     if st.button("Run", type="primary", key="run_query"):
         st.session_state["console_ran"] = run_key
     if st.session_state.get("console_ran") != run_key:
-        st.caption("Press Run to execute.")
+        if from_link:
+            st.info("This link carries Cypher that is not a library query as written in the library: "
+                    "read it above, then press Run to execute it.", icon="ℹ️")
+        else:
+            st.caption("Press Run to execute.")
         return
     url.set("run", 1)
     try:

@@ -4,6 +4,7 @@ crops, and what zeroing a group's channels does to the logits."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -41,6 +42,35 @@ def _misclassified(name: str, weights: str | None, n: int) -> list[tuple[int, in
     return [(i, images.labels[i], int(pred[i])) for i in range(len(images)) if images.labels[i] != int(pred[i])]
 
 
+WEIGHTS_OUTSIDE = ("Weights are read only from the model folder (NEURFLOW_CACHE) and the store's artifact folder: "
+                   "give the name or path of a state-dict file inside one of them.")
+
+
+def weights_folders() -> list[Path]:
+    """Where a visitor may name a weights file: the model cache (trained weights live there) and
+    the store's artifact folder."""
+    from neurflow.cache import cache_dir
+
+    return [cache_dir().resolve(), data.artifact_dir().resolve()]
+
+
+def allowed_weights(raw: str) -> Path | None:
+    """The weights file `raw` names inside `weights_folders()`, or None.
+
+    A relative name is looked up in each folder; an absolute path must lie inside one (after
+    symlinks and `..` are resolved).  Anything else is None whether or not it exists, so the
+    field cannot tell a visitor which files exist on the server."""
+    raw = raw.strip()
+    if not raw or "\0" in raw:
+        return None
+    for root in weights_folders():
+        given = Path(raw).expanduser()
+        path = (given if given.is_absolute() else root / given).resolve()
+        if path.is_relative_to(root) and path.is_file():
+            return path
+    return None
+
+
 def _model_row(ctx: Context) -> dict[str, Any] | None:
     return next((m for m in data.models() if m["model"] == ctx.model), None)
 
@@ -60,10 +90,16 @@ def render(url: UrlState, ctx: Context) -> None:
     name = row.get("name") or ctx.model
     weights = None
     if ctx.model != name:  # a model ingested with its own weights file
-        weights = url.text_input(f"Weights file of {ctx.model}", key="weights", default="")
-        if not weights:
-            st.info(f"{ctx.model} was ingested with its own weights: give the state-dict file to load the model.")
+        raw = url.text_input(f"Weights file of {ctx.model}", key="weights", default="")
+        if not raw:
+            st.info(f"{ctx.model} was ingested with its own weights: give the state-dict file to load the model. "
+                    + WEIGHTS_OUTSIDE)
             return
+        found = allowed_weights(raw)
+        if found is None:  # the same message for a missing file and any file outside the folders
+            st.warning(WEIGHTS_OUTSIDE)
+            return
+        weights = str(found)
     try:
         loaded = _model(name, weights)
     except NeurflowInputError as exc:
@@ -148,8 +184,9 @@ def _group_card(report, loaded, image, s, ctx: Context, key: str) -> None:
 
     g = s.group
     with st.container(border=True):
-        st.markdown(f"**{g.layer} · g{g.index}** · score {s.score:.3f} · {len(s.evidence)} evidence crops"
-                    + (f" · _{g.label}_" if g.label else ""))  # fmt: skip
+        st.markdown(f"**{g.layer} · g{g.index}** · score {s.score:.3f} · {len(s.evidence)} evidence crops")
+        if g.label:
+            st.text(f"Label: {g.label}")  # plain text, never Markdown: labels come from an LLM or a person
         a, b = st.columns(2)
         with a:
             st.caption("crops of this image that fire the group")

@@ -1,20 +1,37 @@
 """Group labels: search the labels of the whole store (library query `label_search`) and edit a
-group's label by hand (label_source = manual; `neurflow label` keeps manual labels)."""
+group's label by hand (label_source = manual; `neurflow label` keeps manual labels).
+
+Editing writes with the writer's account, so it is on only when the app was started with
+``neurflow app --allow-label-edits``: otherwise anyone who can open the app could change the
+store.  Labels are text from an LLM or a person, shown as plain text (never Markdown), so a
+label cannot bring links, colours or formulas into the page."""
 
 from __future__ import annotations
+
+import os
 
 import pandas as pd
 import streamlit as st
 
 from app import data
+from app.app_cli import LABEL_EDITS_ENV
 from app.state import UrlState
 from app.views.common import Context, image_row
+
+
+def edits_allowed() -> bool:
+    """Whether this app was started with --allow-label-edits (`neurflow app` sets the variable)."""
+    return os.environ.get(LABEL_EDITS_ENV) == "1"
 
 
 def _save(group_uid: str, text: str) -> None:
     """Write a manual label with the writer account, then drop the cached reads."""
     from ingest.labelling import set_manual_label
     from ingest.store import Store
+
+    if not edits_allowed():  # the form is not shown then; a replayed submit must not write either
+        st.session_state["labels:saved"] = None
+        return
 
     with Store(data.config()) as store:
         n = set_manual_label(store, group_uid, text)
@@ -36,6 +53,10 @@ def render(url: UrlState, ctx: Context) -> None:
         st.caption("no labelled group matches")
 
     st.subheader("Edit a group's label")
+    if not edits_allowed():
+        st.caption("Label editing is off. Start the app with `neurflow app --allow-label-edits` to edit labels here "
+                   "(anyone who can open the app can then change them), or use `neurflow label`.")
+        return
     names = ctx.class_names
     if not names:
         return
@@ -54,7 +75,9 @@ def render(url: UrlState, ctx: Context) -> None:
     image_row(thumbs, width=52)
     saved = st.session_state.get("labels:saved")
     if saved and saved[0] == g["uid"]:
-        st.success(f"Saved: {saved[1] or '(label cleared)'}")
+        st.success("Saved." if saved[1] else "Saved: the label is cleared.")
+        if saved[1]:
+            st.text(saved[1])  # plain text: a label is never rendered as Markdown
     with st.form(key=f"label_form_{g['uid']}"):
         new = st.text_input("Label (one or two sentences; empty clears it)", value=g.get("label") or "", key=f"label_text_{g['uid']}")
         if st.form_submit_button("Save label"):
