@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import html
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -255,13 +257,13 @@ def _caption(node: dict[str, Any]) -> str:
     for key in ("name", "label", "uid"):
         if p.get(key) not in (None, ""):
             text = str(p[key])
-            return text if len(text) <= 28 else "…" + text[-27:]
+            return html.escape(text if len(text) <= 28 else "…" + text[-27:])  # store text is data, not markup
     return ""
 
 
 def _props(props: dict[str, Any], limit: int = 8) -> str:
     items = list(props.items())[:limit]
-    return "<br>".join(f"{k}: {_short(v)}" for k, v in items)
+    return "<br>".join(f"{html.escape(str(k))}: {html.escape(_short(v))}" for k, v in items)  # no markup from the store
 
 
 def _short(v: Any) -> str:

@@ -166,3 +166,12 @@ def test_weights_field_does_not_tell_which_files_exist(world, tmp_path, monkeypa
     for raw in ("mine.pt", str(cache / "mine.pt")):
         at = page("debug", model=OWN, weights=raw)
         assert any("Cannot load the model" in e.value and "mine.pt" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_console_graph_shows_store_text_as_text_not_markup():
+    from app.graphs import result_figure
+
+    fig = result_figure({"a": {"labels": ["Group"], "props": {"label": "<b>bold</b><a href='x'>link</a>", "uid": "a"}}}, [])
+    node = fig.data[-1]
+    assert "<b>" not in node.text[0] and "&lt;b&gt;" in node.text[0]
+    assert "<a href" not in node.hovertext[0] and "&lt;a href" in node.hovertext[0]

@@ -340,6 +340,7 @@ def test_labels_page_searches_and_saves_a_manual_label(labelled_store, monkeypat
     store, artifacts = labelled_store
     monkeypatch.setenv("NEURFLOW_STORE_DATABASE", store.cfg.database)
     monkeypatch.setenv("NEURFLOW_ARTIFACT_DIR", str(artifacts))
+    monkeypatch.setenv("NEURFLOW_APP_LABEL_EDITS", "1")  # as `neurflow app --allow-label-edits` sets it
     data.forget_version()
     groups = read_label_groups(store, TEST_MODEL, [0])
     set_manual_label(store, groups[0].uid, "Round dark blob")
