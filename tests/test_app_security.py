@@ -171,7 +171,7 @@ def test_weights_field_does_not_tell_which_files_exist(world, tmp_path, monkeypa
 def test_console_graph_shows_store_text_as_text_not_markup():
     from app.graphs import result_figure
 
-    fig = result_figure({"a": {"labels": ["Group"], "props": {"label": "<b>bold</b><a href='x'>link</a>", "uid": "a"}}}, [])
+    fig = result_figure({"a": {"labels": ["Group"], "props": {"label": "<b>x</b><a href=y>", "uid": "a"}}}, [])
     node = fig.data[-1]
     assert "<b>" not in node.text[0] and "&lt;b&gt;" in node.text[0]
     assert "<a href" not in node.hovertext[0] and "&lt;a href" in node.hovertext[0]
