@@ -128,3 +128,24 @@ def test_restriction_slices_after_operations_it_does_not_know():
     sub = build_subnetworks(nn.Sequential(nn.Identity(), Odd()), ["1", "0"], (6, 7, 7))[0]
     small = restrict_outputs(sub, [5, 0])
     torch.testing.assert_close(small(MAPS), sub(MAPS)[:, [5, 0]])
+
+
+def test_ig_of_a_linear_map_is_the_known_answer():
+    """For a linear g (1x1 conv, no bias) IG is exact at any step count.  a_u = sum_v W[u, v] mean_hw(h_v), so
+    each position's attribution is h_v(pos) W[u, v] / HW and its spatial mean (spec §3) is
+    A_u(h)_v = mean_hw(h_v) W[u, v] / HW; a channel g does not read (W[:, v] = 0) gets exactly 0."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 4, 1, bias=False).eval()
+    with torch.no_grad():
+        conv.weight[:, 2] = 0
+    for p in conv.parameters():
+        p.requires_grad_(False)
+    sub = build_subnetworks(nn.Sequential(nn.Identity(), conv), ["1", "0"], (6, 7, 7))[0]
+    pairs = [(u, c) for c in range(5) for u in (0, 3)]
+    want = torch.stack([MAPS[c].mean(dim=(1, 2)) * conv.weight[u, :, 0, 0] / 49 for u, c in pairs])
+    for steps in (1, 3):
+        got = layer_attributions(sub, pairs, lambda ids: MAPS[ids], steps=steps, max_rows=64, device=torch.device("cpu"))
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+        assert (got[:, 2] == 0).all()
+        ref = integrated_gradients(sub, MAPS[[c for _, c in pairs]], torch.tensor([u for u, _ in pairs]), steps=steps)
+        assert torch.allclose(ref, want, rtol=1e-5, atol=1e-7)

@@ -12,7 +12,9 @@ from neurflow.circuit import LOGITS, Params
 from neurflow.hooks import capture
 from neurflow.images import ImageSet
 from neurflow.method import build_circuit
+from neurflow.models.fashion_cnn import FashionCNN
 from neurflow.subnetwork import HookSubnetwork, NotACut, build_subnetworks, fold_batchnorm
+from tests.tiny_models import CNN_LAYERS, RESNET_LAYERS, settle, tiny_cnn, tiny_images, tiny_resnet
 
 
 def _check_exact(model, layers, x, atol=1e-5):
@@ -36,9 +38,36 @@ def test_resnet50_block_outputs_with_skip_connections():
     assert sum(1 for _ in subs[1].modules()) < sum(1 for _ in model.modules()) / 4
 
 
-def test_fashion_cnn_layers(trained_model):
+def test_fashion_cnn_layers():
+    """The demo architecture at full size; the weights do not matter, so none are trained
+    (seeded, with BatchNorm statistics away from the identity)."""
+    torch.manual_seed(0)
     x = torch.randn(4, 1, 28, 28)
-    _check_exact(trained_model.module, [LOGITS, *trained_model.spec.layers], x)
+    _check_exact(settle(FashionCNN(), 0), [LOGITS, "block4", "block3", "block2", "block1"], x)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_g_l_reproduces_the_upper_activation_from_the_real_lower_one_in_tiny_models():
+    x = tiny_images(4).pixels
+    subs = _check_exact(tiny_cnn(), [LOGITS, *CNN_LAYERS], x)
+    assert not any(name.startswith("block1") for name, _ in subs[1].named_modules())  # block4 <- block3 skips block1
+    _check_exact(tiny_resnet(), [LOGITS, *RESNET_LAYERS], x)  # residual blocks: the skip stays inside the block
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_folded_batchnorm_gives_the_same_output():
+    x = tiny_images(4).pixels
+    for model, layers in ((tiny_cnn(), [LOGITS, *CNN_LAYERS]), (tiny_resnet(), [LOGITS, *RESNET_LAYERS])):
+        real = capture(model, x, layers, reduce=False, stop_early=False)
+        with_batchnorm = 0
+        for d, sub in enumerate(build_subnetworks(model, layers, (1, 16, 16))):
+            with_batchnorm += any(isinstance(m, nn.BatchNorm2d) for m in sub.modules())
+            folded = fold_batchnorm(sub)
+            assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+            with torch.no_grad():
+                torch.testing.assert_close(folded(real[layers[d + 1]]), real[layers[d]], rtol=1e-5, atol=1e-5)
+        assert with_batchnorm == len(layers) - 2  # every g_l below the logits' had BatchNorm to fold
+        assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model keeps its own
 
 
 class _Untraceable(nn.Module):
