@@ -24,28 +24,13 @@ from neurflow.errors import NeurflowInputError
 
 
 def parse_classes(text: str, num_classes: int) -> list[int]:
-    """`all`, `0,3,7` or ranges like `2-5` -> sorted class indices, each checked against the model."""
-    text = text.strip().lower()
-    if text == "all":
-        return list(range(num_classes))
-    out: set[int] = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            if "-" in part[1:]:
-                a, b = (int(x) for x in part.split("-", 1))
-            else:
-                a = b = int(part)
-        except ValueError:
-            raise NeurflowInputError(f"--classes: {part!r} is not a class index, a range like 2-5, or 'all'") from None
-        if a > b:
-            raise NeurflowInputError(f"--classes: descending range {part}: write {b}-{a}")
-        out.update(range(a, b + 1))
-    if not out:
-        raise NeurflowInputError("--classes is empty: give indices like 0,3,7 or 'all'")
-    bad = sorted(c for c in out if not 0 <= c < num_classes)
-    if bad:
-        raise NeurflowInputError(f"class index {bad[0]} out of range: the model has classes 0..{num_classes - 1}")
-    return sorted(out)
+    """`all`, `0,3,7` or ranges like `2-5` -> sorted class indices, each checked against the model.
+
+    Without the model's names and data (the store's classes, `neurflow label`); `resolve_run`
+    also takes names and checks the data (`neurflow.classes.classes_of_run`)."""
+    from neurflow.classes import placeholder_names, select_classes
+
+    return select_classes(text, placeholder_names(num_classes))
 
 
 @dataclass
@@ -261,11 +246,14 @@ def resolve_run(args: argparse.Namespace, what: str = "images", *, device: str |
     from neurflow.models.registry import load_model, resolve_device
 
     device = resolve_device(args.device if device is None else device)
-    loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init)
-    classes = parse_classes(args.classes, len(loaded.class_names))
+    loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init,
+                        class_names=getattr(args, "class_names", None))
     data = args.data or loaded.spec.default_data
     if data is None:
         raise NeurflowInputError(f"model {args.model!r} has no default dataset: pass --data FOLDER ({what})")
+    from neurflow.classes import classes_of_run
+
+    classes = classes_of_run(loaded, data, args.classes)  # names, ranges, 'all' = the classes the data holds
     return device, loaded, classes, data
 
 
@@ -305,7 +293,9 @@ def add_ingest_commands(sub) -> None:
     p = sub.add_parser("ingest", help="build circuits for classes and write them to the store")
     add_model_args(p)
     add_method_args(p)
-    p.add_argument("--classes", default="all", help="class indices: 0,3,7 or 2-5 or all")
+    p.add_argument("--classes", default="all",
+                   help="class indices, ranges, names or synset ids: 0,3,7 or 2-5 or Chihuahua,n07920052 or all "
+                        "(= every class the data has images of)")
     p.add_argument("--force", action="store_true", help="rebuild circuits that are already complete")
     p.add_argument("--save-circuits", default=None, help="also save each circuit as Parquet under this folder")
     p.add_argument("--write-batch", type=int, default=None, help="rows per write transaction (default 5000)")

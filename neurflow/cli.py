@@ -18,8 +18,11 @@ EXIT_BAD_INPUT = 2
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="fashion-cnn", help="registry name (fashion-cnn, resnet50, ...) ")
-    p.add_argument("--weights", default=None, help="state-dict file for the model (torchvision models)")
+    p.add_argument("--model", default="fashion-cnn",
+                   help="registry name (fashion-cnn, resnet50, ...), torchvision:<arch> or path/to/file.py:factory")
+    p.add_argument("--weights", default=None, help="state-dict file (or checkpoint holding one) for the model")
+    p.add_argument("--class-names", default=None,
+                   help="class names file: one per line or JSON list/dict (default: the model's or the data's)")
     p.add_argument("--random-init", action="store_true", help="random weights (timing and tests only)")
     p.add_argument("--data", default=None, help="dataset name (fashion-mnist) or an ImageFolder-style folder")
     p.add_argument("--split", default="train", help="dataset split whose images form the concept data")
@@ -80,6 +83,8 @@ def budget_from_args(args: argparse.Namespace):
 def layers_from_args(args: argparse.Namespace, spec) -> list[str]:
     if args.layers:
         return [name.strip() for name in args.layers.split(",") if name.strip()]
+    if not spec.layers:
+        raise NeurflowInputError(f"{spec.name} has no default layers (no feature-map blocks found): pass --layers")
     return list(spec.layers)
 
 
@@ -91,10 +96,14 @@ def cmd_circuit(args: argparse.Namespace) -> int:
 
     params = params_from_args(args)
     device = resolve_device(args.device)
-    loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init)
+    loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init,
+                        class_names=args.class_names)
     data = args.data or loaded.spec.default_data
     if data is None:
         raise NeurflowInputError(f"model {args.model!r} has no default dataset: pass --data FOLDER")
+    from neurflow.classes import classes_of_run
+
+    (args.class_index,) = classes_of_run(loaded, data, args.class_index, option="--class", single=True)
     images = load_images(data, loaded.spec, class_index=args.class_index, split=args.split)
     circuit = build_circuit(
         loaded.module,
@@ -130,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("circuit", help="build one class's circuit and print a summary")
     add_model_args(p)
     add_method_args(p)
-    p.add_argument("--class", dest="class_index", type=int, required=True, help="class index")
+    p.add_argument("--class", dest="class_index", required=True,
+                   help="class index or name (e.g. 238, Chihuahua or n02085620)")
     p.add_argument("--out", default=None, help="folder to save the circuit to (Parquet tables)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_circuit)

@@ -7,8 +7,13 @@ model in `spec` expects (size, channels, mean/std).
   (`/usr/share/datasets/fashion-mnist/*-ubyte.gz`, idx format parsed with numpy); when those
   files are missing torchvision downloads the data set into `cache_dir()/torchvision`.
   Sources are `fashion-mnist:<split>:<index>`, sha256 is the hash of the raw 28x28 uint8 pixels.
-* A folder is read in torchvision `ImageFolder` layout: one subfolder per class, classes in
-  sorted name order, files in sorted path order.  Labels are folder class indices; sources are
+* A folder is read in torchvision `ImageFolder` layout: one subfolder per class, files in
+  sorted path order.  Sub-folders are matched to the *model's* classes by class name or ImageNet
+  synset id (`folder_class_map`, `neurflow.classes.match_folders`), never by their sorted
+  position: a folder may hold any subset of the classes, and a sub-folder that matches no class
+  is an error listing close matches.  Only a model without class names takes them from the
+  folder, and then the folder must have one sub-folder per class (the numbering torchvision's
+  `ImageFolder` gave the model in training).  Labels are model class indices; sources are
   file paths, sha256 the file bytes' hash.  Files are decoded by `neurflow.images.decode_picture`
   (every PIL mode, 16-bit and float included, to [0, 1] with the model's channel count), the
   same function the debug page and `neurflow debug` use (`preprocess_picture`).
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from neurflow.cache import cache_dir
+from neurflow.classes import ClassNames, folder_hint, match_folders
 from neurflow.images import ImageSet, NeurflowInputError, file_hash, pixel_hash, read_picture
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -246,18 +252,52 @@ def preprocess_picture(source: str | Path | bytes, spec: "ModelSpec", what: str 
     return _normalise(pixels.unsqueeze(0), spec)[0]
 
 
+def _class_lookup(spec: "ModelSpec") -> ClassNames | None:
+    """The model's class names (and ids) as a look-up; None when the model has no names."""
+    names = tuple(getattr(spec, "class_names", ()) or ())
+    return ClassNames(names, tuple(getattr(spec, "class_ids", ()) or ())) if names else None
+
+
+def folder_class_map(folder: str | Path, spec: "ModelSpec") -> dict[int, str]:
+    """Model class index -> the sub-folder of `folder` that holds its images (classes without one
+    are absent).
+
+    Sub-folders are matched by class name or synset id (`neurflow.classes.match_folders`): an
+    unmatched one is an error listing close matches.  A model without class names has only the
+    ImageFolder numbering to go by, which is the sorted sub-folders of the *complete* data set it
+    was trained on: a folder with another number of sub-folders is an error naming
+    ``--class-names`` (position in a subset says nothing about the class)."""
+    root = Path(folder)
+    folders = folder_classes(root)
+    lookup = _class_lookup(spec)
+    if lookup is None:
+        if len(folders) != spec.num_classes:
+            raise NeurflowInputError(
+                f"{spec.name} has no class names and {root} has {len(folders)} class sub-folders for its "
+                f"{spec.num_classes} classes: pass --class-names FILE (one name per line, in class-index order) "
+                f"so sub-folders are matched by name"
+            )
+        return dict(enumerate(folders))
+    return {c: f for f, c in sorted(match_folders(folders, lookup, str(root)).items(), key=lambda kv: kv[1])}
+
+
 def _folder_images(folder: str, spec: "ModelSpec", class_index: int | None, limit: int | None) -> ImageSet:
     root = Path(folder)
-    classes = folder_classes(root)
-    _check_class(class_index, len(classes), f"{root} ({len(classes)} class folders)")
-    wanted = range(len(classes)) if class_index is None else [int(class_index)]
+    if class_index is not None:
+        _check_class(class_index, spec.num_classes, f"{spec.name} ({spec.num_classes} classes)")
+    by_class = folder_class_map(root, spec)
+    if class_index is not None and int(class_index) not in by_class:
+        lookup = _class_lookup(spec)
+        what, hint = (lookup.label(int(class_index)), folder_hint(lookup, int(class_index))) if lookup else (str(class_index), "")
+        raise NeurflowInputError(f"no sub-folder of {root} holds class {what}{hint}")
+    wanted = sorted(by_class) if class_index is None else [int(class_index)]
     files: list[tuple[Path, int]] = []
     for c in wanted:
-        files.extend((f, c) for f in _folder_files(root, classes[c]))
+        files.extend((f, c) for f in _folder_files(root, by_class[c]))
     if limit is not None:
         files = files[: max(int(limit), 0)]
     if not files:
-        where = root if class_index is None else root / classes[int(class_index)]
+        where = root if class_index is None else root / by_class[int(class_index)]
         raise NeurflowInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {where}")
     read = [_read_image(f, spec) for f, _ in files]
     return ImageSet(
@@ -283,7 +323,10 @@ def load_images(
 ) -> ImageSet:
     """The images of one class (or all classes) of `data`, preprocessed for `spec`.
 
-    `data` is a data set name (`fashion-mnist`) or an ImageFolder-layout folder.  `split`
+    `data` is a data set name (`fashion-mnist`) or an ImageFolder-layout folder.  `class_index`
+    and the returned labels are the *model's* class indices: a folder's sub-folders are matched
+    to them by name or synset id (`folder_class_map`), so the model's class 238 is the
+    sub-folder ``n02085620`` or ``Chihuahua`` whatever else the folder holds.  `split`
     ('train' / 'test') only applies to data sets.  `limit` keeps the first `limit` images of
     the deterministic order (index order for data sets, sorted paths for folders)."""
     data = str(data)
@@ -306,3 +349,38 @@ def class_names(data: str, spec: "ModelSpec") -> list[str]:
     if _is_folder_arg(data):
         return folder_classes(data)
     raise NeurflowInputError(f"unknown data set {data!r}: use one of {', '.join(DATASETS)} or an image folder path")
+
+
+def data_classes(data: str, spec: "ModelSpec") -> list[int]:
+    """The model classes `data` holds images of: every class of a data set (its labels are the
+    model's indices), the matched sub-folders of an image folder (`folder_class_map`).  What
+    ``--classes all`` means, and what a requested class is checked against before any work."""
+    data = str(data)
+    if data in DATASETS:
+        return list(range(min(len(FASHION_MNIST_CLASSES), spec.num_classes)))
+    if _is_folder_arg(data):
+        return sorted(folder_class_map(data, spec))
+    raise NeurflowInputError(f"unknown data set {data!r}: use one of {', '.join(DATASETS)} or an image folder path")
+
+
+def adopt_data_names(loaded, data: str) -> None:
+    """Give a model without class names those of `data` (in place), when they are its classes.
+
+    Fashion-MNIST's ten names for a 10-class model; an image folder's sub-folder names when it
+    has one per class (the ImageFolder numbering the model was trained with).  Otherwise the
+    model keeps its 'class <i>' placeholders, and a folder is refused by `folder_class_map`."""
+    from dataclasses import replace
+
+    spec = loaded.spec
+    if getattr(spec, "class_names", ()):
+        return
+    data = str(data)
+    names: list[str] | None = None
+    if data == FASHION_MNIST and spec.num_classes == len(FASHION_MNIST_CLASSES):
+        names = list(FASHION_MNIST_CLASSES)
+    elif data not in DATASETS and _is_folder_arg(data) and Path(data).is_dir():
+        folders = folder_classes(data)
+        names = folders if len(folders) == spec.num_classes else None
+    if names:
+        loaded.spec = replace(spec, class_names=tuple(names), class_ids=())
+        loaded.class_names = list(names)

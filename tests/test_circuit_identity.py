@@ -68,15 +68,15 @@ def test_other_layers_split_or_data_write_a_second_circuit(store_server, trained
     cfg = store_server.with_database(name)
     env = {"NEURFLOW_STORE_DATABASE": name, "NEURFLOW_ARTIFACT_DIR": str(tmp_path / "art")}
 
-    # an image folder holding real Fashion-MNIST coats (class 4 = the 5th sorted sub-folder)
+    # an image folder holding real Fashion-MNIST coats (class 4: the sub-folder named "Coat")
     folder = tmp_path / "imgs"
-    for c in range(5):
-        (folder / f"c{c}").mkdir(parents=True)
+    for name in ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat"):
+        (folder / name).mkdir(parents=True)
     raw = fashion_train_images(4, limit=12)
     (mean,), (std,) = FASHION_MEAN, FASHION_STD  # undo the normalisation to write the original pixels
     for i in range(6):
         pixels = ((raw.pixels[i, 0] * std + mean) * 255).round().clamp(0, 255).byte().numpy()
-        Image.fromarray(pixels, mode="L").save(folder / "c4" / f"{i}.png")
+        Image.fromarray(pixels, mode="L").save(folder / "Coat" / f"{i}.png")
 
     runs = [
         [],  # defaults: fashion-mnist, train split, the model's layers
@@ -98,7 +98,7 @@ def test_other_layers_split_or_data_write_a_second_circuit(store_server, trained
 
     # the same folder with other content: same parameter set, another circuit
     pixels = ((raw.pixels[6, 0] * std + mean) * 255).round().clamp(0, 255).byte().numpy()
-    Image.fromarray(pixels, mode="L").save(folder / "c4" / "6.png")
+    Image.fromarray(pixels, mode="L").save(folder / "Coat" / "6.png")
     assert _run(env, "--data", str(folder)) == 0
     rows = _circuits(cfg)
     assert len(rows) == 5 and rows[4]["ps"] == rows[3]["ps"] and rows[4]["fp"] != rows[3]["fp"]

@@ -121,18 +121,20 @@ def _png(path, size, color, mode="RGB"):
 
 @pytest.fixture
 def folder(tmp_path):
+    """Fashion-MNIST classes 0 ("T-shirt/top": a slash cannot be in a folder name) and 1 ("Trouser")."""
     root = tmp_path / "imgs"
-    _png(root / "dog" / "b.png", (40, 30), (200, 10, 10))
-    _png(root / "dog" / "a.png", (28, 28), 77, mode="L")
-    _png(root / "cat" / "z.png", (64, 64), (0, 0, 255))
-    (root / "cat" / "notes.txt").write_text("not an image, ignored")
+    _png(root / "trouser" / "b.png", (40, 30), (200, 10, 10))
+    _png(root / "trouser" / "a.png", (28, 28), 77, mode="L")
+    _png(root / "T-shirt_top" / "z.png", (64, 64), (0, 0, 255))
+    (root / "T-shirt_top" / "notes.txt").write_text("not an image, ignored")
     return root
 
 
 def test_folder_layout_labels_sources_hashes(folder):
     images = load_images(str(folder), FASHION)
-    assert class_names(str(folder), FASHION) == ["cat", "dog"]
-    assert images.sources == [str(folder / "cat" / "z.png"), str(folder / "dog" / "a.png"), str(folder / "dog" / "b.png")]
+    assert class_names(str(folder), FASHION) == ["T-shirt_top", "trouser"]
+    assert images.sources == [str(folder / "T-shirt_top" / "z.png"), str(folder / "trouser" / "a.png"),
+                              str(folder / "trouser" / "b.png")]
     assert images.labels == [0, 1, 1]
     assert images.sha256 == [file_hash(s) for s in images.sources]
     assert images.pixels.shape == (3, 1, 28, 28)
@@ -144,10 +146,13 @@ def test_folder_layout_labels_sources_hashes(folder):
     assert torch.allclose(back[1], torch.full((1, 28, 28), 77 / 255), atol=1e-4)
     assert torch.allclose(back[2], torch.full((1, 28, 28), red / 255), atol=1e-4)
     only_dog = load_images(str(folder), FASHION, class_index=1, limit=1)
-    assert only_dog.sources == [str(folder / "dog" / "a.png")] and only_dog.labels == [1]
+    assert only_dog.sources == [str(folder / "trouser" / "a.png")] and only_dog.labels == [1]
 
 
-def test_grayscale_file_for_rgb_model(folder):
+def test_grayscale_file_for_rgb_model(tmp_path):
+    folder = tmp_path / "imagenet"
+    _png(folder / "n01443537" / "b.png", (40, 30), (200, 10, 10))  # goldfish (class 1) by synset id
+    _png(folder / "n01443537" / "a.png", (28, 28), 77, mode="L")
     images = load_images(str(folder), RESNET, class_index=1)
     assert images.pixels.shape == (2, 3, 224, 224)
     gray = _denorm(images.pixels[:1], RESNET)[0]  # a.png, 77 everywhere
@@ -157,7 +162,7 @@ def test_grayscale_file_for_rgb_model(folder):
 def test_resize_shorter_side_and_center_crop(tmp_path):
     # 56 wide x 28 high; column c has value 4 * c: the centre crop keeps columns 14..41
     arr = np.tile((np.arange(56) * 4).astype(np.uint8), (28, 1))
-    path = tmp_path / "f" / "c" / "wide.png"
+    path = tmp_path / "f" / "Coat" / "wide.png"
     path.parent.mkdir(parents=True)
     Image.fromarray(arr, mode="L").save(path)
     images = load_images(str(tmp_path / "f"), FASHION)
@@ -172,13 +177,15 @@ def test_folder_errors(tmp_path, folder):
     (tmp_path / "empty").mkdir()
     with pytest.raises(NeurflowInputError, match="no class subfolders"):
         load_images(str(tmp_path / "empty"), FASHION)
-    (tmp_path / "noimg" / "a").mkdir(parents=True)
-    (tmp_path / "noimg" / "a" / "readme.md").write_text("x")
+    (tmp_path / "noimg" / "Bag").mkdir(parents=True)
+    (tmp_path / "noimg" / "Bag" / "readme.md").write_text("x")
     with pytest.raises(NeurflowInputError, match="no images"):
         load_images(str(tmp_path / "noimg"), FASHION)
-    with pytest.raises(NeurflowInputError, match=r"valid 0\.\.1"):
+    with pytest.raises(NeurflowInputError, match=r"valid 0\.\.9"):
+        load_images(str(folder), FASHION, class_index=10)
+    with pytest.raises(NeurflowInputError, match=r"no sub-folder of .* holds class Pullover \(2\): add a sub-folder named 'Pullover'"):
         load_images(str(folder), FASHION, class_index=2)
-    broken = folder / "dog" / "c_broken.png"
+    broken = folder / "trouser" / "c_broken.png"
     broken.write_bytes(b"this is not a png")
     with pytest.raises(NeurflowInputError) as err:
         load_images(str(folder), FASHION, class_index=1)

@@ -181,7 +181,7 @@ def test_every_mode_decodes_the_same_in_ingestion_and_debugging(tmp_path, case, 
     s, ch = spec.input_size, spec.in_channels
     picture, suffix, values = CASES[case](s, ch)
     mode = picture.mode
-    path = tmp_path / "data" / "cls" / f"image{suffix}"
+    path = tmp_path / "data" / spec.class_names[0].replace("/", "_") / f"image{suffix}"  # class 0, by name
     path.parent.mkdir(parents=True)
     picture.save(path)
     with Image.open(path) as back:  # the file really holds the mode under test (Pillow may widen I;16B)
@@ -201,11 +201,11 @@ def test_every_mode_decodes_the_same_in_ingestion_and_debugging(tmp_path, case, 
 
 def test_16_bit_gradient_is_a_gradient_not_white(tmp_path):
     """The reported defect: a 0..65535 ramp was read as min = mean = max = 1.0."""
-    path = tmp_path / "d" / "c" / "ramp16.png"
-    path.parent.mkdir(parents=True)
-    Image.fromarray(np.round(_ramp(28) * 65535).astype(np.uint16)).save(path)
     for spec in SPECS:
-        for pixels in (load_images(str(tmp_path / "d"), spec).pixels[0], image_from_bytes(path.read_bytes(), spec)):
+        path = tmp_path / spec.name / spec.class_names[0].replace("/", "_") / "ramp16.png"  # class 0, by name
+        path.parent.mkdir(parents=True)
+        Image.fromarray(np.round(_ramp(28) * 65535).astype(np.uint16)).save(path)
+        for pixels in (load_images(str(tmp_path / spec.name), spec).pixels[0], image_from_bytes(path.read_bytes(), spec)):
             x = _denorm(pixels, spec)
             assert float(x.min()) < 0.01 and float(x.max()) > 0.99 and abs(float(x.mean()) - 0.5) < 0.02
 
@@ -256,9 +256,9 @@ def _save_gray(path, size):
 
 def test_folder_images_record_sizes_and_say_which_were_upscaled(tmp_path):
     root = tmp_path / "d"
-    _save_gray(root / "c" / "a_big.png", (40, 30))  # shorter side 30 >= 28: downscaled
-    _save_gray(root / "c" / "b_small.png", (20, 12))  # 12 < 28: upscaled, but >= the 7 px smallest crop
-    _save_gray(root / "c" / "c_tiny.png", (6, 5))  # 5 < 7: smaller than the smallest crop
+    _save_gray(root / "T-shirt_top" / "a_big.png", (40, 30))  # shorter side 30 >= 28: downscaled
+    _save_gray(root / "T-shirt_top" / "b_small.png", (20, 12))  # 12 < 28: upscaled, but >= the 7 px smallest crop
+    _save_gray(root / "T-shirt_top" / "c_tiny.png", (6, 5))  # 5 < 7: smaller than the smallest crop
     images = load_images(str(root), FASHION, class_index=0)
     assert images.original_sizes == [(40, 30), (20, 12), (6, 5)]
     assert images.upscaled() == [1, 2]

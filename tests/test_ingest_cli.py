@@ -197,7 +197,7 @@ def test_bad_input_one_line_and_store_unchanged(case, ingested, tmp_path, capsys
         bad.write_bytes(b"not a state dict")
         args = ["--model", "resnet50", "--weights", str(bad), "--classes", "0", "--data", str(tmp_path)]
     elif case == "empty_folder":
-        (tmp_path / "imgs" / "a").mkdir(parents=True)
+        (tmp_path / "imgs" / "T-shirt_top").mkdir(parents=True)  # class 0's sub-folder, empty
         args = ["--data", str(tmp_path / "imgs"), "--classes", "0"]
     elif case == "class_range":
         args = ["--classes", "0,12"]

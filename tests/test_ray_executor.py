@@ -154,10 +154,10 @@ def test_user_error_in_a_task_is_not_retried(store_server, trained_model, tmp_pa
     from PIL import Image
 
     data = tmp_path / "imgs"
-    for cls in ("a", "b"):
+    for cls in ("T-shirt_top", "Trouser"):  # classes 0 and 1, matched by name
         (data / cls).mkdir(parents=True)
         Image.fromarray(np.full((28, 28), 128, dtype=np.uint8), mode="L").save(data / cls / "0.png")
-    (data / "b" / "1.png").write_bytes(b"not a png at all")
+    (data / "Trouser" / "1.png").write_bytes(b"not a png at all")
     db = _fresh_db(store_server)
     env = {"NEURFLOW_STORE_DATABASE": db, "NEURFLOW_ARTIFACT_DIR": str(tmp_path / "artifacts"),
            "NEURFLOW_RAY_FAULT_DIR": str(tmp_path / "faults")}  # fmt: skip

@@ -14,12 +14,12 @@ TINY = ["--tau", "2", "--k", "8", "--ig-steps", "4", "--max-images", "4", "--dev
 
 def _folder(tmp_path, fashion_train_images, side: int):
     folder = tmp_path / f"imgs{side}"
-    (folder / "c0").mkdir(parents=True)
+    (folder / "T-shirt_top").mkdir(parents=True)  # class 0, matched by name
     raw = fashion_train_images(0, limit=4)
     (mean,), (std,) = FASHION_MEAN, FASHION_STD
     for i in range(4):
         pixels = ((raw.pixels[i, 0] * std + mean) * 255).round().clamp(0, 255).byte().numpy()
-        Image.fromarray(pixels, mode="L").resize((side, side)).save(folder / "c0" / f"{i}.png")
+        Image.fromarray(pixels, mode="L").resize((side, side)).save(folder / "T-shirt_top" / f"{i}.png")
     return folder
 
 

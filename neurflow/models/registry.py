@@ -16,6 +16,16 @@ AlexNet/VGG feature stacks, the ReLU outputs after the paper's conv layers (Alex
 = features.10/8/6, VGG16 conv5_3/5_2/5_1/4_3 = features.28/26/24/21; the ReLU right after
 each).  ReLUs are switched to out-of-place so hooks see the values they were called with.
 
+Beyond these six, `load_model` takes ``torchvision:<arch>`` (any torchvision classification
+architecture) and ``path/to/file.py:factory`` (see `neurflow.models.sources`).
+
+Class names (`ModelSpec.class_names`, `class_ids`) travel with the spec, because images are
+matched to the model's classes by name (`neurflow.datasets.folder_class_map`).  They come from,
+first to last: a class-names file (``--class-names``), a ``classes.txt`` beside the weights, a
+factory module's ``class_names``, the model's data set (Fashion-MNIST; ImageNet-1k for 1000-class
+RGB models, names from torchvision's code and synset ids shipped in neurflow/data).  A model
+none of these names has no names (``class <i>`` in tables) and takes its data set's.
+
 Bad input (unknown name, missing or malformed weights file, a state dict for another
 architecture) raises `NeurflowInputError` with a one-line message.
 """
@@ -31,6 +41,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from neurflow.classes import imagenet_categories, imagenet_synsets, placeholder_names, read_class_names
 from neurflow.datasets import FASHION_MNIST, FASHION_MNIST_CLASSES
 from neurflow.images import NeurflowInputError, file_hash
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD, FashionCNN
@@ -54,6 +65,9 @@ class ModelSpec:
     std: tuple[float, ...]
     num_classes: int
     default_data: str | None  # 'fashion-mnist' for fashion-cnn, None for ImageNet models
+    # class names in class-index order ((): none known) and their ids (ImageNet synset ids, or ())
+    class_names: tuple[str, ...] = field(default=(), repr=False)
+    class_ids: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -136,10 +150,30 @@ def available_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The registry's spec of `name`, with the class names of the data set it is made for."""
     try:
-        return _SPECS[name]
+        spec = _SPECS[name]
     except (KeyError, TypeError):
-        raise NeurflowInputError(f"unknown model {name!r}: choose one of {', '.join(_SPECS)}") from None
+        from neurflow.models.sources import parse_source
+
+        parse_source(str(name), available_models())  # the error names the three forms of --model
+        raise NeurflowInputError(f"{name!r} is not a registry model: load it with load_model") from None
+    return with_default_names(spec)
+
+
+def default_class_names(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`(names, ids)` of the data set a spec's model is made for: Fashion-MNIST's ten for a 10-class
+    model of Fashion-MNIST, ImageNet-1k's for a 1000-class RGB model; ((), ()) otherwise."""
+    if spec.default_data == FASHION_MNIST and spec.num_classes == len(FASHION_MNIST_CLASSES):
+        return tuple(FASHION_MNIST_CLASSES), ()
+    if spec.in_channels == 3 and spec.num_classes == 1000 and imagenet_categories():
+        return imagenet_categories(), imagenet_synsets()
+    return (), ()
+
+
+def with_default_names(spec: ModelSpec) -> ModelSpec:
+    names, ids = default_class_names(spec)
+    return replace(spec, class_names=names, class_ids=ids)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -205,7 +239,19 @@ _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
 
 
 def build_model(name: str, num_classes: int | None = None, seed: int = 0) -> nn.Module:
-    """An architecture with seeded random weights (the global RNG is left untouched)."""
+    """An architecture with seeded random weights (the global RNG is left untouched).
+
+    `name` may be any form `load_model` takes: a ``file.py:factory`` model is what the factory
+    returns (its own weights; `num_classes` does not apply)."""
+    if name not in _SPECS:
+        from neurflow.models import sources
+
+        source = sources.parse_source(name, available_models())
+        if source.kind == "file":
+            return sources.call_factory(source.path, source.factory)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return sources.build_torchvision(source.arch, num_classes or 1000)
     spec = get_spec(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -325,27 +371,60 @@ def _num_classes_of(name: str, state: dict[str, torch.Tensor]) -> int | None:
     return int(head.shape[0]) if head is not None and head.ndim == 2 else None
 
 
-def _class_names(spec: ModelSpec, weights: Path | None) -> list[str]:
-    if weights is not None:
-        listing = weights.parent / "classes.txt"
-        if listing.is_file():
-            names = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if len(names) != spec.num_classes:
-                raise NeurflowInputError(
-                    f"{listing} lists {len(names)} class names but the model has {spec.num_classes} classes"
-                )
-            return names
-    if spec.default_data == FASHION_MNIST and spec.num_classes == len(FASHION_MNIST_CLASSES):
-        return list(FASHION_MNIST_CLASSES)
-    if spec.in_channels == 3 and spec.num_classes == 1000:
-        try:  # torchvision ships the ImageNet-1k class names (no download needed)
-            from torchvision.models._meta import _IMAGENET_CATEGORIES
+def _names_from_file(listing: Path, spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    names, ids = read_class_names(listing)
+    if len(names) != spec.num_classes:
+        raise NeurflowInputError(f"{listing} lists {len(names)} class names but the model has {spec.num_classes} classes")
+    if not ids and spec.in_channels == 3 and spec.num_classes == 1000:
+        ids = list(imagenet_synsets())  # a 1000-class RGB model is taken to be ImageNet-1k: folders may use synset ids
+    return tuple(names), tuple(ids)
 
-            if len(_IMAGENET_CATEGORIES) == 1000:
-                return list(_IMAGENET_CATEGORIES)
-        except ImportError:
-            pass
-    return [f"class {i}" for i in range(spec.num_classes)]
+
+def resolve_class_names(spec: ModelSpec, weights: Path | None, class_names: str | Path | None = None) -> ModelSpec:
+    """`spec` with its class names from, first to last: the `class_names` file, a ``classes.txt``
+    beside the weights, the names the spec already has (a factory module's), the model's data
+    set's (`default_class_names`).  A file must name every class."""
+    if class_names is not None:
+        names, ids = _names_from_file(Path(class_names).expanduser(), spec)
+    elif weights is not None and (weights.parent / "classes.txt").is_file():
+        names, ids = _names_from_file(weights.parent / "classes.txt", spec)
+    elif spec.class_names:
+        if len(spec.class_names) != spec.num_classes:
+            raise NeurflowInputError(
+                f"{spec.name} lists {len(spec.class_names)} class names but the model has {spec.num_classes} classes"
+            )
+        names, ids = spec.class_names, spec.class_ids
+    else:
+        names, ids = default_class_names(spec)
+    return replace(spec, class_names=tuple(names), class_ids=tuple(ids))
+
+
+def _load_registry(name: str, weights: str | None, random_init: bool, train_if_missing: bool):
+    """`(spec, module on the CPU, weights path, sha256, uid)` of a registry model."""
+    spec = get_spec(name)
+    if random_init:
+        return spec, build_model(name), None, None, f"{name}-random"
+    if weights is not None:  # never train or touch the default weights when given a file
+        path, default = Path(weights).expanduser(), _default_path(name)
+    else:
+        path = default = _default_weights(name, train_if_missing)
+    state = read_state_dict(path)
+    if name == "googlenet":  # torchvision's file keeps the auxiliary classifiers; they are unused
+        state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
+    n = _num_classes_of(name, state)
+    if n is not None and n != spec.num_classes:
+        spec = with_default_names(replace(spec, num_classes=n))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        module = build_model(name, spec.num_classes)
+    _check_match(name, path, module, state)
+    module.load_state_dict(state, strict=True, assign=True)
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
+        module = build_model(name, spec.num_classes)
+        module.load_state_dict(state, strict=True)
+    sha = file_hash(str(path))
+    is_default = default is not None and default.is_file() and path.resolve() == default.resolve()
+    return spec, module, path, sha, name if is_default else f"{name}-{sha[:8]}"
 
 
 def load_model(
@@ -355,44 +434,101 @@ def load_model(
     device: str = "cpu",
     random_init: bool = False,
     train_if_missing: bool = True,
+    class_names: str | Path | None = None,
 ) -> LoadedModel:
     """Build `name` and load its weights: `weights` (a state-dict file), else the default ones.
 
-    Default weights: fashion-cnn's trained ones in `cache_dir()` (trained first when missing and
-    `train_if_missing`), efficientnet-lite0's shipped ImageNet ones; the torchvision models have
-    none and need `weights` or `random_init=True` (seeded, for tests and timing).  A state dict
-    whose classifier has a different number of rows builds the model with that many classes.
-    Class names come from a `classes.txt` (one per line) beside the weights file, else the data
-    set's (Fashion-MNIST, ImageNet-1k from torchvision), else 'class <i>'."""
-    spec = get_spec(name)
+    `name` is a registry name, ``torchvision:<arch>`` or ``path/to/file.py:factory``
+    (`neurflow.models.sources`).  Default weights: fashion-cnn's trained ones in `cache_dir()`
+    (trained first when missing and `train_if_missing`), efficientnet-lite0's shipped ImageNet
+    ones, a factory's own; torchvision architectures have none and need `weights` or
+    `random_init=True` (seeded, for tests and timing).  A state dict whose classifier has a
+    different number of rows builds the model with that many classes.  Class names: see
+    `resolve_class_names` (`class_names` is a class-names file, ``--class-names``)."""
+    from neurflow.models import sources
+
+    source = sources.parse_source(name, available_models())
     dev = resolve_device(device)
     if random_init and weights is not None:
         raise NeurflowInputError("give either a weights file or random_init, not both")
+    if source.kind == "registry":
+        spec, module, path, sha, uid = _load_registry(name, weights, random_init, train_if_missing)
+    elif source.kind == "torchvision":
+        spec, module, path, sha, uid = _load_torchvision(source, weights, random_init)
+    else:
+        spec, module, path, sha, uid = _load_factory(source, weights, random_init)
+    spec = resolve_class_names(spec, path, class_names)
+    module = module.to(dev).eval()
+    return LoadedModel(spec, module, uid, sha, list(spec.class_names) or placeholder_names(spec.num_classes))
+
+
+def _load_state(name: str, path: Path, module: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """`state` into `module` (built on the meta device or for real), checked key by key first."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    _check_match(name, path, module, state)
+    meta = any(t.is_meta for t in (*module.parameters(), *module.buffers()))
+    module.load_state_dict(state, strict=True, assign=meta)
+    return module
+
+
+def _load_torchvision(source, weights: str | None, random_init: bool):
+    """`(spec, module, weights path, sha256, uid)` of ``torchvision:<arch>``."""
+    from neurflow.models import sources
+
+    arch, name = source.arch, source.name
+    if random_init:
+        module, path, sha, uid, num_classes = build_model(name), None, None, f"{name}-random", 1000
+    elif weights is None:
+        raise NeurflowInputError(
+            f"{name} has no bundled weights and nothing is downloaded: pass --weights FILE (a state dict saved "
+            f"with torch.save(model.state_dict(), path), or a checkpoint holding one) or --random-init"
+        )
+    else:
+        path = Path(weights).expanduser()
+        state = read_state_dict(path)
+        aux = sources._AUX.get(arch, ())
+        state = {k: v for k, v in state.items() if not (aux and k.startswith(aux))}
+        with torch.device("meta"):
+            probe = sources.build_torchvision(arch, 1000)
+        head = sources._head_key(probe, 1000)
+        num_classes = int(state[head].shape[0]) if head in state and state[head].ndim >= 2 else 1000
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+            module = sources.build_torchvision(arch, num_classes)
+        module = _load_state(name, path, module, state)
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
+            module = _load_state(name, path, sources.build_torchvision(arch, num_classes), state)
+        sha = file_hash(str(path))
+        uid = f"{name}-{sha[:8]}"
+    size, mean, std = sources.torchvision_preprocessing(arch)
+    known = next((s.layers for s in _SPECS.values() if s.arch == f"torchvision.{arch}"), None)
+    module.eval()
+    layers = known or sources.pick_layers(module, 3, size)
+    spec = ModelSpec(name, f"torchvision.{arch}", tuple(layers), size, 3, mean, std, num_classes, None)
+    return spec, module, path, sha, uid
+
+
+def _load_factory(source, weights: str | None, random_init: bool):
+    """`(spec, module, weights path, sha256, uid)` of ``path/to/file.py:factory``."""
+    from neurflow.models import sources
 
     if random_init:
-        module, path, sha, uid = build_model(name), None, None, f"{name}-random"
-    else:
-        if weights is not None:  # never train or touch the default weights when given a file
-            path, default = Path(weights).expanduser(), _default_path(name)
-        else:
-            path = default = _default_weights(name, train_if_missing)
-        state = read_state_dict(path)
-        if name == "googlenet":  # torchvision's file keeps the auxiliary classifiers; they are unused
-            state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
-        n = _num_classes_of(name, state)
-        if n is not None and n != spec.num_classes:
-            spec = replace(spec, num_classes=n)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-            module = build_model(name, spec.num_classes)
-        _check_match(name, path, module, state)
-        module.load_state_dict(state, strict=True, assign=True)
-        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
-            module = build_model(name, spec.num_classes)
-            module.load_state_dict(state, strict=True)
+        raise NeurflowInputError(
+            f"--random-init does not apply to {source.path.name}:{source.factory}: the factory makes its own weights"
+        )
+    module = sources.call_factory(source.path, source.factory)
+    where = f"{source.path.name}:{source.factory}()"
+    info = sources.factory_description(module, where)
+    path = sha = None
+    if weights is not None:
+        path = Path(weights).expanduser()
+        module = _load_state(where, path, module, read_state_dict(path)).eval()
         sha = file_hash(str(path))
-        is_default = default is not None and default.is_file() and path.resolve() == default.resolve()
-        uid = name if is_default else f"{name}-{sha[:8]}"
-    module = module.to(dev).eval()
-    return LoadedModel(spec, module, uid, sha, _class_names(spec, path))
-
+    else:
+        sha = sources.state_hash(module)
+    num_classes = sources.output_classes(module, info["in_channels"], info["input_size"], where)
+    layers = info["layers"] if info["layers"] is not None else sources.pick_layers(module, info["in_channels"], info["input_size"])
+    spec = ModelSpec(
+        source.name, f"file:{source.name}", tuple(layers), info["input_size"], info["in_channels"], info["mean"],
+        info["std"], num_classes, None, class_names=info["class_names"],
+    )
+    return spec, module, path, sha, f"{source.uid_name}-{sha[:8]}"
