@@ -102,11 +102,12 @@ def resolve_layers(model: nn.Module, layers: list[str], example: torch.Tensor) -
     is the logits: it is taken as the logits pseudo-layer, with a note, instead of becoming an
     extra identity layer whose core sets would be filled with zero-importance channels."""
     layers, notes = list(layers), []
-    if layers and layers[0] != LOGITS and model_output_layer(model, layers[0], example):
+    if layers and layers[0] == LOGITS:
+        layers = layers[1:]
+    if layers and model_output_layer(model, layers[0], example):
         notes.append(f"layer {layers[0]!r} outputs the model's logits: it is the class-logit layer, not a layer below it")
         layers = layers[1:]
-    if not layers or layers[0] != LOGITS:
-        layers = [LOGITS] + layers
+    layers = [LOGITS] + layers
     if len(layers) < 2:
         raise NeurflowInputError("give at least one layer below the logits")
     if len(set(layers)) != len(layers):
@@ -368,6 +369,8 @@ def _select_images(model, images: ImageSet, class_index: int, params: Params, de
                 x = _to_device(images.pixels[start : start + budget.crop_batch], device, budget.channels_last)
                 pred = capture(model, x, [LOGITS])[LOGITS].argmax(dim=1).cpu()
                 keep += [start + i for i in torch.nonzero(pred == class_index).flatten().tolist()]
+                if params.max_images is not None and len(keep) >= params.max_images:
+                    break  # the first max_images predicted ones are all that is kept: predict no more
         if not keep:
             raise NeurflowInputError(
                 f"the model predicts class {class_index} for none of the {len(images)} images given; "

@@ -188,6 +188,17 @@ def test_a_layer_list_topped_by_the_output_layer_is_the_same_circuit_with_a_note
     full, notes = resolve_layers(tiny.model, ["fc", *layers], tiny.images.pixels[:1])
     assert full == [LOGITS, *layers] and len(notes) == 1
     assert resolve_layers(tiny.model, layers, tiny.images.pixels[:1]) == ([LOGITS, *layers], [])
+    # written after an explicit logits entry it is the logits too
+    assert build(tiny.model, [LOGITS, "fc", *layers], tiny.images) == without
+
+
+def test_selection_stops_predicting_once_max_images_are_kept():
+    model, images = tiny_cnn(), tiny_images(2000)
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _m, a: seen.append(a[0].shape[0]))
+    c = build(model, ["block4"], images, 1, dataclasses.replace(TINY_PARAMS, predicted_only=True, max_images=2))
+    assert len(c.images) == 2
+    assert sum(seen) < 1000, sum(seen)  # predicted batch by batch until two were kept, not all 2000
 
 
 def test_a_core_member_with_importance_zero_is_noted():
