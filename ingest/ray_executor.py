@@ -280,8 +280,13 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
         cfg = store.config
         results: list[ClassResult] = []
         todo = []
+        # a class is read here (for its image fingerprint) only when it has complete circuits at
+        # all: a first ingestion of 1,000 classes does not read every image twice
+        done = set() if args.force else {r["c"] for r in store.run(
+            "MATCH (c:Circuit {model: $model, status: 'complete'}) WHERE c.class_index IN $classes "
+            "RETURN DISTINCT c.class_index AS c", model=loaded.uid, classes=list(classes))}  # fmt: skip
         for c in classes:
-            images = None if args.force else load_images(data, loaded.spec, class_index=c, split=args.split)
+            images = load_images(data, loaded.spec, class_index=c, split=args.split) if c in done else None
             if images is not None and circuit_status(store, planned_uid(loaded, images, c, params, layers, budget)) == "complete":
                 results.append(ClassResult(c, names[c], "skipped (already complete)"))
             else:
