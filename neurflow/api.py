@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 _D = Params()
 
 
-def load_model(name: str, weights: str | Path | None = None, *, device: str = "auto", random_init: bool = False) -> "LoadedModel":
+def load_model(name: str, weights: str | Path | None = None, *, device: str = "auto", random_init: bool = False,
+               class_names: str | Path | None = None) -> "LoadedModel":
     """Load a model by name, with its weights, layers, preprocessing and class names.
 
     Parameters
@@ -39,6 +40,9 @@ def load_model(name: str, weights: str | Path | None = None, *, device: str = "a
         ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     random_init : bool, default False
         Random weights (timing and tests only).
+    class_names : str or Path, optional
+        A class-names file (one per line, or a JSON list / dict); otherwise the names come from
+        the model or its data set.
 
     Returns
     -------
@@ -56,7 +60,7 @@ def load_model(name: str, weights: str | Path | None = None, *, device: str = "a
     from neurflow.models.registry import load_model as _load_model
 
     return _load_model(name, str(weights) if weights is not None else None, device=device, random_init=random_init,
-                       train_if_missing=True)
+                       train_if_missing=True, class_names=class_names)
 
 
 def _spec(model: Any):
@@ -72,17 +76,16 @@ def _spec(model: Any):
 
 
 def _class_index(model: Any, class_index: int | str) -> int:
-    """A class index, or a class name looked up in the model's class names."""
+    """A class index, or a class named by name or id (the command line's look-up: `neurflow.classes`)."""
     if isinstance(class_index, str) and not class_index.strip().lstrip("-").isdigit():
-        names = list(getattr(model, "class_names", []) or [])
-        wanted = class_index.strip().lower()
-        for i, name in enumerate(names):
-            if name.lower() == wanted:
-                return i
-        import difflib
+        from neurflow.classes import ClassNames
 
-        close = difflib.get_close_matches(class_index, names, n=3)
-        raise NeurflowInputError(f"unknown class name {class_index!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        spec = getattr(model, "spec", None)
+        lookup = ClassNames(getattr(model, "class_names", []) or [], getattr(spec, "class_ids", ()) or ())
+        found = lookup.find(class_index)
+        if found is None:
+            raise NeurflowInputError(f"unknown class name {class_index!r}: {lookup.suggestion(class_index)}")
+        return found
     return int(class_index)
 
 

@@ -80,5 +80,5 @@ def test_plain_module_and_tensor():
 
 
 def test_unknown_class_name_is_one_clear_error(trained_model):
-    with pytest.raises(NeurflowInputError, match="unknown class name 'Snaeker'; did you mean Sneaker"):
+    with pytest.raises(NeurflowInputError, match=r"unknown class name 'Snaeker': close matches: Sneaker \(7\)"):
         neurflow.load_images("fashion-mnist", trained_model, class_index="Snaeker")
