@@ -75,7 +75,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     from ingest.readonly import readonly_store
     from neurflow.images import NeurflowInputError
 
-    cfg = load_config()  # starts the embedded store when needed (StoreError: one line, exit 2)
+    cfg = load_config()  # starts the embedded store when needed (StoreError: one line, exit 1)
     readonly_store(cfg)  # fail now, with the fix named, rather than in the browser
     if not _port_free(args.host, args.port):
         raise NeurflowInputError(f"port {args.port} on {args.host} is in use: pass --port with a free port")
@@ -118,10 +118,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
             store, loaded, "fashion-mnist", classes, params, layers=layers_from_args(args, loaded.spec),
             device=device, budget=budget_from_args(args), progress=not args.quiet,
         )
+        cfg = store.config
     print(format_table(results), flush=True)
+    print(demo_next_steps(cfg, app_follows=not args.no_app), flush=True)
     if args.no_app:
         return 0
     return cmd_app(args)
+
+
+def demo_next_steps(cfg, *, app_follows: bool) -> str:
+    """Where the demo store is and what to run next (the last lines of `neurflow demo`)."""
+    if cfg.embedded:
+        where = f"store: embedded ArcadeDB, data folder {cfg.data_dir}, {cfg.uri}, database {cfg.database}"
+    else:
+        where = f"store: {cfg.uri}, database {cfg.database or 'default'}"
+    lines = [where, "next:"]
+    if app_follows:
+        lines.append("  the app starts now (Ctrl-C stops it; `neurflow app` starts it again)")
+    else:
+        lines.append("  neurflow app                                  # browse the circuits")
+    lines += [
+        "  neurflow query --lib models                   # or any read-only Cypher: neurflow query \"MATCH ...\"",
+        "  neurflow evaluate --model fashion-cnn --classes all --out report/",
+        "  neurflow store stop                           # stop the store (data stays in the folder)",
+    ]
+    return "\n".join(lines)
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
@@ -140,9 +161,15 @@ def add_app_commands(sub) -> None:
     _add_server_args(p)
     p.set_defaults(func=cmd_app)
 
-    p = sub.add_parser("demo", help="train the demo model, ingest its 10 classes if needed, start the app")
+    light = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO_DEFAULTS.items())
+    p = sub.add_parser(
+        "demo", help="train the demo model, ingest its 10 classes if needed, start the app",
+        description=f"Train the demo model if needed, ingest its 10 Fashion-MNIST classes (complete ones are skipped), "
+                    f"start the app. Lighter method defaults than `neurflow ingest` so it builds in minutes on a CPU: "
+                    f"{light}; pass those options for other values.",
+    )
     add_method_args(p)
-    p.set_defaults(**DEMO_DEFAULTS)
+    p.set_defaults(**DEMO_DEFAULTS)  # also the defaults --help shows
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
     p.add_argument("--no-app", action="store_true", help="build the demo store only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -156,6 +156,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
+def _folder_errors(folder: Path):
+    """An OS error on a file of the store folder (read-only folder, a file where a folder should
+    be, no permission) becomes one `StoreStartError` line that names the folder and the variable."""
+    try:
+        yield
+    except OSError as exc:
+        name = str(exc.filename or "")
+        if not name or not (name == str(folder) or name.startswith(str(folder) + os.sep)):
+            raise
+        raise StoreStartError(
+            f"cannot use the store folder {folder}: {exc.strerror or type(exc).__name__} ({name}); "
+            "set NEURFLOW_STORE_DIR to a folder you can write, or fix the folder's permissions"
+        ) from None
+
+
+@contextlib.contextmanager
 def _start_lock(data_dir: Path):
     """Serialise concurrent starts of the same data folder (released by the OS if we die)."""
     with open(data_dir / "start.lock", "a+") as fh:
@@ -202,10 +218,12 @@ def _running_state(data_dir: Path, *, announce_stale: bool = True) -> dict[str, 
 def embedded_config(data_dir: str | Path | None = None, env: Mapping[str, str] | None = None) -> StoreConfig:
     """Configuration of the running embedded server; `StoreUnavailable` when none runs."""
     folder = Path(data_dir).expanduser().resolve() if data_dir else store_dir(env)
-    state = _running_state(folder) if folder.is_dir() else None
+    with _folder_errors(folder):
+        state = _running_state(folder) if folder.is_dir() else None
     if state is None:
         raise StoreUnavailable(f"the embedded store is not running (data folder {folder}); start it with `neurflow store start`")
-    return _config_from_state(folder, state)
+    with _folder_errors(folder):
+        return _config_from_state(folder, state)
 
 
 def ensure_embedded_server(
@@ -233,8 +251,11 @@ def ensure_embedded_server(
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreStartError(f"cannot create the store folder {folder} ({exc.strerror}); set NEURFLOW_STORE_DIR to a writable folder") from None
-    with _start_lock(folder):
+        raise StoreStartError(
+            f"cannot create the store folder {folder}: {exc.strerror or type(exc).__name__}; "
+            "set NEURFLOW_STORE_DIR to a folder you can write"
+        ) from None
+    with _folder_errors(folder), _start_lock(folder):
         state = _running_state(folder)
         if state is not None:
             if _port_open(int(state["bolt_port"])):
@@ -299,7 +320,8 @@ def stop_embedded_server(data_dir: str | Path | None = None, *, env: Mapping[str
     folder = Path(data_dir).expanduser().resolve() if data_dir else store_dir(env)
     if not folder.is_dir():
         return False
-    state = _running_state(folder)
+    with _folder_errors(folder):
+        state = _running_state(folder)
     if state is None:
         return False
     pid = int(state["pid"])
@@ -321,7 +343,8 @@ def stop_embedded_server(data_dir: str | Path | None = None, *, env: Mapping[str
 def embedded_status(data_dir: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What `neurflow store status` shows."""
     folder = Path(data_dir).expanduser().resolve() if data_dir else store_dir(env)
-    state = _running_state(folder) if folder.is_dir() else None
+    with _folder_errors(folder):
+        state = _running_state(folder) if folder.is_dir() else None
     out: dict[str, Any] = {"running": state is not None, "data_dir": str(folder)}
     if state:
         out.update(

@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ingest.schema import LABELS, RELATIONSHIPS
 from ingest.store import Store
+from neurflow.errors import NeurflowInputError, NeurflowRuntimeError
 
 FORMATS = ("parquet", "graphml", "json")
 
@@ -80,19 +81,34 @@ def collect_graph(store: Store, *, model: str | None = None) -> tuple[list[dict[
 
 def export_store(store: Store, fmt: str, out: str | Path, *, model: str | None = None) -> dict[str, int]:
     """Write the export; returns counts {'nodes': n, 'relationships': m}."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    out = check_out(fmt, out)  # before reading the store
     nodes, rels = collect_graph(store, model=model)
-    out = Path(out)
-    if fmt == "json":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"format": "neurflow-store", "version": 1, "nodes": nodes, "relationships": rels}
-        out.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
-    elif fmt == "parquet":
-        _write_parquet(nodes, rels, out)
-    else:
-        _write_graphml(nodes, rels, out)
+    try:
+        if fmt == "json":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            payload = {"format": "neurflow-store", "version": 1, "nodes": nodes, "relationships": rels}
+            out.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+        elif fmt == "parquet":
+            _write_parquet(nodes, rels, out)
+        else:
+            _write_graphml(nodes, rels, out)
+    except OSError as exc:
+        raise NeurflowRuntimeError(
+            f"cannot write the export to {out}: {exc.strerror or exc} ({exc.filename or out}); pass --out a writable path"
+        ) from None
     return {"nodes": len(nodes), "relationships": len(rels)}
+
+
+def check_out(fmt: str, out: str | Path) -> Path:
+    """The output path of `fmt`, or a one-line `NeurflowInputError` (unknown format, file/folder mix-up)."""
+    if fmt not in FORMATS:
+        raise NeurflowInputError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if fmt == "parquet" and out.exists() and not out.is_dir():
+        raise NeurflowInputError(f"--out {out} is a file; parquet exports to a folder: pass a folder path")
+    if fmt != "parquet" and out.is_dir():
+        raise NeurflowInputError(f"--out {out} is a folder; {fmt} exports to one file: pass a file path")
+    return out
 
 
 def _write_parquet(nodes: list[dict[str, Any]], rels: list[dict[str, Any]], folder: Path) -> None:

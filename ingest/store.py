@@ -34,7 +34,6 @@ def translate_error(exc: Exception, cfg: StoreConfig, *, user: str | None = None
     """Map a driver exception to a typed one-line error that names the fix."""
     if isinstance(exc, StoreError):
         return exc
-    hint_env = "NEURFLOW_STORE_URI" if not cfg.embedded else "`neurflow store start` (or NEURFLOW_STORE_URI)"
     if isinstance(exc, nx.AuthError) or getattr(exc, "code", "") in (
         "Neo.ClientError.Security.Unauthorized",
         "Neo.ClientError.Security.AuthenticationRateLimit",
@@ -48,13 +47,73 @@ def translate_error(exc: Exception, cfg: StoreConfig, *, user: str | None = None
             f"database {cfg.database!r} does not exist on {cfg.uri}; set NEURFLOW_STORE_DATABASE to an existing database or create it"
         )
     if isinstance(exc, (nx.ServiceUnavailable, nx.SessionExpired)) or isinstance(exc, OSError):
-        return StoreUnavailable(f"cannot reach the store at {cfg.uri}: is it running? start it with {hint_env}")
+        return StoreUnavailable(f"cannot reach the store at {cfg.uri}: {unreachable_fix(cfg)}")
     if isinstance(exc, nx.ConfigurationError):
         return StoreError(f"bad store configuration for {cfg.uri}: {one_line(exc)}; check NEURFLOW_STORE_URI")
     if isinstance(exc, nx.Neo4jError):
         msg = getattr(exc, "message", None) or str(exc)
         return StoreQueryError(f"the store refused the query: {one_line(msg)}")
     return StoreError(f"store error at {_where(cfg)}: {one_line(exc)}")
+
+
+def unreachable_fix(cfg: StoreConfig) -> str:
+    """What a user can do when the store does not answer."""
+    if cfg.embedded:
+        return "start it with `neurflow store start` (`neurflow store status` shows its state)"
+    return ("check that the server runs and that NEURFLOW_STORE_URI names its Bolt port (like bolt://host:7687), "
+            "or unset NEURFLOW_STORE_URI to use the embedded store")
+
+
+HANDSHAKE_SECONDS = 3.0
+
+
+def probe_not_http(cfg: StoreConfig, timeout: float = HANDSHAKE_SECONDS) -> None:
+    """Fail fast, naming what answers, when the Bolt URI points at an HTTP server (Neo4j's 7474,
+    ArcadeDB's 2480, any web server): the driver would wait for its handshake for a minute.
+
+    Sends the Bolt handshake; only when nothing answers within `timeout` is a plain HTTP request
+    sent on a second connection, and only an HTTP answer fails here.  Everything else (refused,
+    a slow Bolt server, TLS schemes) is left to the driver and its own errors."""
+    import socket
+    from urllib.parse import urlsplit
+
+    scheme = cfg.uri.split("://", 1)[0].lower()
+    if scheme not in ("bolt", "neo4j"):  # TLS: the handshake runs inside TLS
+        return
+    try:
+        parts = urlsplit(cfg.uri)
+        host, port = parts.hostname or "localhost", parts.port or 7687
+    except ValueError:
+        return  # a malformed URI: the driver says what is wrong
+    bolt_hello = bytes.fromhex("6060B017") + bytes([0, 8, 8, 5, 0, 0, 4, 4, 0, 0, 3, 4, 0, 0, 0, 3])
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(bolt_hello)
+            try:
+                first = s.recv(4)
+            except socket.timeout:
+                first = None
+    except OSError:
+        return  # refused / unreachable: the driver reports it, fast
+    if first and not first.startswith(b"HTTP"):
+        return  # a Bolt answer
+    status = first.decode("latin-1") if first else ""
+    if first is None:  # silence: is it an HTTP server waiting for a request line?
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as s:
+                s.sendall(f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                status = s.recv(200).decode("latin-1")
+        except OSError:
+            return
+    if not status.startswith("HTTP"):
+        return
+    found = one_line(status.splitlines()[0] if status.splitlines() else status, 80)
+    if cfg.embedded:
+        fix = "another program answers on the embedded store's port; run `neurflow store stop`, then `neurflow store start`"
+    else:
+        fix = ("set NEURFLOW_STORE_URI to the server's Bolt URI (like bolt://host:7687; Neo4j's HTTP port 7474 is not it), "
+               "or unset it to use the embedded store")
+    raise StoreUnavailable(f"{cfg.uri} is an HTTP server (it answered {found!r}), not a Bolt server: {fix}")
 
 
 def open_driver(cfg: StoreConfig, *, readonly: bool = False, verify: bool = True) -> neo4j.Driver:
@@ -71,6 +130,7 @@ def open_driver(cfg: StoreConfig, *, readonly: bool = False, verify: bool = True
         raise translate_error(exc, cfg) from None
     if verify:
         try:
+            probe_not_http(cfg)
             with driver.session(database=cfg.database) as session:
                 session.run("RETURN 1 AS ok").consume()
         except Exception as exc:

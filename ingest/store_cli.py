@@ -5,10 +5,12 @@ The CLI owner wires them in with::
     from ingest.store_cli import add_store_commands
     add_store_commands(subparsers)          # an argparse subparsers object
     ...
-    args = parser.parse_args(); sys.exit(args.func(args))
+    args = parser.parse_args(); sys.exit(neurflow.cli.run_command(args))   # the error contract
 
-Every command returns an exit code; errors are printed as one line on stderr (exit 1; a
-read-only refusal exits 3).  ``python -m ingest.store_cli ...`` runs them without the CLI.
+Errors follow the one contract of neurflow/errors.py, applied by `neurflow.cli.main`: bad
+input (a bad option, a query the read-only console refuses) is one `error:` line and exit 2, a
+runtime failure (store down, query failed) one `error:` line and exit 1.
+``python -m ingest.store_cli ...`` runs them through that same `main`.
 """
 
 from __future__ import annotations
@@ -16,51 +18,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import Any
 
-from ingest.errors import ReadOnlyViolation, StoreError
+from neurflow.errors import NeurflowInputError, NeurflowRuntimeError
 
-EXIT_ERROR = 1
-EXIT_REFUSED = 3
-
-
-def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except ReadOnlyViolation as exc:
-            print(f"neurflow: {exc}", file=sys.stderr)
-            return EXIT_REFUSED
-        except (StoreError, KeyError, ValueError) as exc:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"neurflow: {msg}", file=sys.stderr)
-            return EXIT_ERROR
-        except KeyboardInterrupt:
-            print("neurflow: interrupted", file=sys.stderr)
-            return 130
-
-    run.__name__ = fn.__name__
-    run.__doc__ = fn.__doc__
-    return run
+DEFAULT_MAX_ROWS = 1000
 
 
 # --------------------------------------------------------------------------- store start|stop|status
-@_guard
 def cmd_store_start(args: argparse.Namespace) -> int:
     """Start the embedded store in the background (or report the running one)."""
     from ingest.config import uses_embedded
     from ingest.embedded import embedded_status, ensure_embedded_server
 
     if not uses_embedded():
-        print("neurflow: NEURFLOW_STORE_URI is set: the store is external, there is nothing to start", file=sys.stderr)
-        return EXIT_ERROR
+        raise NeurflowRuntimeError(
+            "NEURFLOW_STORE_URI is set, so the store is external and there is nothing to start; "
+            "unset NEURFLOW_STORE_URI to use the embedded store"
+        )
     was = embedded_status()["running"]
     cfg = ensure_embedded_server()
     print(f"store {'already running' if was else 'started'}: {cfg.uri} (database {cfg.database}, data {cfg.data_dir})")
     return 0
 
 
-@_guard
 def cmd_store_stop(args: argparse.Namespace) -> int:
     """Stop the embedded store."""
     from ingest.embedded import stop_embedded_server
@@ -69,7 +50,6 @@ def cmd_store_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
 def cmd_store_status(args: argparse.Namespace) -> int:
     """Show whether the store runs, where, and what it holds."""
     from ingest.config import external_config, uses_embedded
@@ -91,7 +71,7 @@ def cmd_store_status(args: argparse.Namespace) -> int:
     else:
         for k, v in info.items():
             print(f"{k:>10}: {v}")
-    return 0 if info.get("running", True) else EXIT_ERROR
+    return 0 if info.get("running", True) else 1  # like `systemctl status`: 1 = not running
 
 
 # --------------------------------------------------------------------------- query
@@ -100,7 +80,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--param {item!r} is not of the form name=value")
+            raise NeurflowInputError(f"--param {item!r} is not of the form name=value")
         k, v = item.split("=", 1)
         try:
             out[k.strip()] = json.loads(v)
@@ -114,17 +94,17 @@ def _cell(v: Any, width: int = 60) -> str:
     return s if len(s) <= width else s[: width - 3] + "..."
 
 
-def format_table(columns: list[str], rows: list[list[Any]]) -> str:
+def format_table(columns: list[str], rows: list[list[Any]], *, more: bool = False) -> str:
+    """A text table; `more`: the result had more rows than shown (the footer says so)."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     line = " | ".join(c.ljust(w) for c, w in zip(columns, widths))
     out = [line, "-+-".join("-" * w for w in widths)]
     out += [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}" + (", capped: the query returned more)" if more else ")"))
     return "\n".join(out)
 
 
-@_guard
 def cmd_query(args: argparse.Namespace) -> int:
     """Run read-only Cypher (or a library query) and print a table."""
     from ingest.queries import QUERIES, get_query
@@ -135,24 +115,34 @@ def cmd_query(args: argparse.Namespace) -> int:
             params = ", ".join(f"{k}={json.dumps(v)}" for k, v in q.params.items())
             print(f"{q.name}: {q.title} ({params or 'no parameters'})\n    {q.description}")
         return 0
+    if args.max_rows < 1:
+        raise NeurflowInputError(f"--max-rows must be at least 1, got {args.max_rows}")
     params = parse_params(args.param)
     if args.lib:
-        q = get_query(args.lib)
-        cypher, params = q.cypher, q.bind(**params)
+        try:
+            q = get_query(args.lib)
+            cypher, params = q.cypher, q.bind(**params)
+        except KeyError as exc:  # unknown query or parameter: the message names the known ones
+            raise NeurflowInputError(exc.args[0] if exc.args else str(exc)) from None
     elif args.cypher:
         cypher = args.cypher
     else:
-        raise ValueError("give a Cypher query, --lib NAME or --list")
-    columns, rows = run_readonly(cypher, params, max_rows=args.max_rows)
+        raise NeurflowInputError("give a Cypher query, --lib NAME or --list")
+    # one row more than shown tells whether the result was capped
+    columns, rows = run_readonly(cypher, params, max_rows=args.max_rows + 1)
+    capped = len(rows) > args.max_rows
+    rows = rows[: args.max_rows]
     if args.format == "json":
         print(json.dumps([dict(zip(columns, r)) for r in rows], indent=1, default=str))
     else:
-        print(format_table(columns, rows))
+        print(format_table(columns, rows, more=capped))
+    if capped:  # stderr, so that the JSON on stdout stays valid
+        print(f"note: showing the first {args.max_rows:,} rows; the query returned more "
+              f"(use --max-rows N for more, or LIMIT / aggregation in the query)", file=sys.stderr)
     return 0
 
 
 # --------------------------------------------------------------------------- export
-@_guard
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the complete circuits of the store."""
     from ingest.config import load_config
@@ -184,7 +174,8 @@ def add_store_commands(subparsers: Any) -> None:
     q.add_argument("--lib", metavar="NAME", help="run a query of the library by name (see --list)")
     q.add_argument("--list", action="store_true", help="list the library queries")
     q.add_argument("--format", choices=("table", "json"), default="table")
-    q.add_argument("--max-rows", type=int, default=1000)
+    q.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
+                   help=f"rows to show at most (default {DEFAULT_MAX_ROWS}); a capped result says so on stderr")
     q.set_defaults(func=cmd_query)
 
     e = subparsers.add_parser("export", help="export the store's complete circuits")
@@ -195,12 +186,10 @@ def add_store_commands(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingest.store_cli", description="NeurFlow store commands")
-    sub = parser.add_subparsers(dest="command", metavar="{store,query,export}")
-    sub.required = True
-    add_store_commands(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """``python -m ingest.store_cli ...``: the `neurflow` CLI itself (same commands, same error contract)."""
+    from neurflow.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

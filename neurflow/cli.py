@@ -1,7 +1,8 @@
 """The `neurflow` command line.
 
-Every command reports bad input as one `error: ...` line on stderr and exits with status 2;
-the commands that touch the store live in `ingest/` and `app/` and are wired in here.
+One error contract for every command (neurflow/errors.py): bad input is one `error: ...` line
+on stderr and exit status 2, a runtime failure one `error: ...` line and status 1, Ctrl-C
+status 130.  The commands that touch the store live in `ingest/` and `app/` and are wired in here.
 """
 
 from __future__ import annotations
@@ -12,9 +13,16 @@ import sys
 from collections.abc import Callable
 
 from neurflow.circuit import Params
-from neurflow.images import NeurflowInputError
+from neurflow.errors import EXIT_BAD_INPUT, NeurflowInputError, classify
 
-EXIT_BAD_INPUT = 2
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one `error:` line (naming the command and where its help
+    is) and exit status 2, not the usage text.  Subcommand parsers inherit the class."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        message = " ".join(message.split())
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -32,10 +40,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_method_args(p: argparse.ArgumentParser) -> None:
     d = Params()
     p.add_argument("--layers", default=None, help="comma-separated module names, top to bottom (default: the model's)")
-    p.add_argument("--tau", type=int, default=d.tau, help="core concept neurons per neuron")
-    p.add_argument("--k", type=int, default=d.k, help="top samples per neuron")
-    p.add_argument("--ig-steps", type=int, default=d.ig_steps, help="integrated-gradients steps")
-    p.add_argument("--max-images", type=int, default=200, help="images of the class to use (concept data)")
+    # %(default)s: a command that sets lighter defaults (`neurflow demo`) shows its own in --help
+    p.add_argument("--tau", type=int, default=d.tau, help="core concept neurons per neuron (default %(default)s)")
+    p.add_argument("--k", type=int, default=d.k, help="top samples per neuron (default %(default)s)")
+    p.add_argument("--ig-steps", type=int, default=d.ig_steps, help="integrated-gradients steps (default %(default)s)")
+    p.add_argument("--max-images", type=int, default=200,
+                   help="images of the class to use (concept data; default %(default)s)")
     p.add_argument("--num-groups", type=int, default=None, help="groups per layer (default: best silhouette)")
     p.add_argument("--epsilon", type=float, default=d.epsilon, help="core-set pruning tolerance (<0: off)")
     p.add_argument("--all-images", action="store_true", help="keep images the model misclassifies too")
@@ -133,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neurflow", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="neurflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("circuit", help="build one class's circuit and print a summary")
@@ -178,30 +188,26 @@ def _extra_commands() -> list[Callable]:
     return found
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the user must change something": printed as one line, no traceback."""
-    errors: list[type[BaseException]] = [NeurflowInputError]
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command under the error contract of neurflow/errors.py."""
     try:
-        from ingest.errors import StoreError
-
-        errors.append(StoreError)
-    except ImportError:
-        pass
-    return tuple(errors)
+        return int(args.func(args) or 0)
+    except BaseException as exc:  # noqa: BLE001 - classified; anything unknown is re-raised
+        outcome = classify(exc)
+        if outcome is None:  # a bug: keep the traceback
+            raise
+        code, line = outcome
+        print(line, file=sys.stderr, flush=True)
+        return code
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except _user_errors() as exc:
-        message = " ".join(str(exc).split())
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2, one line printed): a status, for main(argv) callers
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_BAD_INPUT)
+    return run_command(args)
 
 
 if __name__ == "__main__":

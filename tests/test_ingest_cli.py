@@ -209,6 +209,7 @@ def test_bad_input_one_line_and_store_unchanged(case, ingested, tmp_path, capsys
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
+    store_failure = case in ("store_down", "wrong_password", "unknown_database")  # runtime failures: exit 1
+    assert code == (1 if store_failure else 2)
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert _counts(cfg) == before
