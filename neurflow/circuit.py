@@ -45,10 +45,23 @@ class Params:
     max_images: int | None = 200  # images of the class used (None: all); the CLI's and the library's default
     num_representatives: int = 5
     seed: int = 0
+    # Crops whose pixels' standard deviation (over every channel and pixel, in the model's input
+    # units) is below this are left out of the concept data (spec §1): never a top sample, so
+    # never a concept member or representative.  0: every crop, the paper's (and its code's) rule.
+    # A named departure for data with large uniform backgrounds (Fashion-MNIST's black margins,
+    # where small crops are often pure background); the demo turns it on.
+    min_crop_std: float = 0.0
+
+    # fields added after circuits were stored: left out of `to_dict` (so of `hash`) at their default,
+    # which keeps every earlier circuit's identity; `from_dict` fills them back in
+    _LATER: ClassVar[dict[str, Any]] = {"min_crop_std": 0.0}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["granularities"] = list(self.granularities)
+        for name, default in self._LATER.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod

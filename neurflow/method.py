@@ -191,8 +191,24 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+def _top_k(values: np.ndarray, k: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """Ids of the `k` largest values; with `keep` (a mask over the ids), only among those kept."""
+    if keep is not None:
+        values = np.where(keep, values, -np.inf)
     return np.argsort(-values, kind="stable")[:k]
+
+
+def _content_mask(crops: "_CropSource", min_std: float, batch: int) -> np.ndarray | None:
+    """Which crops carry content: pixel std (every channel and pixel) at least `min_std` (Params.min_crop_std).
+
+    `None` when the option is off (0), so the paper's rule runs exactly as before."""
+    if min_std <= 0:
+        return None
+    stds = []
+    for start in range(0, len(crops), batch):
+        x = crops.get(list(range(start, min(start + batch, len(crops)))))
+        stds.append(x.flatten(1).float().std(dim=1))
+    return (torch.cat(stds) >= min_std).numpy()
 
 
 class _CropSource:
@@ -308,6 +324,12 @@ def build_circuit(
         if params.k > len(crops):
             raise NeurflowInputError(f"k={params.k} is larger than the {len(crops)} crops available; lower k or add images")
         means = _collect_means(model, layers, crops, device, budget, progress, phase)
+        keep = _content_mask(crops, params.min_crop_std, budget.crop_batch)
+        if keep is not None and params.k > int(keep.sum()):
+            raise NeurflowInputError(
+                f"k={params.k} is larger than the {int(keep.sum())} crops with content (pixel std >= "
+                f"{params.min_crop_std:g}) of {len(crops)}; lower k or min_crop_std, or add images"
+            )
         channels = [means[name].shape[1] for name in layers]
         circuit = Circuit(
             model=model_uid,
@@ -319,7 +341,7 @@ def build_circuit(
             data_source=images.origin,
             data_fingerprint=fingerprint,
             precision=budget.precision,
-            notes=notes + [note for note in [images.upscale_note(params.granularities)] if note],
+            notes=notes + [note for note in [images.upscale_note(params.granularities), _blank_note(keep, params)] if note],
             started_at=started_at,
             layers=[LayerRec(depth=d, name=n, channels=c) for d, (n, c) in enumerate(zip(layers, channels))],
             images=[
@@ -335,13 +357,13 @@ def build_circuit(
             lower_maps = maps.reader(d + 1)
             below = _analyse_layer(
                 circuit, d, critical[d], means[layers[d]].numpy(), means[lower_name].numpy(), subs[d],
-                lower_maps, params, budget, device, progress, phase, used_crops, crops,
+                lower_maps, params, budget, device, progress, phase, used_crops, crops, keep,
             )
             critical.append(below)
         bottom = len(layers) - 1
         circuit.neurons += [NeuronRec(depth=bottom, channel=c) for c in critical[bottom]]
         for c in critical[bottom]:
-            for r, cid in enumerate(_top_k(means[layers[bottom]].numpy()[:, c], params.k)):
+            for r, cid in enumerate(_top_k(means[layers[bottom]].numpy()[:, c], params.k, keep)):
                 circuit.top_samples.append(TopSampleRec(bottom, c, r, int(cid), float(means[layers[bottom]][cid, c])))
                 used_crops.add(int(cid))
         zero = circuit.zero_importance_core()
@@ -358,6 +380,14 @@ def build_circuit(
     circuit.seconds = time.perf_counter() - started
     circuit.finished_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return circuit
+
+
+def _blank_note(keep: np.ndarray | None, params: Params) -> str | None:
+    """One line for the circuit's notes when `min_crop_std` left crops out of the concept data."""
+    if keep is None:
+        return None
+    return (f"{int((~keep).sum())} of {len(keep)} crops left out of the concept data as (nearly) uniform "
+            f"(pixel std < {params.min_crop_std:g}, min_crop_std)")
 
 
 def _select_images(model, images: ImageSet, class_index: int, params: Params, device, budget: Budget) -> ImageSet:
@@ -406,12 +436,13 @@ def _collect_means(model, layers, crops: _CropSource, device, budget: Budget, pr
 def _analyse_layer(
     circuit: Circuit, d: int, upper: list[int], upper_means: np.ndarray, lower_means: np.ndarray, sub: nn.Module,
     lower_maps, params: Params, budget: Budget, device, progress, phase, used_crops: set[int], crops: _CropSource,
+    keep: np.ndarray | None = None,
 ) -> list[int]:
     """Top samples, IG, core sets, concepts and edge weights for the critical neurons at depth `d`.
 
     Returns the critical neurons one layer down (the union of the core sets, spec §4)."""
     k, tau = params.k, params.tau
-    tops = {u: _top_k(upper_means[:, u], k) for u in upper}
+    tops = {u: _top_k(upper_means[:, u], k, keep) for u in upper}
     pairs = [(u, int(cid)) for u in upper for cid in tops[u]]
     name = circuit.layers[d].name
     bar = tqdm(total=len(pairs), desc=f"IG {name}", unit="pair", disable=not progress, leave=False)
@@ -452,7 +483,7 @@ def _analyse_layer(
         importance = np.abs(a_u).mean(axis=0)
         ranked = np.argsort(-importance, kind="stable")[:tau]
         if params.epsilon >= 0:
-            ranked = _prune(sub, u, ranked, tops[u], lower_maps, len(crops), params, budget, device)
+            ranked = _prune(sub, u, ranked, tops[u], lower_maps, len(crops), params, budget, device, keep)
         core = ranked
         for r, v in enumerate(core):
             circuit.core.append(CoreRec(d, u, int(v), r, float(importance[v])))
@@ -480,7 +511,7 @@ def _analyse_layer(
     return sorted(below)
 
 
-def _prune(sub, u, ranked, top, lower_maps, n_crops, params: Params, budget: Budget, device) -> np.ndarray:
+def _prune(sub, u, ranked, top, lower_maps, n_crops, params: Params, budget: Budget, device, keep=None) -> np.ndarray:
     """Optional pruning of spec §3: the shortest prefix whose top-k overlap is near the minimum."""
     k = params.k
     prefixes = [torch.as_tensor(ranked[:i].copy(), device=device) for i in range(1, len(ranked) + 1)]
@@ -495,7 +526,7 @@ def _prune(sub, u, ranked, top, lower_maps, n_crops, params: Params, budget: Bud
                 values[i].append(spatial_mean(sub(h))[:, u].float().cpu())
     acts = [torch.cat(v).numpy() for v in values]
     base = set(int(c) for c in top)
-    acc = np.array([len(base & set(int(c) for c in _top_k(a, k))) / k for a in acts])
+    acc = np.array([len(base & set(int(c) for c in _top_k(a, k, keep))) / k for a in acts])
     length = int(np.flatnonzero(acc < acc.min() + params.epsilon)[0]) + 1 if params.epsilon > 0 else int(np.argmin(acc)) + 1
     return ranked[:length]
 
