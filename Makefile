@@ -7,12 +7,17 @@ STAMP := $(VENV)/.installed
 # Trained weights and other expensive artefacts are cached here during tests (inside the run).
 export NEURFLOW_CACHE ?= $(CURDIR)/.cache/neurflow
 PYTEST_ARGS ?=
+# Neo4j's Cypher front end (parser and semantic analysis, an npm package) lints every statement in
+# `make test` (tests/test_zz_cypher_lint.py); installed here when node and npm are present.
+CYPHER_LINT_VERSION := 2.0.0-next.38
+CYPHER_LINT_DIR := .cypher-lint
+CYPHER_LINT_STAMP := $(CYPHER_LINT_DIR)/.installed-$(CYPHER_LINT_VERSION)
 
-.PHONY: test demo venv sysdeps store-data app bench clean help
+.PHONY: test demo venv sysdeps cypher-lint store-data app bench clean help
 
 help:
 	@echo "make demo   - install, build the demo store (embedded ArcadeDB), start the app"
-	@echo "make test   - install and run the test suite"
+	@echo "make test   - install and run the test suite (with Neo4j's Cypher front end when node is present)"
 	@echo "make bench  - run the benchmarks in bench/"
 
 # Debian packages: the Fashion-MNIST files and a headless browser for the app's end-to-end test.
@@ -34,7 +39,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: sysdeps venv
+# @neo4j-cypher/language-support at the pinned version, once (a stamp file); without node and npm
+# the lint test is skipped and says why.
+cypher-lint:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "note: node and npm not found: the Cypher lint test (Neo4j's front end) will be skipped"; \
+	elif [ ! -f $(CYPHER_LINT_STAMP) ]; then \
+	  echo "installing @neo4j-cypher/language-support@$(CYPHER_LINT_VERSION) into $(CYPHER_LINT_DIR)/"; \
+	  rm -rf $(CYPHER_LINT_DIR) && mkdir -p $(CYPHER_LINT_DIR) && \
+	  npm install --prefix $(CYPHER_LINT_DIR) --no-audit --no-fund --no-save --loglevel=error \
+	    @neo4j-cypher/language-support@$(CYPHER_LINT_VERSION) && touch $(CYPHER_LINT_STAMP) || \
+	  echo "note: npm could not install @neo4j-cypher/language-support: the Cypher lint test will be skipped"; \
+	fi
+
+test: sysdeps venv cypher-lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: sysdeps venv

@@ -48,6 +48,7 @@ from neo4j import exceptions as nx
 from neo4j.graph import Node, Path, Relationship
 
 from ingest.config import StoreConfig, load_config
+from ingest.cypher_record import record as record_cypher
 from ingest.errors import ReadOnlyViolation, StoreError, StoreQueryError, one_line
 from ingest.store import Store, open_driver, translate_error
 
@@ -180,10 +181,10 @@ def _violation(toks: list[_Tok], i: int) -> str | None:
     prev = toks[i - 1] if i > 0 else None
     nxt = toks[i + 1] if i + 1 < len(toks) else None
     nxt_word = nxt.upper if nxt is not None else ""
+    if prev is not None and prev.upper == "AS":
+        return None  # an alias (RETURN 1 AS `delete`, RETURN n.uid AS merge): after AS comes a name
     if tok.kind == "quoted":  # `CREATE`: a server may read it as the keyword; never as a write here
         word = (tok.text.split() or [""])[0].upper()
-        if prev is not None and prev.upper == "AS":
-            return None  # an alias: RETURN 1 AS `delete`
     else:
         word = tok.upper
     if word in _WRITE_KEYWORDS:
@@ -286,13 +287,17 @@ def _can_create(store: Store) -> bool | None:
     nothing).  None when the database has no label to try (creating one would change the
     schema, which ArcadeDB does not roll back)."""
     with store.session() as session:
-        labels = [r["label"] for r in session.run("CALL db.labels() YIELD label RETURN label LIMIT 1")]
+        probe = "CALL db.labels() YIELD label RETURN label LIMIT 1"
+        labels = [r["label"] for r in session.run(probe)]
+        record_cypher(probe)
         if not labels:
             return None
         tx = session.begin_transaction(timeout=30)
         try:
             label = labels[0].replace("`", "``")
-            tx.run(f"CREATE (p:`{label}` {{uid: $uid}}) RETURN 1 AS ok", uid=f"neurflow-readonly-probe-{uuid.uuid4().hex}").consume()
+            create = f"CREATE (p:`{label}` {{uid: $uid}}) RETURN 1 AS ok"
+            tx.run(create, uid=f"neurflow-readonly-probe-{uuid.uuid4().hex}").consume()
+            record_cypher(create, {"uid": None})
             return True
         except nx.Neo4jError as exc:
             msg = f"{exc.code or ''} {getattr(exc, 'message', '') or ''}"

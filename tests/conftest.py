@@ -3,6 +3,6 @@ the tiny seeded models of the unit tests in tests/fixtures_tiny.py (models in te
 
 import os
 
-pytest_plugins = ["tests.fixtures_model", "tests.fixtures_circuits", "tests.fixtures_store", "tests.fixtures_tiny"]
+pytest_plugins = ["tests.fixtures_model", "tests.fixtures_circuits", "tests.fixtures_store", "tests.fixtures_tiny", "tests.fixtures_cypher"]
 
 os.environ.setdefault("NEURFLOW_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "neurflow"))
