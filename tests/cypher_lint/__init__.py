@@ -12,8 +12,8 @@ Statements come from two places:
   example, the schema statements, the module-level statements (``Q_*``, ``*_CYPHER``) of the
   ingest/ modules that have them (writer, evaluations, labelling, image debugging), and every
   plain string literal passed as Cypher to a ``run`` / ``write`` / ``read`` call in ingest/,
-  app/, neurflow/ and bench/ (statements built with f-strings, like the export's per-label
-  reads, are checked as recorded, with their values).
+  app/, cli/, neurflow/ and bench/ (statements built with f-strings, like the export's
+  per-label reads, are checked as recorded, with their values).
 """
 
 from __future__ import annotations
@@ -161,6 +161,6 @@ def static_statements() -> list[tuple[str, str]]:
         ("app/views/console.py EXAMPLE", n.value.value) for n in console.body
         if isinstance(n, ast.Assign) and [getattr(t, "id", "") for t in n.targets] == ["EXAMPLE"] and isinstance(n.value, ast.Constant)
     ]  # fmt: skip
-    files = sorted(path for top in ("ingest", "app", "neurflow", "bench") for path in (ROOT / top).rglob("*.py"))
+    files = sorted(path for top in ("ingest", "app", "cli", "neurflow", "bench") for path in (ROOT / top).rglob("*.py"))
     out += _literal_statements(files)
     return out
