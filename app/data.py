@@ -19,11 +19,11 @@ from typing import Any
 
 import streamlit as st
 
-from ingest.config import StoreConfig, load_config
+from ingest.config import StoreConfig
 from ingest.config import artifact_dir as config_artifact_dir
 from ingest.queries import get_query, run_query
 from ingest.readonly import readonly_store
-from ingest.store import Store
+from ingest.store import Store, start_store
 
 VERSION_TTL_S = 3.0
 RESULT_TTL_S = 600  # backstop for changes the version does not see (e.g. new group labels)
@@ -42,7 +42,7 @@ def _env_key() -> tuple:
 
 @st.cache_resource(show_spinner="Connecting to the store…")
 def _config(env_key: tuple) -> StoreConfig:  # noqa: ARG001 - the key only
-    return load_config()
+    return start_store()
 
 
 def config() -> StoreConfig:

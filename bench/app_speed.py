@@ -157,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import app.router  # noqa: F401
     from app.graphs import layered_figure  # noqa: F401
-    from ingest.config import load_config
+    from ingest.store import start_store
     from ingest.readonly import readonly_store
 
     imports = time.perf_counter() - t
-    cfg = load_config()
+    cfg = start_store()
     store = readonly_store(cfg)
     models = [r["model"] for r in store.run(
         "MATCH (c:Circuit {status: 'complete'}) RETURN DISTINCT c.model AS model ORDER BY model")]  # fmt: skip

@@ -26,7 +26,7 @@ import torch
 
 import neurflow.method as method
 from neurflow.attribution import per_neuron_attributions
-from neurflow.cli import add_method_args, add_model_args, layers_from_args, params_from_args
+from cli.options import add_method_args, add_model_args, layers_from_args, params_from_args
 from neurflow.circuit import Params
 from neurflow.method import Budget
 

@@ -3,7 +3,8 @@
 Environment:
 
 - ``NEURFLOW_STORE_URI``: a Bolt URI (``bolt://host:7687``, ``neo4j://...``).  Unset: the
-  embedded ArcadeDB server is used (and started on demand).
+  embedded ArcadeDB server is used (started by `ingest.store.start_store`, an explicit call:
+  this module only reads settings).
 - ``NEURFLOW_STORE_USER`` / ``NEURFLOW_STORE_PASSWORD``: credentials of the writer.
 - ``NEURFLOW_STORE_DATABASE``: database name (embedded default ``neurflow``; with a URI
   the server's default database unless set).
@@ -111,22 +112,6 @@ def external_config(env: Mapping[str, str] | None = None) -> StoreConfig:
         readonly_password=env.get("NEURFLOW_STORE_READONLY_PASSWORD") or None,
         embedded=False,
     )
-
-
-def load_config(env: Mapping[str, str] | None = None, *, start: bool = True) -> StoreConfig:
-    """The store configuration from the environment.
-
-    Without ``NEURFLOW_STORE_URI`` this is the embedded server, started in the background
-    when it is not running (``start=False``: raise `StoreUnavailable` instead)."""
-    env = os.environ if env is None else env
-    if not uses_embedded(env):
-        return external_config(env)
-    from ingest.embedded import embedded_config, ensure_embedded_server
-
-    cfg = ensure_embedded_server(env=env) if start else embedded_config(env=env)
-    if env.get("NEURFLOW_STORE_DATABASE"):
-        cfg = cfg.with_database(env["NEURFLOW_STORE_DATABASE"])
-    return cfg
 
 
 def artifact_dir(cfg: StoreConfig | None = None) -> Path:

@@ -10,7 +10,7 @@ before any task exists: model and weights, class list, data of every class, laye
 - classes whose circuit is already `complete` are skipped in the driver (unless `--force`);
 - one task per remaining class (`run_class`) asks for `--ray-task-cpus` CPUs, and
   `--ray-task-gpus` GPUs (1 or a fraction) when the cluster has GPUs and `--device` is `auto`
-  or `cuda`; it rebuilds the model from the payload, runs `ingest.ingest_cli.ingest_class`
+  or `cuda`; it rebuilds the model from the payload, runs `ingest.pipeline.ingest_class`
   (the local executor's per-class work) and writes to the store named by the driver's
   `StoreConfig` over Bolt (the embedded server is started by the driver and listens on
   127.0.0.1, so its workers must be on the same machine; a cluster uses Neo4j);
@@ -43,7 +43,6 @@ Fault injection (tests, drills) — environment of the tasks, forwarded by the d
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -54,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import StoreError
+from ingest.pipeline import ClassResult, planned_uid
 from neurflow.errors import NeurflowInputError
 
 FAULT_DIR_ENV = "NEURFLOW_RAY_FAULT_DIR"
@@ -155,7 +155,7 @@ def run_class(payload: ModelPayload, store_config, job: ClassJob, class_index: i
     """One class in a Ray worker: model from the payload, `ingest_class`, write to the shared store."""
     import torch
 
-    from ingest.ingest_cli import ingest_class, is_transient_store_error
+    from ingest.pipeline import ingest_class, is_transient_store_error
     from ingest.store import Store
 
     env = {**{k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}, **job.env}
@@ -197,16 +197,36 @@ def _task_device(requested: str, cluster_gpus: float) -> str:
     raise NeurflowInputError(f"--device {requested!r} is not supported with --executor ray: use auto, cpu or cuda")
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    if args.ray_cpus is not None and args.ray_cpus < 1:
-        raise NeurflowInputError(f"--ray-cpus must be at least 1, got {args.ray_cpus}")
-    if not args.ray_task_cpus > 0:
-        raise NeurflowInputError(f"--ray-task-cpus must be positive, got {args.ray_task_cpus}")
-    if not 0 < args.ray_task_gpus <= 1 and not (args.ray_task_gpus > 1 and float(args.ray_task_gpus).is_integer()):
-        raise NeurflowInputError(f"--ray-task-gpus must be a fraction in (0, 1] or a whole number, got {args.ray_task_gpus}")
-    if args.ray_max_retries < 0:
-        raise NeurflowInputError(f"--ray-max-retries must be 0 or more, got {args.ray_max_retries}")
-    _task_device(args.device, 1.0)  # spelling only; GPUs are checked against the cluster
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how the classes run on Ray (the command line's ``--ray-*`` options)."""
+
+    address: str | None = None  # None: a new local cluster (never someone else's)
+    cpus: int | None = None  # CPUs of that local cluster
+    task_cpus: float = 1.0
+    task_gpus: float = 1.0
+    max_retries: int = 3
+    device: str = "auto"  # auto / cpu / cuda: where a task computes
+    quiet: bool = False
+
+    def check(self) -> None:
+        if self.cpus is not None and self.cpus < 1:
+            raise NeurflowInputError(f"--ray-cpus must be at least 1, got {self.cpus}")
+        if not self.task_cpus > 0:
+            raise NeurflowInputError(f"--ray-task-cpus must be positive, got {self.task_cpus}")
+        if not 0 < self.task_gpus <= 1 and not (self.task_gpus > 1 and float(self.task_gpus).is_integer()):
+            raise NeurflowInputError(f"--ray-task-gpus must be a fraction in (0, 1] or a whole number, got {self.task_gpus}")
+        if self.max_retries < 0:
+            raise NeurflowInputError(f"--ray-max-retries must be 0 or more, got {self.max_retries}")
+        _task_device(self.device, 1.0)  # spelling only; GPUs are checked against the cluster
+
+
+class ClassInputError(NeurflowInputError):
+    """A user error found by a class's task (never retried); `results` holds the classes done before."""
+
+    def __init__(self, message: str, results: list):
+        super().__init__(message)
+        self.results = results
 
 
 def _largest_node(ray, resource: str) -> float:
@@ -230,15 +250,15 @@ def _probe(address: str) -> None:
         ) from None
 
 
-def _start_ray(ray, address: str | None, args: argparse.Namespace) -> None:
-    quiet = dict(logging_level=logging.ERROR, log_to_driver=not args.quiet)
+def _start_ray(ray, address: str | None, options: RayOptions) -> None:
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=not options.quiet)
     if address:
         _probe(address)
     try:
         if address:
             ray.init(address=address, **quiet)
         else:  # always a new local cluster (never someone else's), stopped by ray.shutdown()
-            ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, **quiet)
+            ray.init(address="local", num_cpus=options.cpus, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError, SystemExit) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise NeurflowInputError(f"cannot start or join {where}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
@@ -251,61 +271,58 @@ def _reason(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text}"[:200] if text else type(cause).__name__
 
 
-def cmd_ingest_ray(args: argparse.Namespace) -> int:
+def pending_classes(store, loaded, data: str, classes: list[int], params, layers: list[str], budget, *,
+                    split: str, force: bool) -> tuple[list[ClassResult], list[int]]:
+    """`(skipped rows, classes to build)`: a class whose circuit is already complete is skipped.
+
+    A class's images are read here (for their fingerprint) only when the class has complete
+    circuits at all: a first ingestion of 1,000 classes reads no image twice, and a broken image
+    is found by its task (one line, not retried)."""
+    from ingest.writer import circuit_status
+    from neurflow.datasets import load_images
+
+    names = {c: loaded.class_names[c] if c < len(loaded.class_names) else str(c) for c in classes}
+    done = set() if force else {r["c"] for r in store.run(
+        "MATCH (c:Circuit {model: $model, status: 'complete'}) WHERE c.class_index IN $classes "
+        "RETURN DISTINCT c.class_index AS c", model=loaded.uid, classes=list(classes))}  # fmt: skip
+    skipped, todo = [], []
+    for c in classes:
+        images = load_images(data, loaded.spec, class_index=c, split=split) if c in done else None
+        if images is not None and circuit_status(store, planned_uid(loaded, images, c, params, layers, budget)) == "complete":
+            skipped.append(ClassResult(c, names[c], "skipped (already complete)"))
+        else:
+            todo.append(c)
+    return skipped, todo
+
+
+def ingest_on_ray(store_config, loaded, data: str, classes: list[int], params, layers: list[str], budget, *,
+                  split: str = "train", force: bool = False, save_dir: str | None = None,
+                  write_batch: int | None = None, options: RayOptions = RayOptions()) -> tuple[list[ClassResult], list[str]]:
+    """Build and write `classes` as one Ray task each; `(one row per class, failures)`.
+
+    The model, the layers and the store were checked by the caller.  Workers that die and
+    transient store errors are retried (`options.max_retries`); a user error found by a task
+    stops everything (`ClassInputError`, with the rows of the classes done before)."""
+    from ingest.config import artifact_dir
+    from ingest.schema import ensure_schema
+    from ingest.store import Store
     from neurflow.progress import tqdm
 
-    from ingest.config import artifact_dir
-    from ingest.ingest_cli import ClassResult, format_table, planned_uid, print_notes, resolve_run
-    from ingest.schema import ensure_schema
-    from ingest.store import Store, open_store
-    from ingest.writer import circuit_status
-    from neurflow.cli import budget_from_args, layers_from_args, params_from_args
-    from neurflow.datasets import load_images
-    from neurflow.method import validate_layers
-
     ray = require_ray()
-    _check_options(args)
-    params = params_from_args(args)
-    _, loaded, classes, data = resolve_run(args, device="cpu")  # the driver checks on the CPU
-    layers = layers_from_args(args, loaded.spec)
-    example = None
-    for c in classes:  # every class has data (an empty class folder fails here, not in a task)
-        images = load_images(data, loaded.spec, class_index=c, split=args.split, limit=1)
-        example = images.pixels[:1] if example is None else example
-    layers = validate_layers(loaded.module, layers, example)  # as the circuits will have them (an fc top is the logits)
-    budget = budget_from_args(args)
+    options.check()
     names = {c: loaded.class_names[c] if c < len(loaded.class_names) else str(c) for c in classes}
-
-    with open_store() as store:  # reachable, right credentials and database; embedded: started here
-        cfg = store.config
-        results: list[ClassResult] = []
-        todo = []
-        # a class is read here (for its image fingerprint) only when it has complete circuits at
-        # all: a first ingestion of 1,000 classes does not read every image twice
-        done = set() if args.force else {r["c"] for r in store.run(
-            "MATCH (c:Circuit {model: $model, status: 'complete'}) WHERE c.class_index IN $classes "
-            "RETURN DISTINCT c.class_index AS c", model=loaded.uid, classes=list(classes))}  # fmt: skip
-        for c in classes:
-            images = load_images(data, loaded.spec, class_index=c, split=args.split) if c in done else None
-            if images is not None and circuit_status(store, planned_uid(loaded, images, c, params, layers, budget)) == "complete":
-                results.append(ClassResult(c, names[c], "skipped (already complete)"))
-            else:
-                todo.append(c)
-    if not todo:
-        print(format_table(results))
-        return 0
-
-    address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
-    _start_ray(ray, address, args)
+    results: list[ClassResult] = []
     failed: list[str] = []
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    _start_ray(ray, address, options)
     try:
-        if cfg.embedded and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
-            print(f"note: the embedded store listens on {cfg.uri}; Ray workers on other machines cannot reach it "
+        if store_config.embedded and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
+            print(f"note: the embedded store listens on {store_config.uri}; Ray workers on other machines cannot reach it "
                   "(use Neo4j: NEURFLOW_STORE_URI)", file=sys.stderr)  # fmt: skip
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        device = _task_device(args.device, gpus)
-        num_gpus = float(args.ray_task_gpus) if device == "cuda" else 0.0
-        for resource, need, option in (("CPU", float(args.ray_task_cpus), "--ray-task-cpus"), ("GPU", num_gpus, "--ray-task-gpus")):
+        device = _task_device(options.device, gpus)
+        num_gpus = float(options.task_gpus) if device == "cuda" else 0.0
+        for resource, need, option in (("CPU", float(options.task_cpus), "--ray-task-cpus"), ("GPU", num_gpus, "--ray-task-gpus")):
             largest = _largest_node(ray, resource)
             if need and largest < need:
                 message = f"{option} {need:g}: no node of the Ray cluster has that many {resource}s (largest: {largest:g})"
@@ -313,22 +330,22 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
                     raise NeurflowInputError(message)
                 print(f"note: {message}; the tasks wait until such a node joins (autoscaler)", file=sys.stderr)
         job = ClassJob(
-            data=str(data), params=params, layers=list(layers), split=args.split, device=device, budget=budget,
-            force=args.force, artifacts=str(artifact_dir(cfg)),
-            save_dir=str(Path(args.save_circuits).resolve()) if args.save_circuits else None,
-            write_batch=args.write_batch, threads=max(1, int(args.ray_task_cpus)),
+            data=str(data), params=params, layers=list(layers), split=split, device=device, budget=budget,
+            force=force, artifacts=str(artifact_dir(store_config)),
+            save_dir=str(Path(save_dir).resolve()) if save_dir else None,
+            write_batch=write_batch, threads=max(1, int(options.task_cpus)),
             env={k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)},
         )  # fmt: skip
-        with Store(cfg) as store:  # the constraints exist before concurrent tasks MERGE (nothing is written before)
+        with Store(store_config) as store:  # the constraints exist before concurrent tasks MERGE (nothing is written before)
             ensure_schema(store)
         payload = ray.put(ModelPayload.from_loaded(loaded))
-        config = ray.put(cfg)
+        config = ray.put(store_config)
         task = ray.remote(run_class).options(
-            num_cpus=args.ray_task_cpus, num_gpus=num_gpus, max_retries=args.ray_max_retries,
+            num_cpus=options.task_cpus, num_gpus=num_gpus, max_retries=options.max_retries,
             retry_exceptions=[TransientStoreError], name="neurflow-ingest-class",
         )  # fmt: skip
-        pending = {task.remote(payload, config, job, c): c for c in todo}
-        bar = tqdm(total=len(todo), desc="classes", unit="class", disable=args.quiet)
+        pending = {task.remote(payload, config, job, c): c for c in classes}
+        bar = tqdm(total=len(classes), desc="classes", unit="class", disable=options.quiet)
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -345,10 +362,8 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
                                 except Exception:  # noqa: BLE001 - finished meanwhile
                                     pass
                             pending.clear()
-                            bar.close()
-                            if results:
-                                print(format_table(sorted(results, key=lambda r: r.class_index)))
-                            raise NeurflowInputError(f"class {c} ({names[c]}): {' '.join(str(cause).split())}") from None
+                            raise ClassInputError(f"class {c} ({names[c]}): {' '.join(str(cause).split())}",
+                                                  sorted(results, key=lambda r: r.class_index)) from None
                         reason = _reason(exc)
                         failed.append(f"class {c} ({reason})")
                         results.append(ClassResult(c, names[c], f"failed ({reason})"))
@@ -358,9 +373,4 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
             bar.close()
     finally:
         ray.shutdown()
-    print(format_table(sorted(results, key=lambda r: r.class_index)))
-    print_notes(sorted(results, key=lambda r: r.class_index))
-    if failed:
-        print(f"error: {len(failed)} of {len(classes)} classes failed after retries: {'; '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return sorted(results, key=lambda r: r.class_index), failed

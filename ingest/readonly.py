@@ -47,10 +47,10 @@ import neo4j
 from neo4j import exceptions as nx
 from neo4j.graph import Node, Path, Relationship
 
-from ingest.config import StoreConfig, load_config
+from ingest.config import StoreConfig
 from ingest.cypher_record import record as record_cypher
 from ingest.errors import ReadOnlyViolation, StoreError, StoreQueryError, one_line
-from ingest.store import Store, open_driver, translate_error
+from ingest.store import Store, open_driver, start_store, translate_error
 
 CLIENT_GRACE_S = 2.0  # how long past its limit a query may take to report the server's own timeout
 
@@ -340,7 +340,7 @@ _lock = threading.Lock()
 def readonly_store(cfg: StoreConfig | None = None) -> Store:
     """A cached `Store` logged in with the read-only account of `cfg` (default: environment),
     checked by `verify_readonly_account` when first opened."""
-    cfg = cfg or load_config()
+    cfg = cfg or start_store()
     key = (cfg.uri, cfg.readonly_user or cfg.user, cfg.database)
     with _lock:
         store = _stores.get(key)

@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import os
+
+from typing import Any, Iterator, Mapping
 
 import neo4j
 from neo4j import GraphDatabase
 from neo4j import exceptions as nx
 
-from ingest.config import StoreConfig, load_config
+from ingest.config import StoreConfig, external_config, uses_embedded
 from ingest.cypher_record import record as record_cypher
 from ingest.errors import (
     StoreAuthError,
@@ -226,9 +228,34 @@ class Store:
 
 def open_store(cfg: StoreConfig | None = None, *, readonly: bool = False) -> Store:
     """Open the configured store (the embedded server is started when needed)."""
-    return Store(cfg or load_config(), readonly=readonly)
+    return Store(cfg or start_store(), readonly=readonly)
 
 
 def iter_batches(rows: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
+
+
+def _with_database(cfg: StoreConfig, env: Mapping[str, str]) -> StoreConfig:
+    return cfg.with_database(env["NEURFLOW_STORE_DATABASE"]) if env.get("NEURFLOW_STORE_DATABASE") else cfg
+
+
+def start_store(env: Mapping[str, str] | None = None) -> StoreConfig:
+    """The store's configuration, ready to connect: the one call that starts the embedded server
+    (in the background, reused by later processes) when ``NEURFLOW_STORE_URI`` is unset."""
+    env = os.environ if env is None else env
+    if not uses_embedded(env):
+        return external_config(env)
+    from ingest.embedded import ensure_embedded_server
+
+    return _with_database(ensure_embedded_server(env=env), env)
+
+
+def running_config(env: Mapping[str, str] | None = None) -> StoreConfig:
+    """Like `start_store`, but an embedded server that is not running is `StoreUnavailable`."""
+    env = os.environ if env is None else env
+    if not uses_embedded(env):
+        return external_config(env)
+    from ingest.embedded import embedded_config
+
+    return _with_database(embedded_config(env=env), env)

@@ -292,21 +292,3 @@ def match_folders(folders: Sequence[str], lookup: ClassNames, where: str) -> dic
             )
         seen[c] = folder
     return out
-
-
-def classes_of_run(loaded, data: str, text: str, *, option: str = "--classes", single: bool = False) -> list[int]:
-    """The classes a command is asked for (`text` of ``--classes`` / ``--class``), checked against
-    the model and the data before anything is built or written.
-
-    A model without class names first takes its data set's (`neurflow.datasets.adopt_data_names`,
-    in place); ``all`` is every class the data holds images of (`neurflow.datasets.data_classes`:
-    the matched sub-folders of an image folder); `single` allows exactly one class."""
-    from neurflow.datasets import adopt_data_names, data_classes
-
-    adopt_data_names(loaded, data)
-    lookup = ClassNames(loaded.class_names, getattr(loaded.spec, "class_ids", ()))
-    where = str(data)
-    chosen = select_classes(text, lookup, available=data_classes(data, loaded.spec), where=where, option=option)
-    if single and len(chosen) != 1:
-        raise NeurflowInputError(f"{option} takes one class, {text!r} is {len(chosen)}: use `neurflow ingest --classes` for several")
-    return chosen

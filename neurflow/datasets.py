@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from neurflow.cache import cache_dir
-from neurflow.classes import ClassNames, folder_hint, match_folders
+from neurflow.classes import ClassNames, folder_hint, match_folders, select_classes
 from neurflow.images import ImageSet, NeurflowInputError, file_hash, pixel_hash, read_picture
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -384,3 +384,19 @@ def adopt_data_names(loaded, data: str) -> None:
     if names:
         loaded.spec = replace(spec, class_names=tuple(names), class_ids=())
         loaded.class_names = list(names)
+
+
+def classes_of_run(loaded, data: str, text: str, *, option: str = "--classes", single: bool = False) -> list[int]:
+    """The classes a command is asked for (`text` of ``--classes`` / ``--class``), checked against
+    the model and the data before anything is built or written.
+
+    A model without class names first takes its data set's (`adopt_data_names`,
+    in place); ``all`` is every class the data holds images of (`data_classes`:
+    the matched sub-folders of an image folder); `single` allows exactly one class."""
+    adopt_data_names(loaded, data)
+    lookup = ClassNames(loaded.class_names, getattr(loaded.spec, "class_ids", ()))
+    where = str(data)
+    chosen = select_classes(text, lookup, available=data_classes(data, loaded.spec), where=where, option=option)
+    if single and len(chosen) != 1:
+        raise NeurflowInputError(f"{option} takes one class, {text!r} is {len(chosen)}: use `neurflow ingest --classes` for several")
+    return chosen

@@ -1,7 +1,7 @@
 """Train the demo model (`fashion-cnn`) on Fashion-MNIST with the project's own code.
 
-    python -m neurflow.train            # train if `cache_dir()/fashion-cnn.pt` is missing
-    python -m neurflow.train --force    # retrain
+    neurflow train            # train if `cache_dir()/fashion-cnn.pt` is missing
+    neurflow train --force    # retrain
 
 Deterministic: fixed seed for the initial weights and for the data order (one seeded
 permutation per epoch), no data-loader workers.  On CPU it trains with bf16 autocast and
@@ -16,7 +16,6 @@ and renamed into place (sidecar first), so the weights file exists only when com
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import fcntl
@@ -26,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -102,8 +101,10 @@ def train(
     threads: int | None = None,
     limit: int | None = None,
     verbose: bool = True,
-) -> tuple[FashionCNN, dict[str, Any]]:
-    """Train a fresh `FashionCNN` on the Fashion-MNIST training split.
+    make_model: Callable[[], torch.nn.Module] | None = None,
+    name: str = "fashion-cnn",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a fresh `FashionCNN` (or `make_model()`, recorded as `name`) on the Fashion-MNIST training split.
 
     `limit` keeps only the first `limit` training and test images (for quick checks).
     Returns the model (eval mode, contiguous float32 weights) and a summary dict."""
@@ -120,7 +121,7 @@ def train(
         if limit is not None:
             x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
         torch.manual_seed(seed)
-        model = FashionCNN().to(memory_format=torch.channels_last)
+        model = (make_model or FashionCNN)().to(memory_format=torch.channels_last)
         steps_per_epoch = (len(y_train) + batch_size - 1) // batch_size
         opt = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=WEIGHT_DECAY)
         sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -161,7 +162,7 @@ def train(
     finally:
         torch.set_num_threads(old_threads)
     info = {
-        "model": "fashion-cnn",
+        "model": name,
         "test_accuracy": round(accuracy, 4),
         "seed": seed,
         "epochs": epochs,
@@ -229,29 +230,3 @@ def ensure_trained(force: bool = False, verbose: bool = True) -> Path:
         _atomic_write(sidecar_path(), lambda fh: fh.write(json.dumps(info, indent=2, sort_keys=True).encode()))
         _atomic_write(path, lambda fh: torch.save(state, fh))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m neurflow.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--force", action="store_true", help="retrain even when cached weights exist")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
-    args = parser.parse_args(argv)
-    from neurflow.images import NeurflowInputError
-
-    try:
-        path = ensure_trained(force=args.force, verbose=not args.quiet)
-    except NeurflowInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    info = read_sidecar() or {}
-    acc = info.get("test_accuracy")
-    if acc is None:  # sidecar lost: measure again
-        from neurflow.models.registry import load_model
-
-        acc = test_accuracy(load_model("fashion-cnn", train_if_missing=False).module)
-    print(f"test accuracy {acc:.4f}  seconds {info.get('seconds', '?')}  weights {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

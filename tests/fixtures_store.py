@@ -4,7 +4,7 @@ Fixtures:
 
 - ``store_server`` (session): a fresh embedded ArcadeDB server in a temporary data folder on
   free ports, stopped at the end.  While it runs, ``NEURFLOW_STORE_DIR`` and the port
-  variables point at it, so code that calls ``load_config()`` reuses it.
+  variables point at it, so code that calls ``start_store()`` reuses it.
 - ``store_config`` (function): the server's config on a new, empty database of its own
   (dropped afterwards), so tests are independent.
 - ``store`` (function): an open `ingest.store.Store` on that database, schema in place.

@@ -35,7 +35,7 @@ def test_every_public_function_has_an_examples_section():
 
 
 def test_library_defaults_are_the_command_lines():
-    from neurflow.cli import build_parser
+    from cli.main import build_parser
 
     args = build_parser().parse_args(["circuit", "--class", "0"])
     d = Params()

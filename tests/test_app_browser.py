@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("streamlit")
 playwright = pytest.importorskip("playwright.sync_api")
 
-from app.app_cli import app_env, streamlit_command  # noqa: E402
+from cli.app_commands import app_env, streamlit_command  # noqa: E402
 from ingest.embedded import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

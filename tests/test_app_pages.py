@@ -407,8 +407,8 @@ def test_store_down_gets_a_friendly_message(store_server):
 
 
 def test_neurflow_app_and_demo_commands_are_registered():
-    from app.app_cli import streamlit_command
-    from neurflow.cli import build_parser
+    from cli.app_commands import streamlit_command
+    from cli.main import build_parser
 
     args = build_parser().parse_args(["app", "--port", "8600"])
     assert args.port == 8600 and args.func.__name__ == "cmd_app"

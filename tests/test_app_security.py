@@ -110,8 +110,8 @@ def test_labels_can_be_edited_when_the_app_allows_it(world, monkeypatch):
 
 
 def test_neurflow_app_flag_sets_the_label_edit_variable(monkeypatch):
-    from app.app_cli import LABEL_EDITS_ENV, streamlit_env
-    from neurflow.cli import build_parser
+    from cli.app_commands import LABEL_EDITS_ENV, streamlit_env
+    from cli.main import build_parser
 
     monkeypatch.setenv(LABEL_EDITS_ENV, "1")  # inherited from the shell: does not count
     args = build_parser().parse_args(["app"])

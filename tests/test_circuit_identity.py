@@ -13,7 +13,7 @@ from PIL import Image
 from ingest.embedded import create_database
 from ingest.store import Store
 from neurflow.circuit import Identity, Params
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD
 
 TINY = ["--tau", "2", "--k", "8", "--ig-steps", "4", "--max-images", "6", "--device", "cpu", "--quiet"]

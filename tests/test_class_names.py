@@ -13,14 +13,13 @@ from PIL import Image
 
 from neurflow.classes import (
     ClassNames,
-    classes_of_run,
     imagenet_categories,
     imagenet_synsets,
     normalise,
     read_class_names,
     select_classes,
 )
-from neurflow.datasets import FASHION_MNIST_CLASSES, data_classes, folder_class_map, load_images
+from neurflow.datasets import FASHION_MNIST_CLASSES, classes_of_run, data_classes, folder_class_map, load_images
 from neurflow.errors import NeurflowInputError
 from neurflow.models import get_spec
 

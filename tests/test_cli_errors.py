@@ -15,10 +15,11 @@ import pytest
 
 from ingest.embedded import free_port
 from ingest.errors import ReadOnlyViolation, StoreQueryError, StoreUnavailable
-from ingest.ingest_cli import parse_classes
+from cli.ingest_commands import parse_classes
 from neurflow.circuit import Params
-from neurflow.cli import main
-from neurflow.errors import NeurflowInputError, NeurflowRuntimeError, classify
+from cli.main import main
+from cli.contract import classify
+from neurflow.errors import NeurflowInputError, NeurflowRuntimeError
 from tests.fixtures_circuits import TEST_ARGS
 
 ESCAPES = ("\r", "\x1b[")

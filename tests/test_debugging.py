@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from ingest.debug_cli import debug_image, load_query_image, read_groups
+from ingest.image_debugging import debug_image, load_query_image, read_groups
 from ingest.store import Store
 from neurflow.circuit import LOGITS
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 from neurflow.debugging import (
     EPS,
     ablate_group,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import DEFAULT_BOLT_PORT, DEFAULT_HTTP_PORT, StoreConfig, embedded_ports, external_config, load_config, store_dir
+from ingest.config import DEFAULT_BOLT_PORT, DEFAULT_HTTP_PORT, StoreConfig, embedded_ports, external_config, store_dir
 from ingest.embedded import (
     embedded_config,
     embedded_status,
@@ -27,8 +27,8 @@ from ingest.errors import (
     StoreError,
     StoreUnavailable,
 )
-from ingest.store import Store
-from ingest.store_cli import main
+from ingest.store import Store, running_config, start_store
+from cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def test_external_config_from_environment():
         "NEURFLOW_STORE_PASSWORD": "s3cret",
         "NEURFLOW_STORE_DATABASE": "graphs",
     }
-    cfg = load_config(env)
+    cfg = start_store(env)
     assert (cfg.uri, cfg.user, cfg.password, cfg.database, cfg.embedded) == ("bolt://db:7687", "neo4j", "s3cret", "graphs", False)
     assert cfg.readonly_auth == ("neo4j", "s3cret")  # no reader account configured: same login, READ mode
     assert "s3cret" not in repr(cfg) and external_config(env) == cfg
@@ -116,8 +116,8 @@ def test_running_server_is_reused_here_and_by_another_process(store_server):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == store_server.uri
     assert embedded_status(data)["pid"] == pid
-    # load_config() without NEURFLOW_STORE_URI is the embedded server (the fixture pointed the env at it)
-    assert load_config().uri == store_server.uri
+    # start_store() without NEURFLOW_STORE_URI is the embedded server (the fixture pointed the env at it)
+    assert start_store().uri == store_server.uri
 
 
 def test_status_of_running_server(store_server):
@@ -195,7 +195,7 @@ def test_store_commands_start_stop_restart(tmp_path, monkeypatch, capsys, store_
         assert "started" in capsys.readouterr().out
         assert main(["store", "start"]) == 0
         assert "already running" in capsys.readouterr().out
-        cfg = load_config(start=False)
+        cfg = running_config()
         assert cfg.password != store_server.password  # generated per store, never a default
         with Store(cfg) as s:
             s.run("CREATE (:Model {uid: 'persisted'})")
@@ -206,9 +206,9 @@ def test_store_commands_start_stop_restart(tmp_path, monkeypatch, capsys, store_
         assert main(["store", "stop"]) == 0
         assert "not running" in capsys.readouterr().out
         with pytest.raises(StoreUnavailable):
-            load_config(start=False)
+            running_config()
         # a new start finds the data again (same password file, same database)
-        cfg2 = load_config()
+        cfg2 = start_store()
         with Store(cfg2) as s:
             assert s.run("MATCH (m:Model) RETURN m.uid AS uid") == [{"uid": "persisted"}]
     finally:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 
 EVAL_ARGS = ["--draws", "3", "--seed", "0", "--test-images", "48", "--crop-images", "1", "--opt-neurons", "1",
              "--opt-random", "8", "--edge-sets", "3", "--device", "cpu", "--quiet", "--no-class-plots"]  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ingest.debug_cli import image_from_bytes, load_query_image
+from ingest.image_debugging import image_from_bytes, load_query_image
 from neurflow.datasets import images_from_tensor, load_images
 from neurflow.images import LUMA, ImageSet, NeurflowInputError, decode_picture
 from neurflow.models import get_spec

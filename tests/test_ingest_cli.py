@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from ingest.embedded import create_database
-from ingest.ingest_cli import parse_classes
+from cli.ingest_commands import parse_classes
 from ingest.queries import run_query
 from ingest.store import Store
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 from neurflow.images import NeurflowInputError
 
 
@@ -45,7 +45,7 @@ def test_transient_store_errors():
     from neo4j import exceptions as nx
 
     from ingest.errors import StoreAuthError, StoreQueryError, StoreUnavailable
-    from ingest.ingest_cli import is_transient_store_error
+    from ingest.pipeline import is_transient_store_error
 
     assert is_transient_store_error(StoreQueryError("the store refused the query: Duplicated key [m] found on index 'Model[uid]'"))
     assert is_transient_store_error(StoreQueryError("the store refused the query: ConcurrentModificationException on #3:1"))
@@ -145,7 +145,7 @@ def test_sigkill_mid_write_then_resume_leaves_no_duplicates(store_server, traine
     env = {**_fresh_db(store_server), "NEURFLOW_ARTIFACT_DIR": str(tmp_path)}
     cfg = store_server.with_database(env["NEURFLOW_STORE_DATABASE"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "neurflow.cli", "ingest", "--model", "fashion-cnn", "--classes", "5", *SMALL_ARGS,
+        [sys.executable, "-m", "cli", "ingest", "--model", "fashion-cnn", "--classes", "5", *SMALL_ARGS,
          "--write-batch", "25"],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

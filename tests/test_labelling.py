@@ -29,7 +29,7 @@ from ingest.labelling import (
 from ingest.queries import run_query
 from ingest.store import Store
 from ingest.writer import write_circuit
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 from tests.fixtures_store import TEST_MODEL, make_circuit, model_info
 
 LLM = "test-vision-model"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 from neurflow.method import build_circuit
 
 

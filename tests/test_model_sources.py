@@ -20,7 +20,7 @@ from PIL import Image
 
 from ingest.embedded import create_database
 from ingest.store import Store
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 from neurflow.errors import NeurflowInputError
 from neurflow.models import sources
 from neurflow.models.registry import build_model, load_model

@@ -31,7 +31,7 @@ import pytest
 
 from ingest.embedded import create_database
 from ingest.store import Store
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_ray = pytest.mark.skipif(
@@ -58,7 +58,7 @@ def _run_cli(env: dict[str, str], *args: str, timeout: float = 600) -> subproces
     full = {k: v for k, v in os.environ.items() if k not in _RAY_ENV}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "neurflow.cli", "ingest", "--executor", "ray", "--ray-cpus", "2",
+        [sys.executable, "-m", "cli", "ingest", "--executor", "ray", "--ray-cpus", "2",
          "--model", "fashion-cnn", *SMALL_ARGS, *args],
         cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
@@ -233,7 +233,7 @@ def test_without_ray_the_executor_is_one_error_line(store_server, monkeypatch, c
 def test_concurrent_writers_retry_conflicts(store, tmp_path):
     """Six writers at once on one model: ArcadeDB refuses the MERGEs that lose a race (duplicated
     key); `write_with_retries` writes those circuits again and every circuit lands whole."""
-    from ingest.ingest_cli import write_with_retries
+    from ingest.pipeline import write_with_retries
     from tests.fixtures_store import expected_counts, make_circuit, model_info
 
     circuits = [make_circuit(i, layers=[("logits", 8), ("layer3", 8), ("layer2", 8), ("layer1", 6)]) for i in range(6)]

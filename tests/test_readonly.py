@@ -24,7 +24,8 @@ from ingest.readonly import (
     run_readonly,
 )
 from ingest.store import Store
-from ingest.store_cli import format_table, main, parse_params
+from cli.main import main
+from cli.store_commands import format_table, parse_params
 
 # --------------------------------------------------------------------------- layer 1: the parser
 REFUSED = [

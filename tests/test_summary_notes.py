@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from neurflow.cli import main as cli_main
+from cli.main import main as cli_main
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD
 
 TINY = ["--tau", "2", "--k", "8", "--ig-steps", "4", "--max-images", "4", "--device", "cpu", "--quiet", "--all-images"]

@@ -43,7 +43,7 @@ def test_cached_weights_are_not_retrained(trained_model):
 def test_cli_prints_accuracy(trained_model):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run(
-        [sys.executable, "-m", "neurflow.train", "--quiet"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "cli", "train", "--quiet"], capture_output=True, text=True, env=env, timeout=120
     )
     assert out.returncode == 0, out.stderr
     assert "test accuracy 0.9" in out.stdout and str(train.weights_path()) in out.stdout
@@ -51,7 +51,7 @@ def test_cli_prints_accuracy(trained_model):
 
 def test_missing_weights_without_training_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("NEURFLOW_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(NeurflowInputError, match=r"python -m neurflow\.train"):
+    with pytest.raises(NeurflowInputError, match=r"neurflow train"):
         load_model("fashion-cnn", train_if_missing=False)
 
 

@@ -266,7 +266,7 @@ def test_export_formats(store, tmp_path, monkeypatch, capsys):
 
     import pyarrow.parquet as pq
 
-    from ingest.store_cli import main
+    from cli.main import main
 
     done = [make_circuit(0), make_circuit(1)]
     for c in done:

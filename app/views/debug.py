@@ -76,7 +76,7 @@ def _model_row(ctx: Context) -> dict[str, Any] | None:
 
 
 def render(url: UrlState, ctx: Context) -> None:
-    from ingest.debug_cli import debug_image, image_from_bytes, load_query_image
+    from ingest.image_debugging import debug_image, image_from_bytes, load_query_image
     from neurflow.errors import NeurflowInputError
 
     st.header("Debug an image")
@@ -129,7 +129,7 @@ def render(url: UrlState, ctx: Context) -> None:
         else:
             from neurflow.datasets import IMAGE_EXTENSIONS
 
-            # the file types ingestion reads; decoded by the same function (ingest.debug_cli.image_from_bytes)
+            # the file types ingestion reads; decoded by the same function (ingest.image_debugging.image_from_bytes)
             up = st.file_uploader("An image file", type=[e.lstrip(".") for e in IMAGE_EXTENSIONS], key="upload")
             if up is None:
                 st.caption("Upload an image to debug.")

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from app import data
-from app.app_cli import LABEL_EDITS_ENV
+from app.settings import LABEL_EDITS_ENV
 from app.state import UrlState
 from app.views.common import Context, image_row
 

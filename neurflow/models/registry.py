@@ -2,7 +2,7 @@
 
 | name                | weights                                       | default layers (top -> bottom)                         |
 |---------------------|-----------------------------------------------|--------------------------------------------------------|
-| fashion-cnn         | trained here (`python -m neurflow.train`)     | block4, block3, block2, block1                         |
+| fashion-cnn         | trained here (`neurflow train`)     | block4, block3, block2, block1                         |
 | resnet50            | user state dict (torchvision layout)          | layer4.2, layer4.1, layer4.0, layer3.5, layer3.4       |
 | googlenet           | user state dict (torchvision layout)          | inception5b, inception5a, inception4e, inception4d     |
 | alexnet             | user state dict (torchvision layout)          | features.11, features.9, features.7                    |
@@ -287,7 +287,7 @@ def _default_weights(name: str, train_if_missing: bool) -> Path:
         if not path.is_file():
             if not train_if_missing:
                 raise NeurflowInputError(
-                    f"fashion-cnn weights not found at {path}: train them with `python -m neurflow.train`"
+                    f"fashion-cnn weights not found at {path}: train them with `neurflow train`"
                 )
             path = train.ensure_trained()
         return path

@@ -23,14 +23,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-APP_MAIN = Path(__file__).resolve().parent / "main.py"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+import app
+from app.settings import LABEL_EDITS_ENV
+
+APP_MAIN = Path(app.__file__).resolve().parent / "main.py"
+PROJECT_ROOT = APP_MAIN.parent.parent
 DEFAULT_PORT = 8501
 # Lighter than `neurflow ingest`'s defaults (tau 16, k 50, 50 IG steps, 200 images) so that the ten
 # demo circuits build in minutes on a laptop CPU; pass those options to `neurflow demo` for the full ones.
 DEMO_DEFAULTS = {"tau": 8, "k": 20, "ig_steps": 16, "max_images": 60}
-# "1" when the app was started with --allow-label-edits (read by app/views/labels.py)
-LABEL_EDITS_ENV = "NEURFLOW_APP_LABEL_EDITS"
 
 
 def streamlit_command(port: int, host: str = "127.0.0.1", *, headless: bool = True) -> list[str]:
@@ -71,11 +72,11 @@ def _port_free(host: str, port: int) -> bool:
 
 def cmd_app(args: argparse.Namespace) -> int:
     """Start the app on the configured store; returns Streamlit's exit status."""
-    from ingest.config import load_config
+    from ingest.store import start_store
     from ingest.readonly import readonly_store
     from neurflow.images import NeurflowInputError
 
-    cfg = load_config()  # starts the embedded store when needed (StoreError: one line, exit 1)
+    cfg = start_store()  # starts the embedded store when needed (StoreError: one line, exit 1)
     readonly_store(cfg)  # fail now, with the fix named, rather than in the browser
     if not _port_free(args.host, args.port):
         raise NeurflowInputError(f"port {args.port} on {args.host} is in use: pass --port with a free port")
@@ -101,9 +102,10 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train (if needed), ingest the ten demo classes (if not complete), start the app."""
-    from ingest.ingest_cli import format_table, ingest_classes
+    from cli.ingest_commands import format_table
+    from ingest.pipeline import ingest_classes
     from ingest.store import open_store
-    from neurflow.cli import budget_from_args, layers_from_args, params_from_args
+    from cli.options import budget_from_args, layers_from_args, params_from_args
     from neurflow.models.registry import load_model, resolve_device
     from neurflow.train import ensure_trained
 
@@ -155,7 +157,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_app_commands(sub) -> None:
-    from neurflow.cli import add_method_args
+    from cli.options import add_method_args
 
     p = sub.add_parser("app", help="start the Streamlit app (embedded store by default, NEURFLOW_STORE_URI otherwise)")
     _add_server_args(p)

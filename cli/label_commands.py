@@ -17,7 +17,7 @@ from neurflow.errors import NeurflowInputError
 
 def cmd_label(args: argparse.Namespace) -> int:
     from ingest.config import artifact_dir
-    from ingest.ingest_cli import parse_classes
+    from cli.ingest_commands import parse_classes
     from ingest.labelling import ChatClient, label_groups, llm_config
     from ingest.store import open_store
     from neurflow.cache import cache_dir

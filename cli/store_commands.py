@@ -1,16 +1,8 @@
-"""Store commands for the `neurflow` CLI: ``store start|stop|status``, ``query``, ``export``.
+"""`neurflow store start|stop|status`, `neurflow query` and `neurflow export`.
 
-The CLI owner wires them in with::
-
-    from ingest.store_cli import add_store_commands
-    add_store_commands(subparsers)          # an argparse subparsers object
-    ...
-    args = parser.parse_args(); sys.exit(neurflow.cli.run_command(args))   # the error contract
-
-Errors follow the one contract of neurflow/errors.py, applied by `neurflow.cli.main`: bad
-input (a bad option, a query the read-only console refuses) is one `error:` line and exit 2, a
-runtime failure (store down, query failed) one `error:` line and exit 1.
-``python -m ingest.store_cli ...`` runs them through that same `main`.
+Errors follow the command line's one contract (`cli.contract`): bad input (a bad option, a query
+the read-only console refuses) is one `error:` line and exit 2, a runtime failure (store down,
+query failed) one `error:` line and exit 1.
 """
 
 from __future__ import annotations
@@ -61,10 +53,9 @@ def cmd_store_status(args: argparse.Namespace) -> int:
         cfg = external_config()
         info = {"kind": "external", "uri": cfg.uri, "database": cfg.database, "user": cfg.user}
     if info.get("running", True) and getattr(args, "counts", False):
-        from ingest.config import load_config
-        from ingest.store import Store
+        from ingest.store import Store, running_config
 
-        with Store(load_config(start=False)) as store:
+        with Store(running_config()) as store:
             info["counts"] = store.counts()
     if getattr(args, "json", False):
         print(json.dumps(info, indent=2, default=str))
@@ -145,11 +136,10 @@ def cmd_query(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the complete circuits of the store."""
-    from ingest.config import load_config
     from ingest.export import export_store
-    from ingest.store import Store
+    from ingest.store import Store, start_store
 
-    with Store(load_config(), readonly=True) as store:
+    with Store(start_store(), readonly=True) as store:
         counts = export_store(store, args.format, args.out, model=args.model)
     print(f"exported {counts['nodes']} nodes and {counts['relationships']} relationships to {args.out} ({args.format})")
     return 0
@@ -183,14 +173,3 @@ def add_store_commands(subparsers: Any) -> None:
     e.add_argument("--out", required=True, help="output file (graphml, json) or folder (parquet)")
     e.add_argument("--model", default=None, help="only this model")
     e.set_defaults(func=cmd_export)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ingest.store_cli ...``: the `neurflow` CLI itself (same commands, same error contract)."""
-    from neurflow.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

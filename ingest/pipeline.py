@@ -1,17 +1,16 @@
-"""`neurflow ingest`: build the circuits of the classes a user asks for and write them to the store.
+"""Ingestion's unit of work: one class's circuit built and written, and the loop over classes.
 
-Everything a user can get wrong (model, weights, classes, data, store) is checked before the
-first write, so bad input leaves the store as it was.  A class whose circuit (same model,
-class and parameters) is already `complete` in the store is skipped unless `--force`.
+`ingest_class` builds one class's circuit and writes it, retrying the write on transient store
+errors; `ingest_classes` runs it class after class in this process (the local executor) and
+`ingest.ray_executor` runs it as one Ray task per class.  Both executors import it from here; the
+command line (`cli.ingest_commands`) only parses options and prints the table.
 
-`ingest_class` is the unit of work (one class: build, write, retry the write on transient store
-errors); `ingest_classes` runs it class after class in this process (`--executor local`), and
-`ingest.ray_executor` runs it as one Ray task per class (`--executor ray`).
+A class whose circuit (same identity: model, class, parameters, layers, data, precision, method
+version) is already `complete` in the store is skipped unless `force`.
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import time
@@ -20,17 +19,6 @@ from pathlib import Path
 
 from ingest.config import artifact_dir
 from neurflow.circuit import Circuit, Identity, Params, circuit_uid, data_fingerprint
-from neurflow.errors import NeurflowInputError
-
-
-def parse_classes(text: str, num_classes: int) -> list[int]:
-    """`all`, `0,3,7` or ranges like `2-5` -> sorted class indices, each checked against the model.
-
-    Without the model's names and data (the store's classes, `neurflow label`); `resolve_run`
-    also takes names and checks the data (`neurflow.classes.classes_of_run`)."""
-    from neurflow.classes import placeholder_names, select_classes
-
-    return select_classes(text, placeholder_names(num_classes))
 
 
 @dataclass
@@ -225,90 +213,3 @@ def ingest_classes(
         finally:
             bar.close()
     return results
-
-
-def format_table(results: list[ClassResult]) -> str:
-    head = ("class", "name", "action", "neurons", "relationships", "seconds")
-    rows = [(str(r.class_index), r.class_name, r.action, str(r.neurons), str(r.relationships), f"{r.seconds:.1f}")
-            for r in results]
-    rows.append(("total", "", "", str(sum(r.neurons for r in results)),
-                 str(sum(r.relationships for r in results)), f"{sum(r.seconds for r in results):.1f}"))
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def resolve_run(args: argparse.Namespace, what: str = "images", *, device: str | None = None):
-    """`(device, loaded model, class indices, data)` from the common options, all checked.
-
-    `device` overrides `--device` (the Ray executor's driver checks the model on the CPU; the
-    device of the work is the cluster's)."""
-    from neurflow.models.registry import load_model, resolve_device
-
-    device = resolve_device(args.device if device is None else device)
-    loaded = load_model(args.model, args.weights, device=str(device), random_init=args.random_init,
-                        class_names=getattr(args, "class_names", None))
-    data = args.data or loaded.spec.default_data
-    if data is None:
-        raise NeurflowInputError(f"model {args.model!r} has no default dataset: pass --data FOLDER ({what})")
-    from neurflow.classes import classes_of_run
-
-    classes = classes_of_run(loaded, data, args.classes)  # names, ranges, 'all' = the classes the data holds
-    return device, loaded, classes, data
-
-
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.store import open_store
-    from neurflow.cli import budget_from_args, layers_from_args, params_from_args
-    from neurflow.datasets import load_images
-
-    if getattr(args, "executor", "local") == "ray":
-        from ingest.ray_executor import cmd_ingest_ray
-
-        return cmd_ingest_ray(args)
-    params = params_from_args(args)
-    device, loaded, classes, data = resolve_run(args)
-    load_images(data, loaded.spec, class_index=classes[0], split=args.split, limit=1)  # fail before writing
-    with open_store() as store:
-        results = ingest_classes(
-            store, loaded, data, classes, params, layers=layers_from_args(args, loaded.spec), split=args.split,
-            device=device, budget=budget_from_args(args), force=args.force, progress=not args.quiet,
-            save_dir=Path(args.save_circuits) if args.save_circuits else None, write_batch=args.write_batch,
-        )
-    print(format_table(results))
-    print_notes(results)
-    return 0
-
-
-def print_notes(results: list[ClassResult]) -> None:
-    """What a user should know about a class's circuit that the table has no column for."""
-    for r in results:
-        for note in r.notes:
-            print(f"note: class {r.class_index} ({r.class_name}): {note}", file=sys.stderr)
-
-
-def add_ingest_commands(sub) -> None:
-    from neurflow.cli import add_method_args, add_model_args
-
-    p = sub.add_parser("ingest", help="build circuits for classes and write them to the store")
-    add_model_args(p)
-    add_method_args(p)
-    p.add_argument("--classes", default="all",
-                   help="class indices, ranges, names or synset ids: 0,3,7 or 2-5 or Chihuahua,n07920052 or all "
-                        "(= every class the data has images of)")
-    p.add_argument("--force", action="store_true", help="rebuild circuits that are already complete")
-    p.add_argument("--save-circuits", default=None, help="also save each circuit as Parquet under this folder")
-    p.add_argument("--write-batch", type=int, default=None, help="rows per write transaction (default 5000)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = p.add_argument_group("distributed ingestion (--executor ray)")
-    g.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: classes one after the other in this process (default); ray: one Ray task per class")
-    g.add_argument("--ray-address", default=None,
-                   help="Ray cluster to use (ray://head:10001, head:6379, auto); default $RAY_ADDRESS, else a local Ray")
-    g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray started when there is no address (default: all)")
-    g.add_argument("--ray-task-cpus", type=float, default=1.0, help="CPUs each class task asks for (default 1)")
-    g.add_argument("--ray-task-gpus", type=float, default=1.0,
-                   help="GPUs each class task asks for when it runs on GPUs (a fraction like 0.25 packs tasks; default 1)")
-    g.add_argument("--ray-max-retries", type=int, default=3,
-                   help="retries per class after a worker death or a transient store error (default 3)")
-    p.set_defaults(func=cmd_ingest)

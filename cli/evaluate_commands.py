@@ -34,7 +34,6 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ingest.evaluate_cli import run_evaluate
 
     rows = run_evaluate(args)
     return 0 if rows is not None else 1
@@ -45,7 +44,7 @@ def run_evaluate(args: argparse.Namespace) -> list[dict]:
         circuit_view, export, format_summary, read_evaluations, save_plots, stored_circuits, summary_table,
         write_evaluations,
     )  # fmt: skip
-    from ingest.ingest_cli import resolve_run
+    from cli.ingest_commands import resolve_run
     from ingest.store import open_store
     from neurflow.datasets import load_images
     from neurflow.evaluation import KINDS, evaluate_circuit
@@ -80,7 +79,7 @@ def run_evaluate(args: argparse.Namespace) -> list[dict]:
 
 
 def add_evaluate_commands(sub) -> None:
-    from neurflow.cli import add_model_args
+    from cli.options import add_model_args
     from neurflow.evaluation import EDGE_SIZES, EvalSettings
 
     d = EvalSettings()

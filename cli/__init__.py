@@ -1,0 +1,1 @@
+"""The `neurflow` command line (`cli.main.main`), above `neurflow/`, `ingest/` and `app/`; nothing imports it."""

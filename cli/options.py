@@ -1,0 +1,85 @@
+"""Options shared by the commands that build circuits: the model, the data and the method.
+
+Their defaults are the library's (`neurflow.Params`), so `neurflow circuit` and
+`neurflow.build_circuit` build the same circuit from the same words.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from neurflow.circuit import Params
+from neurflow.errors import NeurflowInputError
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="fashion-cnn",
+                   help="registry name (fashion-cnn, resnet50, ...), torchvision:<arch> or path/to/file.py:factory")
+    p.add_argument("--weights", default=None, help="state-dict file (or checkpoint holding one) for the model")
+    p.add_argument("--class-names", default=None,
+                   help="class names file: one per line or JSON list/dict (default: the model's or the data's)")
+    p.add_argument("--random-init", action="store_true", help="random weights (timing and tests only)")
+    p.add_argument("--data", default=None, help="dataset name (fashion-mnist) or an ImageFolder-style folder")
+    p.add_argument("--split", default="train", help="dataset split whose images form the concept data")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
+
+
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    d = Params()
+    p.add_argument("--layers", default=None, help="comma-separated module names, top to bottom (default: the model's)")
+    # %(default)s: a command that sets lighter defaults (`neurflow demo`) shows its own in --help
+    p.add_argument("--tau", type=int, default=d.tau, help="core concept neurons per neuron (default %(default)s)")
+    p.add_argument("--k", type=int, default=d.k, help="top samples per neuron (default %(default)s)")
+    p.add_argument("--ig-steps", type=int, default=d.ig_steps, help="integrated-gradients steps (default %(default)s)")
+    p.add_argument("--max-images", type=int, default=d.max_images,
+                   help="images of the class to use (concept data; default %(default)s)")
+    p.add_argument("--num-groups", type=int, default=None, help="groups per layer (default: best silhouette)")
+    p.add_argument("--epsilon", type=float, default=d.epsilon, help="core-set pruning tolerance (<0: off)")
+    p.add_argument("--all-images", action="store_true", help="keep images the model misclassifies too")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--ig-internal-batch", type=int, default=None,
+                   help="IG path points per forward pass (memory knob; default: sized from free memory)")
+    p.add_argument("--bf16", action="store_true",
+                   help="IG in bfloat16 (faster on AMX CPUs / tensor cores); close calls are redone in fp32 "
+                        "so core sets stay the fp32 ones")
+    p.add_argument("--tf32", action="store_true",
+                   help="IG convolutions in TF32 on CUDA (close calls redone in fp32); TF32 is off otherwise")
+
+
+def params_from_args(args: argparse.Namespace) -> Params:
+    for name in ("tau", "k", "ig_steps", "max_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise NeurflowInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    return Params(
+        tau=args.tau,
+        k=args.k,
+        ig_steps=args.ig_steps,
+        max_images=args.max_images,
+        num_groups=args.num_groups,
+        epsilon=args.epsilon,
+        predicted_only=not args.all_images,
+        seed=args.seed,
+    )
+
+
+def budget_from_args(args: argparse.Namespace):
+    import torch
+
+    from neurflow.method import Budget
+
+    if args.ig_internal_batch is not None and args.ig_internal_batch < 1:
+        raise NeurflowInputError(f"--ig-internal-batch must be at least 1, got {args.ig_internal_batch}")
+    return Budget(
+        ig_internal_batch=args.ig_internal_batch,
+        autocast_dtype=torch.bfloat16 if args.bf16 else None,
+        tf32=args.tf32,
+    )
+
+
+def layers_from_args(args: argparse.Namespace, spec) -> list[str]:
+    if args.layers:
+        return [name.strip() for name in args.layers.split(",") if name.strip()]
+    if not spec.layers:
+        raise NeurflowInputError(f"{spec.name} has no default layers (no feature-map blocks found): pass --layers")
+    return list(spec.layers)
