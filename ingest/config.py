@@ -9,7 +9,8 @@ Environment:
 - ``NEURFLOW_STORE_DATABASE``: database name (embedded default ``neurflow``; with a URI
   the server's default database unless set).
 - ``NEURFLOW_STORE_READONLY_USER`` / ``NEURFLOW_STORE_READONLY_PASSWORD``: a read-only
-  account for the Cypher console (embedded: created automatically).
+  account for the app and the Cypher console (embedded: created automatically; Neo4j: optional,
+  READ sessions are enforced there; any other Bolt server: required, the console refuses without).
 - ``NEURFLOW_STORE_DIR``: data folder of the embedded server (default
   ``~/.local/share/neurflow/store``, or ``$XDG_DATA_HOME/neurflow/store``).
 - ``NEURFLOW_STORE_BOLT_PORT`` / ``NEURFLOW_STORE_HTTP_PORT``: ports of the embedded server
