@@ -78,3 +78,26 @@ def test_builds_a_circuit_on_real_photos(lite0, cat_photos):
     # the cat logit's core neurons carry real attribution, not tie-broken zeros
     assert all(c.importance > 0 for c in circuit.core_of(0, EGYPTIAN_CAT))
     assert circuit.concepts and circuit.edges
+
+
+def test_circuit_from_a_folder_of_photos_named_by_class(lite0, tmp_path, capsys):
+    """What a user types: a folder whose sub-folder is named by the class, the class by its name."""
+    import json
+
+    from PIL import Image
+
+    from cli.main import main
+
+    folder = tmp_path / "photos" / "Egyptian cat"
+    folder.mkdir(parents=True)
+    chelsea = skimage_data.chelsea()
+    Image.fromarray(chelsea).save(folder / "chelsea.jpg", quality=95)
+    Image.fromarray(chelsea[:, ::-1].copy()).save(folder / "chelsea-mirrored.jpg", quality=95)
+    code = main(["circuit", "--model", "efficientnet-lite0", "--data", str(tmp_path / "photos"), "--class", "Egyptian cat",
+                 "--layers", "_blocks.15,_blocks.14", "--tau", "2", "--k", "4", "--ig-steps", "2", "--max-images", "2",
+                 "--device", "cpu", "--quiet", "--out", str(tmp_path / "circuit")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads(out[out.index("{"): out.rindex("}") + 1])
+    assert summary["class"] == f"{EGYPTIAN_CAT} (Egyptian cat)" and summary["images"] == 2  # both predicted as the class
+    assert all(n > 0 for n in summary["critical_neurons"].values())
