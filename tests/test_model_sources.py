@@ -303,6 +303,15 @@ def test_torchvision_model_ingested_by_class_name_from_synset_folders(store_serv
     assert [(r["index"], r["name"]) for r in rows] == [(281, "tabby"), (967, "espresso")]
     uid = load_model("torchvision:mobilenet_v3_small", str(work / "mnv3_ckpt.pt")).uid
     assert {r["model"] for r in rows} == {uid} and {r["data"] for r in rows} == {f"folder:{(work / 'photos').resolve()}"}
+    # and it shows in the app: the overview lists both classes by name, the compare page compares them
+    pytest.importorskip("streamlit")
+    from tests.test_app_pages import _Env, frames, page, texts
+
+    with _Env(NEURFLOW_STORE_DATABASE=db, NEURFLOW_ARTIFACT_DIR=str(tmp_path)):
+        body = texts(page("overview", model=uid))
+        assert "281 · tabby" in body and "967 · espresso" in body
+        at = page("compare", model=uid, classes="281,967")
+        assert any("shared by all" in df.columns for df in frames(at))
 
 
 @pytest.mark.parametrize("case", ["mismatched_keys", "not_a_state_dict", "factory_missing", "not_a_module",
