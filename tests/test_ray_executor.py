@@ -193,7 +193,7 @@ def _cli_in_process(env: dict[str, str], *args: str) -> int:
     "args, message",
     [
         (["--model", "fashion-cnn", "--classes", "1,12"], "class index 12 out of range"),
-        (["--model", "fashion-cnn", "--classes", "cat"], "not a class index"),
+        (["--model", "fashion-cnn", "--classes", "cat"], "unknown class 'cat': close matches: Coat (4)"),
         (["--model", "resnet9000", "--classes", "0"], "unknown model"),
         (["--model", "fashion-cnn", "--classes", "0", "--layers", "block1,block4"], "ordered top to bottom"),
         (["--model", "fashion-cnn", "--classes", "0", "--ray-task-gpus", "1.5"], "--ray-task-gpus"),
