@@ -4,7 +4,6 @@ parameter set.  Real trained model, real embedded store, the real CLI."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -42,14 +41,8 @@ def test_identity_hash_changes_with_every_part():
     assert Identity(Params(), ("logits", "block4", "block3"), "x", "y") == Identity(Params(), ("block4", "block3"), "x", "y")
 
 
-def _run(env: dict[str, str], *args: str) -> int:
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return cli_main(["ingest", "--model", "fashion-cnn", "--classes", "4", *TINY, *args])
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+def _run(*args: str) -> int:
+    return cli_main(["ingest", "--model", "fashion-cnn", "--classes", "Coat", *TINY, *args])
 
 
 def _circuits(cfg) -> list[dict]:
@@ -62,11 +55,13 @@ def _circuits(cfg) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_other_layers_split_or_data_write_a_second_circuit(store_server, trained_model, fashion_train_images, tmp_path, capsys):
+def test_other_layers_split_or_data_write_a_second_circuit(store_server, trained_model, fashion_train_images, tmp_path,
+                                                           capsys, monkeypatch):
     name = "id_" + uuid.uuid4().hex[:8]
     create_database(store_server, name)
     cfg = store_server.with_database(name)
-    env = {"NEURFLOW_STORE_DATABASE": name, "NEURFLOW_ARTIFACT_DIR": str(tmp_path / "art")}
+    monkeypatch.setenv("NEURFLOW_STORE_DATABASE", name)
+    monkeypatch.setenv("NEURFLOW_ARTIFACT_DIR", str(tmp_path / "art"))
 
     # an image folder holding real Fashion-MNIST coats (class 4: the sub-folder named "Coat")
     folder = tmp_path / "imgs"
@@ -85,10 +80,10 @@ def test_other_layers_split_or_data_write_a_second_circuit(store_server, trained
         ["--data", str(folder)],
     ]
     for i, args in enumerate(runs):
-        assert _run(env, *args) == 0
+        assert _run(*args) == 0
         assert len(_circuits(cfg)) == i + 1, f"{args} did not write a circuit of its own"
         capsys.readouterr()
-        assert _run(env, *args) == 0  # the same run again is the same circuit
+        assert _run(*args) == 0  # the same run again is the same circuit
         assert "skipped (already complete)" in capsys.readouterr().out
         assert len(_circuits(cfg)) == i + 1
     rows = _circuits(cfg)
@@ -99,6 +94,6 @@ def test_other_layers_split_or_data_write_a_second_circuit(store_server, trained
     # the same folder with other content: same parameter set, another circuit
     pixels = ((raw.pixels[6, 0] * std + mean) * 255).round().clamp(0, 255).byte().numpy()
     Image.fromarray(pixels, mode="L").save(folder / "Coat" / "6.png")
-    assert _run(env, "--data", str(folder)) == 0
+    assert _run("--data", str(folder)) == 0
     rows = _circuits(cfg)
     assert len(rows) == 5 and rows[4]["ps"] == rows[3]["ps"] and rows[4]["fp"] != rows[3]["fp"]
