@@ -3,10 +3,14 @@
 The baseline is what the reference code does: one captum IG call per upper neuron with
 that neuron's top samples, plain NCHW fp32 forward passes, BatchNorm left in the IG
 sub-networks.  Ours: one forward pass per crop shared by all its IG targets, BatchNorm
-folded, channels-last, IG batches sized from free memory; and the same with bf16 IG whose
-close calls are redone in fp32.  The model, layers, images, crops and clustering are the
-same; the fp32 run must give identical core sets (members and ranks), the bf16 run the
-same core sets (members).  Per-phase seconds show where the time goes.
+folded, channels-last, IG batches sized from free memory, every neuron at the full step
+count (ours-exact, `--exact-ig`); the same with adaptive IG step counts (ours-adaptive,
+neurflow/adaptive.py); and the same with bf16 IG whose close calls are redone in fp32.  The
+model, layers, images, crops and clustering are the same; the fp32 runs must give identical
+core sets (members and ranks), the bf16 run the same core sets (members), and the adaptive
+run's stored importances and edge weights must lie within its tolerance (1 %) of the
+full-step values of ours-exact.  Per-phase seconds show where the time goes; the adaptive
+run also prints how many neurons were accepted at which step count.
 
     python bench/ingest_speed.py                                   # demo CNN, one class
     python bench/ingest_speed.py --model resnet50 --random-init --photos 2 \\
@@ -25,6 +29,7 @@ from contextlib import contextmanager
 import torch
 
 import neurflow.method as method
+from neurflow.adaptive import TOLERANCE
 from neurflow.attribution import per_neuron_attributions
 from cli.options import add_method_args, add_model_args, layers_from_args, params_from_args
 from neurflow.circuit import Params
@@ -34,7 +39,8 @@ from neurflow.method import Budget
 BASELINE = Budget(crop_batch=512, channels_last=False, fold_batchnorm=False)
 RUNS = {
     "baseline": ("one captum IG call per neuron, NCHW, BatchNorm", BASELINE),
-    "ours": ("shared IG paths, target channels only, BN folded, channels-last from 64 px", Budget()),
+    "ours-exact": ("shared IG paths, target channels only, BN folded, channels-last from 64 px", Budget(adaptive_ig=False)),
+    "ours-adaptive": ("the same, adaptive certified IG step counts", Budget(adaptive_ig=True)),
     "ours-bf16": ("the same, bf16 IG + fp32 close calls", Budget(autocast_dtype=torch.bfloat16)),
 }
 
@@ -43,7 +49,7 @@ RUNS = {
 def phase_timer(times: dict[str, float]):
     """Seconds spent reading activations and in IG (the rest: tracing, clustering, ...)."""
     wrapped = {"activations": "_collect_means", "IG": "layer_attributions"}
-    originals = {name: getattr(method, name) for name in wrapped.values()}
+    originals = {name: getattr(method, name) for name in [*wrapped.values(), "adaptive_attributions"]}
 
     def timed(label, fn):
         def run(*a, **kw):
@@ -54,8 +60,15 @@ def phase_timer(times: dict[str, float]):
                 times[label] += time.perf_counter() - t
         return run
 
+    def counted(*a, **kw):
+        out, report = originals["adaptive_attributions"](*a, **kw)
+        for steps, n in report.accepted.items():
+            times[f"accepted at {steps}"] += n
+        return out, report
+
     for label, name in wrapped.items():
         setattr(method, name, timed(label, originals[name]))
+    method.adaptive_attributions = counted
     try:
         yield
     finally:
@@ -101,6 +114,7 @@ def run(label, loaded, images, args, device):
         method.build_circuit(loaded.module, layers_from_args(args, loaded.spec)[:1], images.subset([0]),
                              args.class_index, Params(tau=1, k=2, ig_steps=2, predicted_only=False),
                              device=device, budget=RUNS[label][1], progress=False)
+        times.clear()
         with phase_timer(times):
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -120,6 +134,21 @@ def core(circuit, ranks: bool):
     return {(r.depth, r.channel, r.lower_channel) + ((r.rank,) if ranks else ()) for r in circuit.core}
 
 
+def deviation(circuit, exact) -> tuple[float, float]:
+    """Largest relative deviation from `exact` (same core sets): of the stored importances, and of
+    the edge weights relative to their concept's total |weight| (the weights are normalised to 1)."""
+    imp = {(r.depth, r.channel, r.lower_channel): r.importance for r in exact.core}
+    d_imp = max((abs(r.importance - imp[(r.depth, r.channel, r.lower_channel)]) / max(abs(imp[(r.depth, r.channel, r.lower_channel)]), 1e-30)
+                 for r in circuit.core if (r.depth, r.channel, r.lower_channel) in imp), default=0.0)
+    w = {(e.depth, e.channel, e.concept, e.lower_channel): e.weight for e in exact.edges}
+    total: dict = defaultdict(float)
+    for key, value in w.items():
+        total[key[:3]] += abs(value)
+    d_w = max((abs(e.weight - w[key]) / max(total[key[:3]], 1e-30)
+               for e in circuit.edges if (key := (e.depth, e.channel, e.concept, e.lower_channel)) in w), default=0.0)
+    return d_imp, d_w
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(p)
@@ -127,7 +156,7 @@ def main() -> int:
     p.add_argument("--class", dest="class_index", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="read at most this many images of the class")
     p.add_argument("--photos", type=int, default=0, help="use N scikit-image photos as the class's images")
-    p.add_argument("--runs", default="baseline,ours,ours-bf16", help=f"comma list of {', '.join(RUNS)}")
+    p.add_argument("--runs", default="baseline,ours-exact,ours-adaptive,ours-bf16", help=f"comma list of {', '.join(RUNS)}")
     args = p.parse_args()
     if args.photos:
         args.all_images = True
@@ -141,20 +170,32 @@ def main() -> int:
     print(f"\nmodel={args.model} class={args.class_index} layers={len(c0.layers) - 1} tau={args.tau} k={args.k} "
           f"steps={args.ig_steps} images={len(c0.images)} critical={len(c0.neurons)} threads={torch.get_num_threads()} "
           f"device={device}")
-    print(f"{'run':<11} {'total s':>8} {'IG s':>8} {'activ. s':>8} {'other s':>8} {'speed-up':>8}  core sets")
+    print(f"{'run':<13} {'total s':>8} {'IG s':>8} {'activ. s':>8} {'other s':>8} {'speed-up':>8}  core sets")
     base = results.get("baseline")
     ok = True
     for label, (circuit, t) in results.items():
         other = t["total"] - t["IG"] - t["activations"]
         ratio = f"{base[1]['total'] / t['total']:.2f}x" if base else "-"
         if base and label != "baseline":
-            ranks = label == "ours"
+            ranks = label in ("ours-exact", "ours-adaptive")
             same = core(base[0], ranks) == core(circuit, ranks)
             ok &= same
             check = f"{'identical' if same else 'DIFFERENT'} {'(members and ranks)' if ranks else '(members)'}"
         else:
             check = "reference"
-        print(f"{label:<11} {t['total']:8.2f} {t['IG']:8.2f} {t['activations']:8.2f} {other:8.2f} {ratio:>8}  {check}")
+        print(f"{label:<13} {t['total']:8.2f} {t['IG']:8.2f} {t['activations']:8.2f} {other:8.2f} {ratio:>8}  {check}")
+    for label, (circuit, t) in results.items():
+        accepted = sorted((int(key.split()[-1]), int(n)) for key, n in t.items() if key.startswith("accepted at"))
+        if accepted:
+            print(f"{label}: neurons accepted per IG step count: "
+                  + ", ".join(f"{n} at {s}" for s, n in accepted) + f" (of {sum(n for _, n in accepted)})")
+        if label == "ours-adaptive" and "ours-exact" in results:
+            d_imp, d_w = deviation(circuit, results["ours-exact"][0])
+            fine = d_imp <= TOLERANCE and d_w <= TOLERANCE
+            ok &= fine
+            print(f"{label} vs ours-exact: core sets {'identical' if core(circuit, True) == core(results['ours-exact'][0], True) else 'DIFFERENT'}"
+                  f" (members and ranks); largest relative deviation: importances {d_imp:.2e}, edge weights {d_w:.2e}"
+                  f" (tolerance {TOLERANCE:g}: {'within' if fine else 'EXCEEDED'})")
     if base:
         for label, (_, t) in results.items():
             if label != "baseline":

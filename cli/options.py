@@ -44,6 +44,14 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
                         "so core sets stay the fp32 ones")
     p.add_argument("--tf32", action="store_true",
                    help="IG convolutions in TF32 on CUDA (close calls redone in fp32); TF32 is off otherwise")
+    from neurflow.adaptive import DEFAULT_ON as adaptive
+
+    ig = p.add_mutually_exclusive_group()
+    ig.add_argument("--exact-ig", dest="adaptive_ig", action="store_false", default=adaptive,
+                    help="every neuron's IG at --ig-steps" + (" (default: adaptive)" if adaptive else " (the default)"))
+    ig.add_argument("--adaptive-ig", dest="adaptive_ig", action="store_true", default=adaptive,
+                    help="IG step counts 4, 8, ... up to --ig-steps, each neuron stopping where its core set, "
+                         "ranks and stored values (1 %% tolerance) are certified (see README, Ingestion speed)" + (" (the default)" if adaptive else ""))
 
 
 def params_from_args(args: argparse.Namespace) -> Params:
@@ -74,6 +82,7 @@ def budget_from_args(args: argparse.Namespace):
         ig_internal_batch=args.ig_internal_batch,
         autocast_dtype=torch.bfloat16 if args.bf16 else None,
         tf32=args.tf32,
+        adaptive_ig=getattr(args, "adaptive_ig", Budget().adaptive_ig),
     )
 
 

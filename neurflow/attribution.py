@@ -189,12 +189,14 @@ def layer_attributions(
     channels_last: bool = False,
     restrict: bool = True,
     on_rows: Callable[[int], None] | None = None,
+    targets: list[int] | None = None,
 ) -> torch.Tensor:
     """Attributions for every `(upper channel, crop id)` pair, in the order given: `(P, C_lower)`.
 
     `lower_maps(crop_ids)` returns the lower layer's full outputs of those crops; `max_rows`
     bounds the path points per forward pass (see `auto_max_rows`); `restrict` computes only
-    the target channels of the upper layer (`restrict_outputs`)."""
+    the target channels of the upper layer (`restrict_outputs`): those of `pairs`, or `targets`
+    (a superset) so that calls on subsets of a layer's pairs run the same sub-network."""
     device = torch.device(device)
     alphas, weights = quadrature(steps, device)
     result: torch.Tensor | None = None
@@ -202,7 +204,7 @@ def layer_attributions(
     for chunk in plan_chunks(pairs, steps, max_rows):
         maps = lower_maps([crop for crop, _ in chunk]).to(device).float()
         if net is None:
-            net, column = _target_network(sub, sorted({u for u, _ in pairs}), maps[:2], restrict)
+            net, column = _target_network(sub, sorted(set(targets or ()) | {u for u, _ in pairs}), maps[:2], restrict)
         x = _path(maps, alphas, channels_last).requires_grad_(True)
         with _autocast(device, autocast_dtype):
             out = spatial_mean(net(x)).float()

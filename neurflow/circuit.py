@@ -306,6 +306,15 @@ class Circuit:
         )
 
     @property
+    def ig_tolerance(self) -> float:
+        """Largest relative deviation of stored importances and edge weights from the full-step IG
+        values that the precision allows: 0 for exact IG, the `-tol` of adaptive IG (neurflow/adaptive.py)."""
+        import re
+
+        m = re.search(r"adaptive-ig-tol([0-9.e-]+)", self.precision)
+        return float(m.group(1)) if m else 0.0
+
+    @property
     def uid(self) -> str:
         """`<model>/<class index>/<identity hash>`, as in the graph schema."""
         return circuit_uid(self.model, self.class_index, self.identity)

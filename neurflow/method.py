@@ -24,6 +24,7 @@ from torch import nn
 from neurflow.progress import tqdm
 
 from neurflow import __version__
+from neurflow.adaptive import DEFAULT_ON as _ADAPTIVE_DEFAULT, TOLERANCE, adaptive_attributions
 from neurflow.attribution import auto_max_rows, available_bytes, layer_attributions
 from neurflow.circuit import (
     LOGITS,
@@ -60,10 +61,18 @@ class Budget:
     tf32: bool = False  # CUDA: IG convolutions in TF32, close calls redone in fp32 (otherwise TF32 is off)
     channels_last: bool | None = None  # NHWC convolutions; None: for images of 64 px and more, or on a GPU
     fold_batchnorm: bool = True  # fold eval BatchNorm into the convs of the IG sub-networks
+    # fp32 IG on a ladder of step counts, each neuron stopping where its core set, ranks and stored
+    # values are certified (neurflow/adaptive.py); False (--exact-ig): every neuron at ig_steps
+    adaptive_ig: bool = _ADAPTIVE_DEFAULT
 
     @property
     def low_precision(self) -> bool:
         return self.autocast_dtype is not None or self.tf32
+
+    @property
+    def adaptive(self) -> bool:
+        """Adaptive IG runs on the fp32 path only (low precision keeps its own certification)."""
+        return self.adaptive_ig and not self.low_precision
 
     @property
     def precision(self) -> str:
@@ -74,6 +83,8 @@ class Budget:
             parts.append({torch.bfloat16: "bf16"}.get(self.autocast_dtype, str(self.autocast_dtype)) + "-certified")
         if self.tf32:
             parts.append("tf32-certified")
+        if self.adaptive:
+            parts.append(f"fp32+adaptive-ig-tol{TOLERANCE:g}")
         return "+".join(parts) or "fp32"
 
 
@@ -458,15 +469,25 @@ def _analyse_layer(
         channels_last=budget.channels_last,
     )
 
-    def attribute(which: list[tuple[int, int]], low: bool, report=None) -> np.ndarray:
+    def attribute(which: list[tuple[int, int]], low: bool, report=None, steps: int = params.ig_steps) -> np.ndarray:
         with tf32(low and budget.tf32):
             return layer_attributions(
-                sub, which, lower_maps, steps=params.ig_steps, max_rows=max_rows, device=device,
+                sub, which, lower_maps, steps=steps, max_rows=max_rows, device=device,
                 autocast_dtype=budget.autocast_dtype if low else None, channels_last=budget.channels_last,
-                on_rows=report,
+                on_rows=report, targets=upper,
             ).numpy().reshape(len(which) // k, k, -1)
 
-    attributions = attribute(pairs, budget.low_precision, on_rows)
+    if budget.adaptive:
+        first = [True]
+
+        def at_steps(idx: list[int], steps: int) -> np.ndarray:
+            report, first[0] = (on_rows if first[0] else None), False
+            return attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], False, report, steps)
+
+        attributions, escalation = adaptive_attributions(at_steps, len(upper), tau, params.ig_steps)
+        log.info("%s: adaptive IG, %d neurons accepted: %s", name, escalation.neurons, escalation)
+    else:
+        attributions = attribute(pairs, budget.low_precision, on_rows)
     bar.close()
     if budget.low_precision:
         attributions, report = certify(

@@ -19,4 +19,4 @@ def test_ingest_speed_bench_runs_and_compares(trained_model):
     out = done.stdout
     assert "identical (members and ranks)" in out and "identical (members)" in out
     ratios = [line for line in out.splitlines() if line.startswith("speed ratio")]
-    assert len(ratios) == 2 and all(float(r.split(":")[1].split("x")[0]) > 0 for r in ratios)
+    assert len(ratios) == 3 and all(float(r.split(":")[1].split("x")[0]) > 0 for r in ratios)

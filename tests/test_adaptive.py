@@ -1,0 +1,130 @@
+"""Adaptive, certified IG step counts: the exact path's core sets and ranks, stored values within 1 %."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from neurflow.adaptive import TOLERANCE, accept, adaptive_attributions, ladder
+from neurflow.attribution import layer_attributions
+from neurflow.circuit import Params
+from neurflow.method import Budget, build_circuit
+from neurflow.subnetwork import build_subnetworks
+from tests.fixtures_circuits import TEST_PARAMS
+from tests.fixtures_tiny import build
+from tests.tiny_models import CNN_LAYERS, RESNET_LAYERS, TINY_PARAMS, tiny_cnn, tiny_images, tiny_resnet
+
+TAU = 3
+
+
+def _core(circuit):
+    return sorted((r.depth, r.channel, r.lower_channel, r.rank) for r in circuit.core)
+
+
+def _values(circuit):
+    return {(r.depth, r.channel, r.lower_channel): r.importance for r in circuit.core}
+
+
+def _assert_within_tolerance(adaptive, exact):
+    assert _core(adaptive) == _core(exact)
+    want = _values(exact)
+    for key, value in _values(adaptive).items():
+        assert value == pytest.approx(want[key], rel=TOLERANCE, abs=1e-12)
+    weights = {(e.depth, e.channel, e.concept, e.lower_channel): e.weight for e in exact.edges}
+    assert len(adaptive.edges) == len(weights)
+    for e in adaptive.edges:  # normalised weights (|w| sums to 1 per concept): absolute = relative to the total
+        assert abs(e.weight - weights[(e.depth, e.channel, e.concept, e.lower_channel)]) <= TOLERANCE
+
+
+def test_ladder_ends_at_the_requested_steps():
+    assert ladder(16) == [4, 8, 16]
+    assert ladder(50) == [4, 8, 16, 50]  # 32 would cost more than half of 50 for a neuron that may go on
+    assert ladder(24) == [4, 8, 24] and ladder(12) == [4, 8, 12]
+    assert ladder(4) == [4] and ladder(1) == [1] and ladder(5) == [4, 5]
+
+
+def _converging(neurons=12, k=5, channels=10, seed=0):
+    """`steps -> attributions` that converge to `exact` like a quadrature (error ~ 1/steps^2);
+    odd neurons have a near tie at the tau boundary (channels 2 and 3, 0.1 % apart)."""
+    rng = np.random.default_rng(seed)
+    base = np.concatenate([[5.0, 4.0, 3.0, 2.0], rng.uniform(0, 1.0, channels - 4)])
+    exact = base * rng.uniform(0.95, 1.05, size=(neurons, k, channels))
+    exact[1::2, :, 3] = exact[1::2, :, 2] * 0.999
+    bias = rng.uniform(-1, 1, size=exact.shape)
+
+    def at(steps: int) -> np.ndarray:
+        return exact * (1 + 0.02 * bias / steps**2) if steps < 16 else exact
+
+    return exact, at
+
+
+def test_near_ties_escalate_and_end_exact():
+    exact, at = _converging()
+    calls = []
+
+    def attribute(idx, steps):
+        calls.append((list(idx), steps))
+        return at(steps)[idx]
+
+    out, report = adaptive_attributions(attribute, len(exact), TAU, 16)
+    assert report.neurons == len(exact) and sum(report.accepted.values()) == len(exact)
+    assert report.accepted.get(16, 0) >= len(exact) // 2  # the near ties go up to the requested steps
+    assert np.array_equal(out[1::2], exact[1::2])  # ... and store exactly the full-step values
+    assert report.escalated >= len(exact) // 2
+    assert calls[0] == (list(range(len(exact))), 4) and calls[1] == (list(range(len(exact))), 8)
+    imp, want = np.abs(out).mean(axis=1), np.abs(exact).mean(axis=1)
+    for a, b in zip(imp, want):
+        assert np.array_equal(np.argsort(-a, kind="stable")[:TAU], np.argsort(-b, kind="stable")[:TAU])
+    assert np.all(np.abs(imp - want) <= TOLERANCE * want)
+
+
+def test_accept_rejects_a_close_rank_inside_the_core_set():
+    a = np.array([[3.0, 2.9, 1.0, 0.1]])
+    assert accept(a, a, 2)  # no change between rungs: safe
+    assert not accept(a, a * np.array([1.0, 1.02, 1.0, 1.0]), 2)  # ranks 0 and 1 within 4x the change
+    assert not accept(a, a * 1.02, 2)  # every gap is wide, but the values moved by 2 %
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("model_fn,layers", [(tiny_cnn, CNN_LAYERS), (tiny_resnet, RESNET_LAYERS)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_adaptive_equals_exact_on_tiny_models(model_fn, layers, seed):
+    model, images = model_fn(seed), tiny_images()
+    params = dataclasses.replace(TINY_PARAMS, ig_steps=16)
+    exact = build(model, layers, images, params=params, budget=Budget(adaptive_ig=False))
+    adaptive = build(model, layers, images, params=params, budget=Budget(adaptive_ig=True))
+    _assert_within_tolerance(adaptive, exact)
+    assert adaptive.precision == f"fp32+adaptive-ig-tol{TOLERANCE:g}" and adaptive.ig_tolerance == TOLERANCE
+    assert exact.precision == "fp32" and exact.ig_tolerance == 0.0 and adaptive.uid != exact.uid
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_the_last_rung_is_the_exact_computation_bit_for_bit():
+    """A subset of a layer's pairs, run with the layer's targets (as the ladder runs escalated
+    neurons), gives the same bits as the whole layer's call."""
+    model, images = tiny_cnn(0), tiny_images()
+    x = images.pixels
+    subs = build_subnetworks(model, ["logits", *CNN_LAYERS], tuple(x.shape[1:]))
+    from neurflow.hooks import capture
+
+    with torch.no_grad():
+        lower = capture(model, x, [CNN_LAYERS[1]], reduce=False)[CNN_LAYERS[1]]
+    targets = [0, 2, 3]
+    pairs = [(u, c) for u in targets for c in range(6)]
+    run = dict(steps=16, max_rows=4096, device="cpu", targets=targets)
+    whole = layer_attributions(subs[1], pairs, lambda ids: lower[ids], **run)
+    part = layer_attributions(subs[1], pairs[6:12], lambda ids: lower[ids], **run)
+    assert torch.equal(whole[6:12], part)
+
+
+def test_adaptive_equals_exact_on_the_demo_model(trained_model, class_images):
+    """The real demo model at the test settings: the same core sets and ranks, values within 1 %."""
+    layers = list(trained_model.spec.layers)
+    exact = build_circuit(trained_model.module, layers, class_images(3), 3, TEST_PARAMS, progress=False,
+                          budget=Budget(adaptive_ig=False))
+    adaptive = build_circuit(trained_model.module, layers, class_images(3), 3, TEST_PARAMS, progress=False,
+                             budget=Budget(adaptive_ig=True))
+    _assert_within_tolerance(adaptive, exact)
