@@ -69,11 +69,14 @@ def phase_timer(times: dict[str, float]):
     for label, name in wrapped.items():
         setattr(method, name, timed(label, originals[name]))
     method.adaptive_attributions = counted
+    read = method._MapReader.read
+    method._MapReader.read = timed("maps", read)  # lower-layer maps read for IG (inside the IG phase)
     try:
         yield
     finally:
         for name, fn in originals.items():
             setattr(method, name, fn)
+        method._MapReader.read = read
 
 
 def load_inputs(args):
@@ -184,6 +187,8 @@ def main() -> int:
         else:
             check = "reference"
         print(f"{label:<13} {t['total']:8.2f} {t['IG']:8.2f} {t['activations']:8.2f} {other:8.2f} {ratio:>8}  {check}")
+    for label, (circuit, t) in results.items():
+        print(f"{label}: of the IG phase's {t['IG']:.2f} s, {t['maps']:.2f} s read lower-layer maps (forward passes of the top crops)")
     for label, (circuit, t) in results.items():
         accepted = sorted((int(key.split()[-1]), int(n)) for key, n in t.items() if key.startswith("accepted at"))
         if accepted:
