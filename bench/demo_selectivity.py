@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from neurflow.circuit import Params  # noqa: E402
 from neurflow.datasets import load_images  # noqa: E402
-from neurflow.evaluation import CircuitView, EvalSettings, build_subs, fidelity  # noqa: E402
+from neurflow.evaluation import CircuitView, EvalSettings, build_subs, fidelity, optimality_and_edges  # noqa: E402
 from neurflow.images import crop_boxes, cut_crops  # noqa: E402
 from neurflow.method import build_circuit  # noqa: E402
 
@@ -48,7 +48,7 @@ DEMO = {"tau": 8, "k": 20, "ig_steps": 16, "max_images": 60}
 def load(name: str, weights: str | None, channels: str | None = None):
     from neurflow.models.registry import available_models, load_model
 
-    if name == "fashion-resnet" and name not in available_models():  # before the registry knows it
+    if name == "fashion-resnet" and (channels or name not in available_models()):  # another width / stride
         from dataclasses import replace
 
         from neurflow.images import file_hash
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-crop-std", type=float, default=None, help="Params.min_crop_std (when the field exists)")
     p.add_argument("--blank-std", type=float, default=0.1, help="a crop is blank below this pixel std (input units)")
     p.add_argument("--fidelity", action="store_true", help="also single-layer mask/retain fidelity vs random")
+    p.add_argument("--edges", action="store_true", help="also the edge-weight Pearson (sum) and optimality per layer pair")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: two OpenMP threads on 2 busy cores thrash)")
     p.add_argument("--json", default=None, help="write the numbers here too")
     args = p.parse_args(argv)
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     blank_top, blank_rep, n_top, n_rep = 0, 0, 0, 0
     blank_top_layer: dict[str, list[int]] = {}
     fid: dict[str, list[tuple[float, float]]] = {}
+    edges: dict[str, list[float]] = {}
     seconds = []
     for c in classes:
         t0 = time.perf_counter()
@@ -163,10 +165,17 @@ def main(argv: list[str] | None = None) -> int:
                 b[1] += 1
         line = "  ".join(f"{n} {len(s)}/{widths[n]}" for n, s in crit[c].items())
         msg = f"class {c}: {line}  ({seconds[-1]:.1f}s, {len(circuit.images)} images)"
-        if args.fidelity:
+        if args.fidelity or args.edges:
             test = load_images("fashion-mnist", spec, c, "test", limit=300)
             view = CircuitView.from_circuit(circuit)
             subs = build_subs(model, view, tuple(test.pixels.shape[1:]))
+        if args.edges:  # rows name the upper layer; the masked one is the layer below
+            for r in optimality_and_edges(model, view, test.pixels, EvalSettings(), subs):
+                if r.kind == "edge_weight" and (r.mode, r.scope) == ("sum", "pearson"):
+                    edges.setdefault(f"{r.layer}->{r.lower}", []).append(r.value)
+                elif r.kind == "optimality":
+                    edges.setdefault(f"opt {r.layer}->{r.lower}", []).append(r.value)
+        if args.fidelity:
             for r in fidelity(model, view, test.pixels, EvalSettings(), subs):
                 if r.scope != "single":
                     continue
@@ -223,11 +232,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"layer": name, "tau": t, "critical_frac_mean": float(sizes.mean() / widths[name]),
                          "critical_frac_max": float(sizes.max() / widths[name]), "jaccard_mean": float(np.mean(jac)),
                          "hub_classes": counts})
+    if edges:
+        print("\nedge weights (Pearson of summed |importance| with top-k overlap after masking; the paper: negative)"
+              " and optimality (fraction of random core-sized sets the core set beats), mean over classes:")
+        for key, values in edges.items():
+            print(f"  {key:24s} {np.nanmean(values):6.2f}  (max {np.nanmax(values):.2f})")
     summary = {
         "model": loaded.uid, "layers": layers, "params": params.to_dict(), "rows": rows,
         "blank_std": args.blank_std,
         "blank_top_frac": blank_top / max(1, n_top), "blank_rep_frac": blank_rep / max(1, n_rep),
         "seconds_per_class": float(np.mean(seconds)),
+        "edges": {key: float(np.nanmean(v)) for key, v in edges.items()},
     }
     print(f"\nblank crops (pixel std < {args.blank_std}): {summary['blank_top_frac']:.3f} of top samples, "
           f"{summary['blank_rep_frac']:.3f} of concept representatives;  {np.mean(seconds):.1f}s per class")

@@ -22,12 +22,15 @@ def _save_state(model: torch.nn.Module, path) -> str:
 
 # ------------------------------------------------------------------------------ names
 def test_available_models_and_specs():
-    assert available_models() == ["fashion-cnn", "resnet50", "googlenet", "alexnet", "vgg16", "efficientnet-lite0"]
-    spec = get_spec("fashion-cnn")
-    assert spec.layers == ("block4", "block3", "block2", "block1")
-    assert (spec.input_size, spec.in_channels, spec.num_classes, spec.default_data) == (28, 1, 10, "fashion-mnist")
-    assert len(spec.mean) == len(spec.std) == 1
-    for name in available_models()[1:]:
+    assert available_models() == [
+        "fashion-cnn", "fashion-resnet", "resnet50", "googlenet", "alexnet", "vgg16", "efficientnet-lite0"
+    ]
+    for name in ("fashion-cnn", "fashion-resnet"):
+        spec = get_spec(name)
+        assert spec.layers == ("block4", "block3", "block2", "block1")
+        assert (spec.input_size, spec.in_channels, spec.num_classes, spec.default_data) == (28, 1, 10, "fashion-mnist")
+        assert len(spec.mean) == len(spec.std) == 1
+    for name in available_models()[2:]:
         s = get_spec(name)
         assert (s.input_size, s.in_channels, s.num_classes, s.default_data) == (224, 3, 1000, None)
         assert len(s.mean) == len(s.std) == 3 and "logits" not in s.layers
@@ -42,7 +45,7 @@ def test_unknown_model_lists_valid_names():
         load_model("lenet", random_init=True)
 
 
-@pytest.mark.parametrize("name", ["fashion-cnn", "resnet50", "googlenet", "alexnet", "vgg16", "efficientnet-lite0"])
+@pytest.mark.parametrize("name", ["fashion-cnn", "fashion-resnet", "resnet50", "googlenet", "alexnet", "vgg16", "efficientnet-lite0"])
 def test_default_layers_exist(name):
     with torch.device("meta"):  # structure only: no weight initialisation cost
         modules = dict(build_model(name).named_modules())

