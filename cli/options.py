@@ -37,6 +37,11 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon", type=float, default=d.epsilon, help="core-set pruning tolerance (<0: off)")
     p.add_argument("--all-images", action="store_true", help="keep images the model misclassifies too")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--granularities", default=",".join(f"{g:g}" for g in d.granularities),
+                   help="crop sizes as fractions of the image side, comma-separated (default %(default)s, the paper's)")
+    p.add_argument("--min-crop-std", type=float, default=d.min_crop_std,
+                   help="leave crops whose pixel std is below this out of the concept data (default %(default)s: "
+                        "every crop, the paper's rule; e.g. 0.2 for images on large uniform backgrounds)")
     p.add_argument("--ig-internal-batch", type=int, default=None,
                    help="IG path points per forward pass (memory knob; default: sized from free memory)")
     p.add_argument("--bf16", action="store_true",
@@ -59,15 +64,26 @@ def params_from_args(args: argparse.Namespace) -> Params:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise NeurflowInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    try:
+        granularities = tuple(float(g) for g in str(args.granularities).split(",") if g.strip())
+    except ValueError:
+        raise NeurflowInputError(f"--granularities: {args.granularities!r} is not a comma-separated list of numbers "
+                                 "like 1,0.5,0.25") from None
+    if not granularities or not all(0 < g <= 1 for g in granularities):
+        raise NeurflowInputError(f"--granularities must be fractions in (0, 1], got {args.granularities!r}")
+    if args.min_crop_std < 0:
+        raise NeurflowInputError(f"--min-crop-std must be 0 or more, got {args.min_crop_std}")
     return Params(
         tau=args.tau,
         k=args.k,
         ig_steps=args.ig_steps,
         max_images=args.max_images,
+        granularities=granularities,
         num_groups=args.num_groups,
         epsilon=args.epsilon,
         predicted_only=not args.all_images,
         seed=args.seed,
+        min_crop_std=args.min_crop_std,
     )
 
 

@@ -241,3 +241,18 @@ def test_demo_ends_with_where_the_store_is_and_what_to_run_next(ingested, ingest
     assert tail[at + 1] == "next:" and "neurflow app" in tail[at + 2] and any("neurflow query" in x for x in tail[at:])
     text = "\n".join(err)
     assert not any(e in text for e in ESCAPES) and "class 9 (Ankle boot): skipped" in text
+
+
+def test_crop_options_reach_the_params_and_bad_values_are_one_line(capsys):
+    from cli.main import build_parser
+    from cli.options import params_from_args
+
+    args = build_parser().parse_args(["circuit", "--class", "0", "--granularities", "1,0.5", "--min-crop-std", "0.2"])
+    p = params_from_args(args)
+    assert p.granularities == (1.0, 0.5) and p.min_crop_std == 0.2
+    default = params_from_args(build_parser().parse_args(["circuit", "--class", "0"]))
+    assert default.granularities == (1.0, 0.5, 0.25) and default.min_crop_std == 0.0  # the paper's
+    for bad in (["--granularities", "1,x"], ["--granularities", "1,1.5"], ["--min-crop-std", "-1"]):
+        assert main(["circuit", "--class", "0", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --"), err
