@@ -267,9 +267,14 @@ class _MapReader:
         if not missing:
             return torch.stack([self.cache[(depth, i)] for i in ids])
         wanted = [d for d in (depth, depth + 1) if d < len(self.layers)]
+        step = self.budget.crop_batch or len(missing)  # big batches of big crops thrash caches (build_circuit)
         with torch.no_grad():
-            x = _to_device(self.crops.get(missing), self.device, self.budget.channels_last)
-            out = capture(self.model, x, [self.layers[d] for d in wanted], reduce=False)
+            parts = [
+                capture(self.model, _to_device(self.crops.get(missing[start : start + step]), self.device,
+                                               self.budget.channels_last), [self.layers[d] for d in wanted], reduce=False)
+                for start in range(0, len(missing), step)
+            ]
+        out = parts[0] if len(parts) == 1 else {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
         fresh = {i: j for j, i in enumerate(missing)}
         for d in wanted:
             t = out[self.layers[d]]
