@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.config import artifact_dir
-from neurflow.circuit import Circuit, Identity, Params, circuit_uid, data_fingerprint
+from neurflow.circuit import Circuit, Params, circuit_uid
 
 
 @dataclass
@@ -101,10 +101,9 @@ def write_with_retries(store, circuit: Circuit, artifacts: Path, *, attempts: in
 def planned_uid(loaded, images, class_index: int, params: Params, layers: list[str], budget=None) -> str:
     """The uid the circuit of these images will have, known before it is built (the skip check):
     parameters, layers, data source, image fingerprint, precision and method version."""
-    from neurflow.method import Budget
+    from neurflow.method import Budget, circuit_identity
 
-    identity = Identity(params, tuple(layers), images.origin, data_fingerprint(images.sha256), (budget or Budget()).precision)
-    return circuit_uid(loaded.uid, class_index, identity)
+    return circuit_uid(loaded.uid, class_index, circuit_identity(images, params, layers, budget or Budget()))
 
 
 def ingest_class(

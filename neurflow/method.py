@@ -38,6 +38,7 @@ from neurflow.circuit import (
     LayerRec,
     NeuronRec,
     Params,
+    Identity,
     TopSampleRec,
     data_fingerprint,
 )
@@ -86,6 +87,15 @@ class Budget:
         if self.adaptive:
             parts.append(f"fp32+adaptive-ig-tol{TOLERANCE:g}")
         return "+".join(parts) or "fp32"
+
+
+def circuit_identity(images: ImageSet, params: Params, layers: list[str], budget: Budget = Budget()) -> Identity:
+    """The identity `build_circuit` gives the circuit of these inputs, known before it is built
+    (ingestion's skip check): the one place that says which inputs make up a circuit's identity.
+
+    The fingerprint is of the images handed in: the selection (predicted only, max_images)
+    follows from them and the parameters."""
+    return Identity(params, tuple(layers), images.origin, data_fingerprint(images.sha256), budget.precision)
 
 
 PhaseCallback = Callable[[str, int, int], None]
@@ -312,7 +322,7 @@ def build_circuit(
     _seed(params.seed)
     phase = on_phase or (lambda *_: None)
     model = model.to(device)
-    fingerprint = data_fingerprint(images.sha256)  # of the images handed in: the selection below follows from them
+    identity = circuit_identity(images, params, [], budget)  # its layers are the resolved ones, below
 
     with _frozen(model, budget.channels_last), tf32(False):
         expected = _expected_channels(model)
@@ -354,9 +364,9 @@ def build_circuit(
             params=params,
             image_size=images.size,
             neurflow_version=__version__,
-            data_source=images.origin,
-            data_fingerprint=fingerprint,
-            precision=budget.precision,
+            data_source=identity.data_source,
+            data_fingerprint=identity.data_fingerprint,
+            precision=identity.precision,
             notes=notes + [note for note in [images.upscale_note(params.granularities), _blank_note(keep, params)] if note],
             started_at=started_at,
             layers=[LayerRec(depth=d, name=n, channels=c) for d, (n, c) in enumerate(zip(layers, channels))],
