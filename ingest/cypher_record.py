@@ -27,7 +27,10 @@ ENV = "NEURFLOW_RECORD_CYPHER"
 
 _seen: set[tuple[str, str, tuple[str, ...]]] = set()
 _lock = threading.Lock()
-_STORE_LAYER = ("ingest/store.py", "ingest/writer.py", "ingest/readonly.py", "ingest/cypher_record.py")
+_STORE_LAYER = (
+    "ingest/store.py", "ingest/writer.py", "ingest/readonly.py", "ingest/cypher_record.py", "ingest/session.py",
+    "ingest/cleanup.py", "ingest/aggregates.py", "ingest/group_labels.py",
+)  # fmt: skip
 
 
 def _where() -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from ingest.store import Store
 
-LABELS = ("Model", "Layer", "Neuron", "Class", "Circuit", "Concept", "Group", "Image", "Crop")
-"""Every node label of the schema; each has a unique `uid`."""
+LABELS = ("Model", "Layer", "Neuron", "Class", "Circuit", "Concept", "Group", "Image", "Crop", "NeuronStat")
+"""Every node label of the schema; each has a unique `uid` (NeuronStat: the writer's per-neuron
+aggregate, ingest/aggregates.py)."""
 
 RELATIONSHIPS = (
     "HAS_LAYER", "HAS_NEURON", "HAS_CLASS", "HAS_CIRCUIT", "INCLUDES", "FEEDS", "HAS_CONCEPT", "OF",
@@ -19,7 +20,9 @@ RELATIONSHIPS = (
 )  # fmt: skip
 
 # (label, property): secondary indexes used to find a circuit's nodes when cleaning it up.
-INDEXES = (("Concept", "circuit"), ("Group", "circuit"), ("Circuit", "status"), ("Neuron", "model"))
+INDEXES = (
+    ("Concept", "circuit"), ("Group", "circuit"), ("Circuit", "status"), ("Neuron", "model"), ("NeuronStat", "params_hash"),
+)  # fmt: skip
 
 # (relationship type, property): FEEDS of one class (circuit_diff, strongest_paths) and of one
 # circuit (cleaning) without walking the FEEDS of shared neurons, which every class adds to.

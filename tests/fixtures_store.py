@@ -157,9 +157,11 @@ def expected_counts(circuits) -> dict[str, int]:
     neurons: set = set()
     images: set = set()
     crops: set = set()
+    stats: set = set()  # the writer's per-(neuron, parameter set) aggregates (ingest/aggregates.py)
     out = {k: 0 for k in ("Concept", "Group", "INCLUDES", "FEEDS", "DRIVES", "IN_GROUP", "GROUP_FEEDS", "EXEMPLIFIED_BY")}
     for c in circuits:
         neurons |= {(c.model, n.depth, n.channel) for n in c.neurons}
+        stats |= {(c.model, n.depth, n.channel, c.identity.param_set) for n in c.neurons}
         neurons |= {(c.model, r.depth + 1, r.lower_channel) for r in c.core} | {(c.model, r.depth, r.channel) for r in c.core}
         neurons |= {(c.model, e.depth + 1, e.lower_channel) for e in c.edges}
         neurons |= {(c.model, k.depth, k.channel) for k in c.concepts}
@@ -184,6 +186,7 @@ def expected_counts(circuits) -> dict[str, int]:
         Model=len(models), Layer=len(layers), Class=len(classes), Circuit=len(circuits), Neuron=len(neurons),
         Image=len(images), Crop=len(crops), HAS_LAYER=len(layers), HAS_NEURON=len(neurons), HAS_CLASS=len(classes),
         HAS_CIRCUIT=len(circuits), HAS_CONCEPT=out["Concept"], OF=out["Concept"], HAS_GROUP=out["Group"], CROP_OF=len(crops),
+        NeuronStat=len(stats),
     )  # fmt: skip
     return out
 

@@ -1,0 +1,315 @@
+"""Aggregates the writer keeps so that cross-class queries read a few nodes, not every circuit.
+
+`hub_neurons` used to count, per neuron, the chosen circuits that include it: every INCLUDES
+edge of every circuit (330k at 1,000 classes, about 1 s).  The writer now keeps, per (neuron,
+parameter set), a `NeuronStat` node:
+
+- ``uid`` = ``<neuron uid>@<params hash>``; ``model``, ``params_hash``, ``neuron``, ``layer``,
+  ``depth``, ``channel``;
+- ``classes``: the number of distinct classes with a complete circuit in that parameter set that
+  includes the neuron; ``circuits``: the number of such circuits (more than ``classes`` only when
+  a class has complete circuits over two data sets in one parameter set);
+- ``class_indices``: their class indices, sorted, one entry per circuit;
+- ``importance``: the neuron's importance summed over those circuits, where its importance in one
+  circuit is the sum of ``I_u(v)`` over its FEEDS in that circuit (``INCLUDES.importance``): the
+  second ranking key of `hub_neurons`, which separates hubs when every class shares them.
+
+Only ``complete`` circuits count, so the aggregates change exactly when a circuit's status
+changes to or from ``complete``, and in the same transaction: `add_circuit` runs with the
+statement that marks a circuit complete, `retract_circuit` with the one that takes a complete
+circuit back to ``running`` (a forced rewrite, a delete).  A write that crashes midway never
+reached ``complete`` and so never counted; its resumption cleans and writes it like a new one.
+
+Every circuit also keeps its critical channels per layer on its own node (``critical_layers``,
+``critical_offsets``, ``critical_channels``: layer ``i`` holds ``critical_channels[offsets[i] ..
+offsets[i + 1]]``), set with ``complete``: `class_channels` reads one node per class instead of
+the INCLUDES of every circuit.
+
+`recompute` rebuilds both from the raw relationships (the test suite compares them with what
+the writer kept); `rebuild` replaces the stored ones by it (stores written before the
+aggregates existed: ``python -m ingest.aggregates``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from ingest.session import Runner, Tx
+
+STAT_LABEL = "NeuronStat"
+
+
+def stat_uid(neuron_uid: str, params_hash: str) -> str:
+    return f"{neuron_uid}@{params_hash}"
+
+
+Q_ADD = """
+UNWIND $rows AS r
+MERGE (s:NeuronStat {uid: r.uid})
+  ON CREATE SET s.model = $model, s.params_hash = $params_hash, s.neuron = r.neuron, s.layer = r.layer,
+                s.depth = r.depth, s.channel = r.channel, s.classes = 0, s.circuits = 0, s.importance = 0.0,
+                s.class_indices = []
+WITH s, r, s.class_indices AS old
+SET s.classes = s.classes + CASE WHEN $class_index IN old THEN 0 ELSE 1 END,
+    s.circuits = s.circuits + 1,
+    s.importance = s.importance + r.importance,
+    s.class_indices = [x IN old WHERE x <= $class_index] + [$class_index] + [x IN old WHERE x > $class_index]
+RETURN count(*) AS n
+"""
+
+# one occurrence of the class leaves the sorted list; a stat no circuit counts any more goes
+Q_RETRACT = """
+UNWIND range(0, size($uids) - 1) AS j
+MATCH (s:NeuronStat {uid: $uids[j]})
+WITH s, $importance[j] AS imp, s.class_indices AS old
+WITH s, imp, old, [i IN range(0, size(old) - 1) WHERE old[i] = $class_index] AS at
+WITH s, imp, [i IN range(0, size(old) - 1) WHERE size(at) = 0 OR i <> at[0] | old[i]] AS rest
+SET s.circuits = s.circuits - 1,
+    s.importance = s.importance - imp,
+    s.class_indices = rest,
+    s.classes = s.classes - CASE WHEN $class_index IN rest THEN 0 ELSE 1 END
+WITH collect(s) AS touched
+FOREACH (s IN [x IN touched WHERE x.circuits <= 0] | DELETE s)
+RETURN size(touched) AS n
+"""
+
+Q_CIRCUIT = """
+MATCH (c:Circuit {uid: $circuit})
+RETURN c.status AS status, c.params_hash AS params_hash, c.class_index AS class_index
+"""
+
+Q_INCLUDED = """
+MATCH (:Circuit {uid: $circuit})-[i:INCLUDES]->(n:Neuron)
+RETURN n.uid AS neuron, coalesce(i.importance, 0.0) AS importance
+"""
+
+Q_TO_RUNNING = "MATCH (c:Circuit {uid: $circuit}) SET c.status = 'running' RETURN c.uid AS uid"
+
+Q_COMPLETE = """
+MATCH (c:Circuit {uid: $circuit})
+SET c += $props, c.status = 'complete'
+RETURN c.status AS status
+"""
+
+
+def stat_rows(rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """`Q_ADD` rows of a circuit, from its writer rows (`ingest.circuit_rows.circuit_rows`)."""
+    ph = rows["circuit"]["params_hash"]
+    by_uid = {r["uid"]: r for r in rows["neurons"]}
+    return [
+        {
+            "uid": stat_uid(r["uid"], ph),
+            "neuron": r["uid"],
+            "layer": by_uid[r["uid"]]["layer"],
+            "depth": r["depth"],
+            "channel": by_uid[r["uid"]]["channel"],
+            "importance": r["importance"],
+        }
+        for r in rows["includes"]
+    ]
+
+
+def complete_circuit(tx: Tx, rows: dict[str, Any], props: dict[str, Any]) -> None:
+    """Mark the circuit complete and count it into the aggregates: one transaction (see module doc)."""
+    c = rows["circuit"]
+    tx.run(Q_COMPLETE, {"circuit": c["uid"], "props": props})
+    stats = stat_rows(rows)
+    if stats:
+        out = tx.run(Q_ADD, {"rows": stats, "model": c["model"], "params_hash": c["params_hash"], "class_index": c["class_index"]})
+        if out[0]["n"] != len(stats):
+            raise RuntimeError(f"completing {c['uid']}: {out[0]['n']} of {len(stats)} neuron aggregates updated")
+
+
+def retract_circuit(tx: Tx, uid: str) -> str | None:
+    """Take circuit `uid` out of the aggregates if it is complete and mark it ``running``, in the
+    caller's transaction; returns the status it had (None: no such circuit)."""
+    found = tx.run(Q_CIRCUIT, {"circuit": uid})
+    if not found:
+        return None
+    status = found[0]["status"]
+    if status == "complete":
+        inc = tx.run(Q_INCLUDED, {"circuit": uid})
+        if inc:
+            ph = found[0]["params_hash"]
+            tx.run(Q_RETRACT, {
+                "uids": [stat_uid(r["neuron"], ph) for r in inc],
+                "importance": [r["importance"] for r in inc],
+                "class_index": found[0]["class_index"],
+            })  # fmt: skip
+    tx.run(Q_TO_RUNNING, {"circuit": uid})
+    return status
+
+
+# --------------------------------------------------------------------------- checking, rebuilding
+Q_RAW = """
+MATCH (c:Circuit {status: 'complete'})-[i:INCLUDES]->(n:Neuron)
+WHERE $model IS NULL OR c.model = $model
+OPTIONAL MATCH (n)-[f:FEEDS]->()
+WHERE f.circuit = c.uid
+WITH c, n, sum(coalesce(f.importance, 0.0)) AS imp
+RETURN c.uid AS circuit, c.model AS model, c.params_hash AS params_hash, c.class_index AS class_index,
+       n.uid AS neuron, n.layer AS layer, n.depth AS depth, n.channel AS channel, imp AS importance
+"""
+
+Q_STORED = """
+MATCH (s:NeuronStat)
+WHERE $model IS NULL OR s.model = $model
+RETURN s.uid AS uid, s.model AS model, s.params_hash AS params_hash, s.neuron AS neuron, s.layer AS layer,
+       s.depth AS depth, s.channel AS channel, s.classes AS classes, s.circuits AS circuits,
+       s.importance AS importance, s.class_indices AS class_indices
+"""
+
+Q_CIRCUIT_NEURONS = """
+MATCH (c:Circuit {status: 'complete'})-[:INCLUDES]->(n:Neuron)
+WHERE $model IS NULL OR c.model = $model
+RETURN c.uid AS circuit, n.layer AS layer, n.channel AS channel
+"""
+
+Q_CIRCUIT_LISTS = """
+MATCH (c:Circuit {status: 'complete'})
+WHERE $model IS NULL OR c.model = $model
+RETURN c.uid AS circuit, c.critical_layers AS layers, c.critical_offsets AS offsets, c.critical_channels AS channels
+"""
+
+
+def recompute(runner: Runner, model: str | None = None) -> dict[str, dict[str, Any]]:
+    """The `NeuronStat` aggregates as the raw relationships say they should be, by uid."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in runner.read(Q_RAW, {"model": model}):
+        uid = stat_uid(r["neuron"], r["params_hash"])
+        s = out.setdefault(uid, {
+            "uid": uid, "model": r["model"], "params_hash": r["params_hash"], "neuron": r["neuron"], "layer": r["layer"],
+            "depth": r["depth"], "channel": r["channel"], "circuits": 0, "importance": 0.0, "class_indices": [],
+        })  # fmt: skip
+        s["circuits"] += 1
+        s["importance"] += r["importance"]
+        s["class_indices"].append(r["class_index"])
+    for s in out.values():
+        s["class_indices"].sort()
+        s["classes"] = len(set(s["class_indices"]))
+    return out
+
+
+def stored(runner: Runner, model: str | None = None) -> dict[str, dict[str, Any]]:
+    """The `NeuronStat` aggregates the writer kept, by uid."""
+    return {r["uid"]: r for r in runner.read(Q_STORED, {"model": model})}
+
+
+def circuit_lists(runner: Runner, model: str | None = None) -> tuple[dict, dict]:
+    """(kept, recomputed): per complete circuit, layer -> sorted critical channels, as kept on the
+    circuit node and as its INCLUDES say."""
+    kept: dict[str, dict[str, list[int]]] = {}
+    for r in runner.read(Q_CIRCUIT_LISTS, {"model": model}):
+        layers, offsets, chans = r["layers"] or [], r["offsets"] or [], r["channels"] or []
+        kept[r["circuit"]] = {name: list(chans[offsets[i] : offsets[i + 1]]) for i, name in enumerate(layers)}
+    raw: dict[str, dict[str, list[int]]] = {c: {} for c in kept}
+    for r in runner.read(Q_CIRCUIT_NEURONS, {"model": model}):
+        raw.setdefault(r["circuit"], {}).setdefault(r["layer"], []).append(r["channel"])
+    for layers in raw.values():
+        for chans in layers.values():
+            chans.sort()
+    kept = {c: {k: v for k, v in layers.items() if v} for c, layers in kept.items()}
+    return kept, raw
+
+
+def differences(runner: Runner, model: str | None = None) -> list[str]:
+    """Every way the kept aggregates differ from the raw relationships (empty: consistent)."""
+    want, got = recompute(runner, model), stored(runner, model)
+    out = [f"missing {u}" for u in sorted(set(want) - set(got))]
+    out += [f"extra {u} (classes {got[u]['classes']})" for u in sorted(set(got) - set(want))]
+    for u in sorted(set(want) & set(got)):
+        w, g = want[u], got[u]
+        for key in ("model", "params_hash", "neuron", "layer", "depth", "channel", "classes", "circuits", "class_indices"):
+            if w[key] != g[key]:
+                out.append(f"{u}: {key} {g[key]!r}, raw relationships say {w[key]!r}")
+        if not math.isclose(w["importance"], g["importance"] or 0.0, rel_tol=1e-9, abs_tol=1e-9):
+            out.append(f"{u}: importance {g['importance']!r}, raw relationships say {w['importance']!r}")
+    kept, raw = circuit_lists(runner, model)
+    for c in sorted(set(kept) | set(raw)):
+        if kept.get(c) != raw.get(c):
+            out.append(f"{c}: critical channels kept {kept.get(c)}, INCLUDES say {raw.get(c)}")
+    return out
+
+
+Q_DROP = "MATCH (s:NeuronStat) WHERE $model IS NULL OR s.model = $model WITH s LIMIT 10000 DELETE s RETURN count(*) AS n"
+Q_PUT = """
+UNWIND $rows AS r
+CREATE (s:NeuronStat {uid: r.uid, model: r.model, params_hash: r.params_hash, neuron: r.neuron, layer: r.layer,
+                      depth: r.depth, channel: r.channel, classes: r.classes, circuits: r.circuits,
+                      importance: r.importance, class_indices: r.class_indices})
+"""
+Q_SET_INCLUDES = """
+MATCH (c:Circuit {status: 'complete'})-[i:INCLUDES]->(n:Neuron)
+WHERE $model IS NULL OR c.model = $model
+OPTIONAL MATCH (n)-[f:FEEDS]->()
+WHERE f.circuit = c.uid
+WITH i, sum(coalesce(f.importance, 0.0)) AS imp, count(f) AS up
+SET i.importance = imp, i.feeds_up = up
+"""
+Q_SET_LISTS = """
+UNWIND $rows AS r
+MATCH (c:Circuit {uid: r.circuit})
+SET c.critical_layers = r.layers, c.critical_offsets = r.offsets, c.critical_channels = r.channels
+"""
+Q_LAYER_ORDER = """
+MATCH (c:Circuit {status: 'complete'})-[:INCLUDES]->(n:Neuron)
+WHERE $model IS NULL OR c.model = $model
+RETURN DISTINCT c.uid AS circuit, n.layer AS layer, n.depth AS depth
+"""
+
+
+def rebuild(runner: Runner, model: str | None = None) -> int:
+    """Replace the kept aggregates by ones recomputed from the raw relationships (for a store
+    written before the writer kept them); returns the number of `NeuronStat` nodes."""
+    runner.write(Q_SET_INCLUDES, {"model": model})
+    while runner.write(Q_DROP, {"model": model})[0]["n"]:
+        pass
+    rows = list(recompute(runner, model).values())
+    for i in range(0, len(rows), 5000):
+        runner.write(Q_PUT, {"rows": rows[i : i + 5000]})
+    depth_of: dict[str, dict[str, int]] = {}
+    for r in runner.read(Q_LAYER_ORDER, {"model": model}):
+        depth_of.setdefault(r["circuit"], {})[r["layer"]] = r["depth"]
+    _, raw = circuit_lists(runner, model)
+    lists = []
+    for c, layers in raw.items():
+        names = sorted(layers, key=lambda n: depth_of.get(c, {}).get(n, 0))
+        lists.append({"circuit": c, **critical_lists([(n, layers[n]) for n in names])})
+    for i in range(0, len(lists), 1000):
+        runner.write(Q_SET_LISTS, {"rows": lists[i : i + 1000]})
+    return len(rows)
+
+
+def critical_lists(layers: list[tuple[str, list[int]]]) -> dict[str, list]:
+    """Circuit-node properties for (layer name, sorted critical channels) in depth order."""
+    names, offsets, chans = [], [0], []
+    for name, cs in layers:
+        names.append(name)
+        chans.extend(cs)
+        offsets.append(len(chans))
+    return {"layers": names, "offsets": offsets, "channels": chans}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ingest.aggregates [--model M] [--check]``: rebuild (or only check) the aggregates."""
+    import argparse
+
+    from ingest.store import open_store
+
+    ap = argparse.ArgumentParser(description="Rebuild or check the aggregates the writer keeps (NeuronStat, critical lists).")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--check", action="store_true", help="only compare them with the raw relationships")
+    args = ap.parse_args(argv)
+    with open_store() as store, Runner(store) as runner:
+        if args.check:
+            diff = differences(runner, args.model)
+            print("\n".join(diff[:50]) if diff else "aggregates consistent with the raw relationships")
+            return 1 if diff else 0
+        print(f"rebuilt {rebuild(runner, args.model)} neuron aggregates")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Row mapping: a `Circuit` record set -> the rows of every writer statement (no database access).
+
+Kept apart from the statements and the session so that the mapping (uids, which neurons a row
+touches, per-neuron sums kept for the aggregates) can be read and tested without a store.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importing neurflow pulls in torch; the mapping only needs the records
+    from neurflow.circuit import Circuit
+
+
+def uids_of(circuit: "Circuit") -> dict[str, Any]:
+    model = circuit.model
+    layers = {rec.depth: rec for rec in circuit.layers}
+    cid = circuit.uid
+
+    def layer_name(depth: int) -> str:
+        if depth not in layers:
+            raise ValueError(f"circuit {cid} has no layer at depth {depth}")
+        return layers[depth].name
+
+    return {
+        "model": model,
+        "circuit": cid,
+        "layers": layers,
+        "layer_name": layer_name,
+        "neuron": lambda d, ch: f"{model}/{layer_name(d)}/{ch}",
+        "concept": lambda d, ch, j: f"{cid}/{layer_name(d)}/{ch}/{j}",
+        "group": lambda d, g: f"{cid}/{layer_name(d)}/g{g}",
+    }
+
+
+def circuit_rows(
+    circuit: "Circuit",
+    *,
+    model_info: dict[str, Any] | None = None,
+    crop_thumbnails: dict[int, str] | None = None,
+    group_labels: dict[tuple[int, int], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The rows of every statement for `circuit` (no database access; exported for tests)."""
+    u = uids_of(circuit)
+    cid, model = u["circuit"], u["model"]
+    info = dict(model_info or {})
+    logits = u["layers"].get(0)
+    model_row = {
+        "uid": model,
+        "name": info.get("name", model),
+        "arch": info.get("arch"),
+        "weights_sha256": info.get("weights_sha256"),
+        "num_classes": info.get("num_classes", logits.channels if logits else None),
+        "input_size": info.get("input_size", circuit.image_size),
+    }
+    cls_row = {"uid": f"{model}/{circuit.class_index}", "model": model, "index": circuit.class_index, "name": circuit.class_name}
+    p = circuit.params
+    identity = circuit.identity
+    circuit_row = {
+        "uid": cid,
+        "model": model,
+        "class_index": circuit.class_index,
+        "tau": p.tau,
+        "k": p.k,
+        "ig_steps": p.ig_steps,
+        "granularities": [float(g) for g in p.granularities],
+        # the parameter set (method parameters, layers, data source, precision, method version): what
+        # the circuits of one comparison share; the uid adds the class's image fingerprint
+        "params": json.dumps(identity.param_set_dict(), sort_keys=True),
+        "params_hash": identity.param_set,
+        "layers": list(identity.layers),
+        "data_source": identity.data_source,
+        "data_fingerprint": identity.data_fingerprint,
+        "precision": identity.precision,
+        "method_version": identity.method_version,
+        "notes": list(circuit.notes),
+        # a flag readers can filter on: core members ranked by tie-breaking, not by the data
+        "num_zero_importance_core": circuit.zero_importance_core(),
+        "status": "running",
+        "started_at": circuit.started_at or None,
+        "finished_at": circuit.finished_at or None,
+        "neurflow_version": circuit.neurflow_version or None,
+        "image_size": circuit.image_size,
+        "seconds": float(circuit.seconds),
+    }
+    layer_rows = [
+        {"uid": f"{model}/{rec.name}", "name": rec.name, "depth": rec.depth, "channels": rec.channels}
+        for rec in sorted(u["layers"].values(), key=lambda r: r.depth)
+    ]
+
+    # every neuron any row touches: critical ones and the lower ends of FEEDS / DRIVES
+    keys: set[tuple[int, int]] = {(n.depth, n.channel) for n in circuit.neurons}
+    keys |= {(c.depth + 1, c.lower_channel) for c in circuit.core}
+    keys |= {(e.depth + 1, e.lower_channel) for e in circuit.edges}
+    keys |= {(c.depth, c.channel) for c in circuit.core}
+    keys |= {(c.depth, c.channel) for c in circuit.concepts}
+    neuron_rows = [
+        {
+            "uid": u["neuron"](d, ch),
+            "layer_uid": f"{model}/{u['layer_name'](d)}",
+            "layer": u["layer_name"](d),
+            "channel": ch,
+            "depth": d,
+        }
+        for d, ch in sorted(keys)
+    ]
+    # per critical neuron: its importance in this circuit (the sum of I_u(v) over its FEEDS) and how
+    # many neurons it FEEDS, kept on INCLUDES for the aggregates and reverse_lookup
+    importance: dict[tuple[int, int], float] = {}
+    feeds_up: dict[tuple[int, int], int] = {}
+    for c in circuit.core:
+        key = (c.depth + 1, c.lower_channel)
+        importance[key] = importance.get(key, 0.0) + float(c.importance)
+        feeds_up[key] = feeds_up.get(key, 0) + 1
+    include_rows = [
+        {
+            "uid": u["neuron"](n.depth, n.channel),
+            "depth": n.depth,
+            "importance": importance.get((n.depth, n.channel), 0.0),
+            "feeds_up": feeds_up.get((n.depth, n.channel), 0),
+        }
+        for n in circuit.neurons
+    ]
+    feeds_rows = [
+        {"v": u["neuron"](c.depth + 1, c.lower_channel), "u": u["neuron"](c.depth, c.channel), "importance": float(c.importance), "rank": c.rank}
+        for c in circuit.core
+    ]
+    concept_rows = [
+        {
+            "uid": u["concept"](c.depth, c.channel, c.index),
+            "neuron": u["neuron"](c.depth, c.channel),
+            "layer": u["layer_name"](c.depth),
+            "depth": c.depth,
+            "channel": c.channel,
+            "index": c.index,
+            "size": c.size,
+            "mean_activation": float(c.mean_activation),
+        }
+        for c in circuit.concepts
+    ]
+    drives_rows = [
+        {"v": u["neuron"](e.depth + 1, e.lower_channel), "k": u["concept"](e.depth, e.channel, e.concept), "weight": float(e.weight)}
+        for e in circuit.edges
+    ]
+    sizes: dict[tuple[int, int], int] = {}
+    for m in circuit.group_members:
+        sizes[(m.depth, m.group)] = sizes.get((m.depth, m.group), 0) + 1
+    for ge in circuit.group_edges:  # a group referenced by an edge exists even with no member row
+        sizes.setdefault((ge.depth, ge.upper_group), 0)
+        sizes.setdefault((ge.depth + 1, ge.lower_group), 0)
+    labels = group_labels or {}
+    group_rows = []
+    for (d, g), size in sorted(sizes.items()):
+        lab = labels.get((d, g), {})
+        group_rows.append(
+            {
+                "uid": u["group"](d, g),
+                "layer": u["layer_name"](d),
+                "depth": d,
+                "index": g,
+                "size": size,
+                "label": lab.get("label"),
+                "label_source": lab.get("label_source", lab.get("source")),
+                "label_score": lab.get("label_score", lab.get("score")),
+            }
+        )
+    in_group_rows = [{"k": u["concept"](m.depth, m.channel, m.concept), "g": u["group"](m.depth, m.group)} for m in circuit.group_members]
+    group_feeds_rows = [
+        {"lower": u["group"](ge.depth + 1, ge.lower_group), "upper": u["group"](ge.depth, ge.upper_group), "weight": float(ge.weight)}
+        for ge in circuit.group_edges
+    ]
+
+    crops = {c.crop_id: c for c in circuit.crops}
+    images = {im.image_id: im for im in circuit.images}
+    reps = [m for m in circuit.concept_members if m.rep_rank >= 0]
+    crop_rows: dict[str, dict[str, Any]] = {}  # by uid: the same file twice in a data set is one Image, its crops one Crop
+    exemplified_rows = []
+    for m in reps:
+        if m.crop_id not in crops:
+            raise ValueError(f"circuit {cid}: representative crop {m.crop_id} is not in the crop table")
+        cr = crops[m.crop_id]
+        if cr.image_id not in images:
+            raise ValueError(f"circuit {cid}: crop {cr.crop_id} refers to unknown image {cr.image_id}")
+        im = images[cr.image_id]
+        crop_uid = crop_uid_of(im.sha256, cr)
+        crop_rows.setdefault(
+            crop_uid,
+            {
+                "uid": crop_uid,
+                "image": im.sha256,
+                "source": im.source,
+                "label": im.label,
+                "x0": cr.x0,
+                "y0": cr.y0,
+                "x1": cr.x1,
+                "y1": cr.y1,
+                "granularity": float(cr.granularity),
+                "thumbnail": (crop_thumbnails or {}).get(cr.crop_id),
+            },
+        )
+        exemplified_rows.append(
+            {"k": u["concept"](m.depth, m.channel, m.concept), "crop": crop_uid, "rank": m.rep_rank, "activation": float(m.activation)}
+        )
+    return {
+        "model": model_row,
+        "cls": cls_row,
+        "circuit": circuit_row,
+        "layers": layer_rows,
+        "neurons": neuron_rows,
+        "includes": include_rows,
+        "feeds": feeds_rows,
+        "concepts": concept_rows,
+        "drives": drives_rows,
+        "groups": group_rows,
+        "in_group": in_group_rows,
+        "group_feeds": group_feeds_rows,
+        "crops": list(crop_rows.values()),
+        "exemplified": exemplified_rows,
+    }
+
+
+def crop_uid_of(image_sha256: str, crop: Any) -> str:
+    return f"{image_sha256}/{crop.x0},{crop.y0},{crop.x1},{crop.y1}"

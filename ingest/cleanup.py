@@ -1,0 +1,105 @@
+"""Removing what a circuit wrote: before a rewrite (a crashed, failed or forced earlier write) and
+on delete.
+
+Shared nodes stay (Neuron; Crop and Image nodes another circuit still uses); what belongs to the
+circuit goes in batches of `batch` per transaction, so a circuit of any size is removed without
+one huge transaction.  A complete circuit first leaves the aggregates, in the transaction that
+takes it back to ``running`` (`ingest.aggregates.retract_circuit`): readers never see a
+half-removed circuit counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import neo4j
+
+from ingest.aggregates import retract_circuit
+from ingest.session import Runner
+from ingest.store import Store
+
+DELETE_BATCH = 10000
+
+
+def _delete_loop(runner: Runner, cypher: str, params: dict[str, Any], batch: int) -> int:
+    total = 0
+    while True:
+        n = runner.write(cypher, {**params, "batch": batch})[0]["n"]
+        total += n
+        if n < batch:
+            return total
+
+
+def clean(runner: Runner, uid: str, model: str, class_index: int, batch: int = DELETE_BATCH) -> dict[str, int]:
+    """Delete what a (not complete) circuit wrote, keeping shared nodes.
+
+    DRIVES, OF, IN_GROUP, HAS_CONCEPT, EXEMPLIFIED_BY, HAS_GROUP and GROUP_FEEDS go with the
+    (DETACH-deleted) Concept and Group nodes; FEEDS, between shared neurons, by its `circuit`.
+    The circuit's Evaluation nodes go too: they describe the circuit being replaced."""
+    p = {"circuit": uid, "model": model, "class_index": class_index}
+    crops = [r["uid"] for r in runner.read(
+        "MATCH (k:Concept {circuit: $circuit})-[:EXEMPLIFIED_BY]->(cr:Crop) RETURN DISTINCT cr.uid AS uid", p
+    )]  # fmt: skip
+    out = {
+        "concepts": _delete_loop(
+            runner, "MATCH (k:Concept {circuit: $circuit}) WITH k LIMIT $batch DETACH DELETE k RETURN count(*) AS n", p, batch
+        ),
+        "groups": _delete_loop(
+            runner, "MATCH (g:Group {circuit: $circuit}) WITH g LIMIT $batch DETACH DELETE g RETURN count(*) AS n", p, batch
+        ),
+        # through the FEEDS.class_index index (a scan of the model's neurons' FEEDS takes seconds at scale)
+        "feeds": _delete_loop(
+            runner,
+            "MATCH ()-[f:FEEDS]->() WHERE f.class_index = $class_index AND f.circuit = $circuit "
+            "WITH f LIMIT $batch DELETE f RETURN count(*) AS n",
+            p,
+            batch,
+        ),
+        "includes": _delete_loop(
+            runner,
+            "MATCH (:Circuit {uid: $circuit})-[i:INCLUDES]->() WITH i LIMIT $batch DELETE i RETURN count(*) AS n",
+            p,
+            batch,
+        ),
+        "evaluations": _delete_loop(
+            runner,
+            "MATCH (:Circuit {uid: $circuit})-[:HAS_EVALUATION]->(e:Evaluation) WITH e LIMIT $batch "
+            "DETACH DELETE e RETURN count(*) AS n",
+            p,
+            batch,
+        ),
+    }
+    if crops:
+        rows = runner.write(
+            """
+            UNWIND $crops AS cu
+            MATCH (cr:Crop {uid: cu})
+            WHERE NOT (cr)<-[:EXEMPLIFIED_BY]-()
+            OPTIONAL MATCH (cr)-[:CROP_OF]->(im:Image)
+            DETACH DELETE cr
+            RETURN count(*) AS n, collect(DISTINCT im.uid) AS images
+            """,
+            {"crops": crops},
+        )
+        out["crops"] = rows[0]["n"] if rows else 0
+        images = rows[0]["images"] if rows else []
+        if images:
+            out["images"] = runner.write(
+                "UNWIND $images AS iu MATCH (im:Image {uid: iu}) WHERE NOT (im)<-[:CROP_OF]-() "
+                "DETACH DELETE im RETURN count(*) AS n",
+                {"images": images},
+            )[0]["n"]
+    return out
+
+
+def delete_circuit(target: Store | neo4j.Driver | neo4j.Session, uid: str, *, database: str | None = None) -> dict[str, int]:
+    """Remove a circuit entirely (its node too).  Shared Model/Layer/Neuron/Class nodes stay."""
+    with Runner(target, database) as runner:
+        rows = runner.read("MATCH (c:Circuit {uid: $uid}) RETURN c.model AS model, c.class_index AS class_index", {"uid": uid})
+        if not rows:
+            return {}
+        runner.execute(lambda tx: retract_circuit(tx, uid))
+        out = clean(runner, uid, rows[0]["model"], rows[0]["class_index"])
+        runner.write("MATCH (c:Circuit {uid: $uid}) DETACH DELETE c", {"uid": uid})
+        out["circuits"] = 1
+        return out

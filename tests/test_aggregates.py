@@ -1,0 +1,114 @@
+"""The aggregates the writer keeps (ingest/aggregates.py) always equal what the raw relationships
+say, on a real embedded ArcadeDB: after ingest, forced rewrite, a crash and its resumption, and
+delete; and they change in the same transaction as the circuit's status."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ingest.aggregates import differences, rebuild, recompute, stored
+from ingest.session import Runner
+from ingest.writer import circuit_status, delete_circuit, write_circuit
+from tests.fixtures_store import make_circuit, model_info
+
+
+def params(tau: int):
+    from neurflow.circuit import Params
+
+    return Params(tau=tau, k=4, ig_steps=8, granularities=(1.0, 0.5), num_representatives=2)
+
+
+def consistent(store) -> dict:
+    with Runner(store) as r:
+        assert differences(r) == []
+        return stored(r)
+
+
+def same(a: dict, b: dict) -> bool:
+    """Equal aggregates; summed importances up to float rounding (an add then a retract of x
+    leaves x + y - y)."""
+    if set(a) != set(b):
+        return False
+    for u in a:
+        x, y = dict(a[u]), dict(b[u])
+        if x.pop("importance") != pytest.approx(y.pop("importance"), rel=1e-9, abs=1e-12) or x != y:
+            return False
+    return True
+
+
+def test_aggregates_follow_ingest_rewrite_crash_and_delete(store):
+    p2 = params(2)
+    circuits = [make_circuit(i) for i in range(4)] + [make_circuit(1, params=p2), make_circuit(3, params=p2)]
+    for c in circuits:
+        write_circuit(store, c, model_info=model_info())
+    after_ingest = consistent(store)
+    # a class count is the number of classes whose circuit includes the neuron, per parameter set
+    ps = circuits[0].identity.param_set
+    want: dict[tuple[str, str], set[int]] = {}
+    for c in circuits:
+        for n in c.neurons:
+            want.setdefault((f"{c.model}/{c.layer_name(n.depth)}/{n.channel}", c.identity.param_set), set()).add(c.class_index)
+    assert {(s["neuron"], s["params_hash"]): set(s["class_indices"]) for s in after_ingest.values()} == want
+    assert any(s["classes"] >= 3 and s["params_hash"] == ps for s in after_ingest.values())  # the fixture shares neurons
+
+    # forced rewrite with other content (another tau: other neurons, importances): the old circuit
+    # leaves the aggregates and the new one enters them
+    changed = make_circuit(2, params=dataclasses.replace(circuits[2].params, tau=2))
+    changed.params = circuits[2].params  # same uid, other core sets
+    assert changed.uid == circuits[2].uid
+    assert write_circuit(store, changed, force=True).action == "rewritten"
+    assert not same(consistent(store), after_ingest)
+
+    # crash midway through a forced rewrite, then the resumption
+    write_circuit(store, circuits[2], force=True, batch_size=5, _stop_after="feeds:first")
+    assert circuit_status(store, circuits[2].uid) == "running"
+    mid = consistent(store)
+    assert not any(2 in s["class_indices"] and s["params_hash"] == ps for s in mid.values())  # not counted while running
+    assert write_circuit(store, circuits[2]).action == "rewritten"
+    assert same(consistent(store), after_ingest)
+
+    # a crash of a first write leaves nothing counted; its resumption counts it once
+    fresh = make_circuit(0, params=params(4))
+    write_circuit(store, fresh, _stop_after="concepts")
+    consistent(store)
+    write_circuit(store, fresh)
+    consistent(store)
+
+    # delete: the circuit leaves the aggregates, a stat no circuit counts any more goes
+    for c in [fresh, circuits[4], circuits[0]]:
+        delete_circuit(store, c.uid)
+        left = consistent(store)
+    assert all(s["classes"] > 0 and s["circuits"] > 0 for s in left.values())
+    for c in circuits[1:4] + circuits[5:]:
+        delete_circuit(store, c.uid)
+    assert consistent(store) == {}
+
+
+def test_a_failed_completion_counts_nothing(store, monkeypatch):
+    """The status flip and the aggregate update are one transaction: when the update fails, the
+    circuit is not complete either."""
+    import ingest.aggregates as aggregates
+
+    c = make_circuit(1)
+    monkeypatch.setattr(aggregates, "Q_ADD", "UNWIND $rows AS r RETURN nosuchfunction(r) AS n")
+    with pytest.raises(Exception):
+        write_circuit(store, c, model_info=model_info())
+    assert circuit_status(store, c.uid) == "failed"
+    assert consistent(store) == {}
+    monkeypatch.undo()
+    assert write_circuit(store, c).action == "rewritten"
+    assert len(consistent(store)) == len(c.neurons)
+
+
+def test_rebuild_restores_lost_aggregates(store):
+    a, b = make_circuit(0), make_circuit(1)
+    for c in (a, b):
+        write_circuit(store, c)
+    store.run("MATCH (s:NeuronStat) DETACH DELETE s")
+    store.run("MATCH (c:Circuit) REMOVE c.critical_channels")
+    with Runner(store) as r:
+        assert differences(r)
+        assert rebuild(r) == len(recompute(r))
+    consistent(store)
