@@ -78,9 +78,37 @@ _PICK_PER_CLASS = param_set() + (
     "WITH ps, cl, collect(c)[0] AS c\n"
 )
 
+# the chosen circuit's critical channels of layer $layer, from the lists kept on the circuit node
+# (ingest/aggregates.py): one node per class instead of the INCLUDES of every circuit
+def _channels(c: str = "c", layer: str = "$layer") -> str:
+    return (
+        f"CASE WHEN {c}.critical_layers IS NULL OR NOT ({layer} IN {c}.critical_layers) THEN [] ELSE "
+        f"{c}.critical_channels[{c}.critical_offsets[[i IN range(0, size({c}.critical_layers) - 1) "
+        f"WHERE {c}.critical_layers[i] = {layer}][0]]..{c}.critical_offsets[[i IN range(0, size({c}.critical_layers) - 1) "
+        f"WHERE {c}.critical_layers[i] = {layer}][0] + 1]] END"
+    )
+
+
+def _page(rows: str, columns: str, order: str) -> str:
+    """Cypher that returns rows $skip .. $skip + $limit of the collected list `rows` (each an
+    array; `columns` projects `r`) with the number of all rows as `total` ($limit null: all)."""
+    return (
+        f"WITH {rows} AS rows\n"
+        "UNWIND CASE WHEN $limit IS NULL THEN rows[$skip..] ELSE rows[$skip..$skip + $limit] END AS r\n"
+        f"RETURN {columns}, size(rows) AS total\n"
+        f"ORDER BY {order}\n"
+    )
+
+
 _JACCARD = "CASE WHEN {a} + {b} - {s} = 0 THEN 0.0 ELSE toFloat({s}) / ({a} + {b} - {s}) END"
 
 
+
+# Two circuits' critical neurons come from the lists on their nodes, compared layer by layer (a
+# layer holds at most a few dozen); their FEEDS from the relationship index on FEEDS.class_index,
+# grouped by (lower, upper) neuron with the circuits that have that edge, and tagged in one pass
+# (1 = in A, 2 = in B, 3 = both).  Every side returns its full count and one page of items.
+_DIFF_LAYERS = "coalesce(ca.critical_layers, []) + [x IN coalesce(cb.critical_layers, []) WHERE NOT (x IN coalesce(ca.critical_layers, []))]"
 
 _CIRCUIT_DIFF = (
     """MATCH (v)-[f:FEEDS]->(u)
@@ -95,23 +123,30 @@ WITH feeds, ps, ca ORDER BY ca.completed_at DESC LIMIT 1
 MATCH (:Class {model: $model, index: $class_b})-[:HAS_CIRCUIT]->(cb:Circuit {status: 'complete'})
 WHERE cb.params_hash = coalesce($params_b, ps)
 WITH feeds, ca, cb ORDER BY cb.completed_at DESC LIMIT 1
-WITH feeds, ca, cb, ca.uid AS a, cb.uid AS b,
-     [(ca)-[:INCLUDES]->(n:Neuron) | [n.depth, n.uid]] AS pa, [(cb)-[:INCLUDES]->(n:Neuron) | [n.depth, n.uid]] AS pb
-WITH feeds, ca, cb, a, b, pa, pb, reduce(m = 0, x IN pa + pb | CASE WHEN x[0] > m THEN x[0] ELSE m END) AS deepest
-WITH feeds, ca, cb, a, b, [d IN range(0, deepest) | [x IN pa WHERE x[0] = d | x[1]]] AS na,
-     [d IN range(0, deepest) | [x IN pb WHERE x[0] = d | x[1]]] AS nb
-WITH ca, cb, reduce(acc = [], d IN range(0, size(na) - 1) | acc + [x IN na[d] WHERE NOT (x IN nb[d])]) AS n_only_a,
-     reduce(acc = [], d IN range(0, size(nb) - 1) | acc + [x IN nb[d] WHERE NOT (x IN na[d])]) AS n_only_b,
-     reduce(acc = [], d IN range(0, size(na) - 1) | acc + [x IN na[d] WHERE x IN nb[d]]) AS n_both,
-     [x IN feeds WHERE a IN x[1] AND NOT (b IN x[1]) | x[0]] AS f_only_a,
-     [x IN feeds WHERE b IN x[1] AND NOT (a IN x[1]) | x[0]] AS f_only_b,
-     [x IN feeds WHERE a IN x[1] AND b IN x[1] | x[0]] AS f_both
+WITH feeds, ca, cb, ca.uid AS a, cb.uid AS b, """
+    + _DIFF_LAYERS
+    + """ AS layers
+UNWIND layers AS lay
+WITH feeds, ca, cb, a, b, lay, """
+    + _channels("ca", "lay")
+    + " AS la, "
+    + _channels("cb", "lay")
+    + """ AS lb
+WITH feeds, ca, cb, a, b, lay, la, lb, ca.model + '/' + lay + '/' AS pre
+WITH feeds, ca, cb, a, b,
+     collect([[x IN la WHERE NOT (x IN lb) | pre + toString(x)], [x IN lb WHERE NOT (x IN la) | pre + toString(x)],
+              [x IN la WHERE x IN lb | pre + toString(x)]]) AS per
+WITH ca, cb, per, [x IN feeds | [x[0], CASE WHEN a IN x[1] THEN 1 ELSE 0 END + CASE WHEN b IN x[1] THEN 2 ELSE 0 END]] AS tagged
 UNWIND [
-  {kind: 'neuron', side: 'only_a', items: n_only_a}, {kind: 'neuron', side: 'only_b', items: n_only_b},
-  {kind: 'neuron', side: 'both', items: n_both}, {kind: 'feeds', side: 'only_a', items: f_only_a},
-  {kind: 'feeds', side: 'only_b', items: f_only_b}, {kind: 'feeds', side: 'both', items: f_both}
+  {kind: 'neuron', side: 'only_a', items: reduce(acc = [], p IN per | acc + p[0])},
+  {kind: 'neuron', side: 'only_b', items: reduce(acc = [], p IN per | acc + p[1])},
+  {kind: 'neuron', side: 'both', items: reduce(acc = [], p IN per | acc + p[2])},
+  {kind: 'feeds', side: 'only_a', items: [x IN tagged WHERE x[1] = 1 | x[0]]},
+  {kind: 'feeds', side: 'only_b', items: [x IN tagged WHERE x[1] = 2 | x[0]]},
+  {kind: 'feeds', side: 'both', items: [x IN tagged WHERE x[1] = 3 | x[0]]}
 ] AS r
-RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side, size(r.items) AS count, r.items AS items
+RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side, size(r.items) AS count,
+       CASE WHEN $limit IS NULL THEN r.items[$skip..] ELSE r.items[$skip..$skip + $limit] END AS items
 """
 )
 
@@ -159,18 +194,24 @@ ORDER BY model
         title="Overview: classes and circuits",
         description=(
             "One row per circuit: model, class, parameter hash, status and sizes.  Complete circuits "
-            "only, unless include_incomplete is true (then running/failed ones show too)."
+            "only, unless include_incomplete is true (then running/failed ones show too).  Paged: rows "
+            "$skip .. $skip + $limit in (model, class) order ($limit null: all); `total` counts every row."
         ),
         cypher="""
 MATCH (m:Model)-[:HAS_CLASS]->(cl:Class)-[:HAS_CIRCUIT]->(c:Circuit)
 WHERE ($model IS NULL OR m.uid = $model) AND (c.status = 'complete' OR $include_incomplete)
-RETURN m.uid AS model, cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, c.params_hash AS params,
-       c.status AS status, c.num_neurons AS neurons, c.num_feeds AS feeds, c.num_concepts AS concepts,
-       c.num_groups AS groups, c.num_group_feeds AS group_feeds, c.completed_at AS completed_at
-ORDER BY model, class_index, completed_at DESC
-""",
-        params={"model": None, "include_incomplete": False},
-        returns=("model", "class_index", "class_name", "circuit", "params", "status", "neurons", "feeds", "concepts", "groups", "group_feeds", "completed_at"),
+WITH m, cl, c ORDER BY m.uid, cl.index, c.completed_at DESC
+"""
+        + _page(
+            "collect([m.uid, cl.index, cl.name, c.uid, c.params_hash, c.status, c.num_neurons, c.num_feeds, c.num_concepts, "
+            "c.num_groups, c.num_group_feeds, c.completed_at])",
+            "r[0] AS model, r[1] AS class_index, r[2] AS class_name, r[3] AS circuit, r[4] AS params, r[5] AS status, "
+            "r[6] AS neurons, r[7] AS feeds, r[8] AS concepts, r[9] AS groups, r[10] AS group_feeds, r[11] AS completed_at",
+            "model, class_index, completed_at DESC",
+        ),
+        params={"model": None, "include_incomplete": False, "skip": 0, "limit": 100},
+        returns=("model", "class_index", "class_name", "circuit", "params", "status", "neurons", "feeds", "concepts", "groups",
+                 "group_feeds", "completed_at", "total"),
     ),
     Query(
         name="shared_neurons",
@@ -205,23 +246,48 @@ ORDER BY depth
         returns=("layer", "depth", "n_a", "n_b", "n_shared", "shared_channels", "jaccard", "circuit_a", "circuit_b"),
     ),
     Query(
+        name="class_channels",
+        title="Critical channels of one layer, per class",
+        description=(
+            "One row per class of the parameter set (optionally only the classes in $classes): its chosen "
+            "circuit and the sorted critical channels of `layer`.  What a similarity matrix is computed "
+            "from in the client (`ingest.similarity.similarity_matrix`): classes rows of at most the "
+            "layer's critical-neuron count each, instead of classes^2 rows."
+        ),
+        # reads the lists kept on each circuit node (ingest/aggregates.py), not the INCLUDES of
+        # every circuit
+        cypher=param_set()
+        + """MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
+WHERE c.params_hash = ps AND ($classes IS NULL OR cl.index IN $classes)
+WITH cl, c ORDER BY c.completed_at DESC
+WITH cl, collect(c)[0] AS c
+RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, """
+        + _channels()
+        + """ AS channels
+ORDER BY class_index
+""",
+        params={"model": None, "layer": None, "params": None, "classes": None},
+        returns=("class_index", "class_name", "circuit", "channels"),
+    ),
+    Query(
         name="similarity_matrix",
         title="Class-by-class similarity of one layer",
         description=(
-            "Jaccard index of the critical neurons of every pair of classes of a model in one layer "
-            "(full matrix, diagonal included, rows in class order).  Cost grows with classes^2 x "
-            "neurons^2: fine up to a few hundred classes (1,000 classes: a million rows)."
+            "Jaccard index of the critical neurons of pairs of classes of a model in one layer, rows "
+            "$skip .. $skip + $limit of the matrix (class A in class order, every class B; diagonal "
+            "included).  A page holds limit x classes rows; the whole matrix is classes^2 rows, so "
+            "Python users compute it from `class_channels` (`ingest.similarity.similarity_matrix`)."
         ),
         # Rows come out in (class_a, class_b) order by construction (the class list is sorted, and
-        # UNWIND keeps list order): a final ORDER BY of classes^2 rows exceeds ArcadeDB's 2 GB
-        # query heap budget at 1,000 classes.  Lists bound to names once (ArcadeDB re-reads a map
-        # entry inside a list comprehension for every element).
+        # UNWIND keeps list order).  Lists bound to names once (ArcadeDB re-reads a map entry
+        # inside a list comprehension for every element).
         cypher=_PICK_PER_CLASS
-        + """OPTIONAL MATCH (c)-[:INCLUDES]->(n:Neuron {layer: $layer})
-WITH cl, collect(n.channel) AS chans
+        + "WITH cl, "
+        + _channels()
+        + """ AS chans
 WITH cl, chans ORDER BY cl.index
 WITH collect([cl.index, cl.name, chans]) AS classes
-UNWIND classes AS a
+UNWIND CASE WHEN $limit IS NULL THEN classes[$skip..] ELSE classes[$skip..$skip + $limit] END AS a
 UNWIND classes AS b
 WITH a, b, a[2] AS ac, b[2] AS bc
 WITH a, b, size(ac) AS n_a, size(bc) AS n_b, size([x IN ac WHERE x IN bc]) AS shared
@@ -229,7 +295,7 @@ RETURN a[0] AS class_a, a[1] AS name_a, b[0] AS class_b, b[1] AS name_b, n_a, n_
         + _JACCARD.format(a="n_a", b="n_b", s="shared")
         + """ AS jaccard
 """,
-        params={"model": None, "layer": None, "params": None},
+        params={"model": None, "layer": None, "params": None, "skip": 0, "limit": 2},
         returns=("class_a", "name_a", "class_b", "name_b", "n_a", "n_b", "n_shared", "jaccard"),
     ),
     Query(
@@ -237,25 +303,27 @@ RETURN a[0] AS class_a, a[1] AS name_a, b[0] AS class_b, b[1] AS name_b, n_a, n_
         title="Hub neurons",
         description=(
             "The neurons that are critical for the most classes (class-logit neurons excluded), "
-            "optionally in one layer."
+            "optionally in one layer; ties (a neuron every class shares) are ranked by `importance`, "
+            "the neuron's importance summed over those classes' circuits (per circuit: the sum of its "
+            "FEEDS importances).  Rows $skip .. $skip + $limit."
         ),
-        # One chosen circuit per class, so count(cl) counts classes; the class lists are sorted
-        # for the top rows only (ArcadeDB sorts slowly: sorting every (neuron, class) row first
-        # doubled the time at 100 classes).  Reads every INCLUDES of every chosen circuit.
-        cypher=_PICK_PER_CLASS
-        + """MATCH (c)-[:INCLUDES]->(n:Neuron)
-WHERE n.depth > 0 AND ($layer IS NULL OR n.layer = $layer)
-WITH n, count(cl) AS classes, collect(cl.index) AS class_indices
-ORDER BY classes DESC, n.depth, n.channel
-LIMIT $limit
-UNWIND class_indices AS ci
-WITH n, classes, ci ORDER BY ci
-WITH n, classes, collect(ci) AS class_indices
-RETURN n.uid AS neuron, n.layer AS layer, n.depth AS depth, n.channel AS channel, classes, class_indices
-ORDER BY classes DESC, depth, channel
+        # Reads the writer's per-(neuron, parameter set) aggregate (ingest/aggregates.py), kept in
+        # the transaction that completes or retracts a circuit; counting the INCLUDES of every
+        # chosen circuit took about 1 s at 1,000 classes.  A class with two complete circuits in
+        # the parameter set (two data sets) counts once in `classes`.
+        cypher=param_set()
+        + """MATCH (s:NeuronStat {params_hash: ps})
+WHERE s.model = $model AND s.depth > 0 AND ($layer IS NULL OR s.layer = $layer)
+WITH s ORDER BY s.classes DESC, s.importance DESC, s.depth, s.channel
+SKIP $skip LIMIT $limit
+WITH s, s.class_indices AS ci
+RETURN s.neuron AS neuron, s.layer AS layer, s.depth AS depth, s.channel AS channel, s.classes AS classes,
+       [i IN range(0, size(ci) - 1) WHERE i = 0 OR ci[i] <> ci[i - 1] | ci[i]] AS class_indices,
+       s.importance AS importance
+ORDER BY classes DESC, importance DESC, depth, channel
 """,
-        params={"model": None, "layer": None, "params": None, "limit": 20},
-        returns=("neuron", "layer", "depth", "channel", "classes", "class_indices"),
+        params={"model": None, "layer": None, "params": None, "skip": 0, "limit": 20},
+        returns=("neuron", "layer", "depth", "channel", "classes", "class_indices", "importance"),
     ),
     Query(
         name="class_circuit",
@@ -286,8 +354,9 @@ ORDER BY depth, index
         title="Diff of two circuits",
         description=(
             "Critical neurons and FEEDS edges ('lower uid->upper uid') only in circuit A, only in B, "
-            "and in both.  A and B are (class, params) pairs: two classes, or one class under two "
-            "parameter sets."
+            "and in both: six rows, each with the full `count` and items $skip .. $skip + $limit "
+            "($limit null: all).  A and B are (class, params) pairs: two classes, or one class under "
+            "two parameter sets."
         ),
         # Scale: the FEEDS of both classes come from the relationship index on FEEDS.class_index
         # (the first clause, where ArcadeDB uses it), grouped by (lower, upper) neuron with the
@@ -295,7 +364,7 @@ ORDER BY depth, index
         # FEEDS from the circuits' neurons would read every circuit's edges at shared (hub)
         # neurons: seconds at 100 classes.
         cypher=_CIRCUIT_DIFF,
-        params={"model": None, "class_a": 0, "params_a": None, "class_b": 1, "params_b": None},
+        params={"model": None, "class_a": 0, "params_a": None, "class_b": 1, "params_b": None, "skip": 0, "limit": 100},
         returns=("circuit_a", "circuit_b", "kind", "side", "count", "items"),
     ),
     Query(
@@ -319,43 +388,50 @@ ORDER BY depth, index
         title="Which classes use a neuron",
         description=(
             "The classes whose chosen complete circuit includes neuron (layer, channel), with the "
-            "number of neurons it FEEDS in that circuit."
+            "number of neurons it FEEDS in that circuit; rows $skip .. $skip + $limit in class order "
+            "($limit null: all), `total` counts every class."
         ),
-        # Scale: starts at the neuron (its INCLUDES come from the circuits that use it) instead of
-        # walking every chosen circuit's INCLUDES; its FEEDS are counted per circuit in one pass.
-        # "Chosen" = no newer complete circuit of the class (with the same parameter filter).
+        # Scale: starts at the neuron (its INCLUDES come from the circuits that use it); the
+        # number of neurons it FEEDS in a circuit is kept on INCLUDES (`feeds_up`) by the writer,
+        # so a hub's FEEDS of every class are not read.  "Chosen" = no newer complete circuit of
+        # the class (with the same parameter filter).
         cypher="""MATCH (n:Neuron {uid: $model + '/' + $layer + '/' + toString($channel)})
-OPTIONAL MATCH (n)-[f:FEEDS]->()
-WITH n, f.circuit AS cu, count(f) AS k
-WITH n, collect([cu, k]) AS ups
-""" + param_set(carry="n, ups, ") + """MATCH (n)<-[:INCLUDES]-(c:Circuit {status: 'complete'})<-[:HAS_CIRCUIT]-(cl:Class {model: $model})
+WITH n
+""" + param_set(carry="n, ") + """MATCH (n)<-[i:INCLUDES]-(c:Circuit {status: 'complete'})<-[:HAS_CIRCUIT]-(cl:Class {model: $model})
 WHERE c.params_hash = ps
   AND size([(cl)-[:HAS_CIRCUIT]->(c2:Circuit {status: 'complete'})
             WHERE c2.params_hash = ps AND c2.completed_at > c.completed_at | c2]) = 0
-RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, c.params_hash AS params,
-       n.depth AS depth, coalesce([x IN ups WHERE x[0] = c.uid][0][1], 0) AS feeds_up
-ORDER BY class_index
-""",
-        params={"model": None, "layer": None, "channel": 0, "params": None},
-        returns=("class_index", "class_name", "circuit", "params", "depth", "feeds_up"),
+WITH n, cl, c, i ORDER BY cl.index
+""" + _page(
+            "collect([cl.index, cl.name, c.uid, c.params_hash, n.depth, coalesce(i.feeds_up, 0)])",
+            "r[0] AS class_index, r[1] AS class_name, r[2] AS circuit, r[3] AS params, r[4] AS depth, r[5] AS feeds_up",
+            "class_index",
+        ),
+        params={"model": None, "layer": None, "channel": 0, "params": None, "skip": 0, "limit": 100},
+        returns=("class_index", "class_name", "circuit", "params", "depth", "feeds_up", "total"),
     ),
     Query(
         name="label_search",
         title="Search group labels",
-        description="Groups of the chosen complete circuits whose label contains a text (case-insensitive).",
+        description=(
+            "Groups of the chosen complete circuits whose label contains a text (case-insensitive); "
+            "rows $skip .. $skip + $limit, `total` counts every match."
+        ),
         cypher="""MATCH (cl:Class)-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
 WHERE ($model IS NULL OR cl.model = $model) AND ($params IS NULL OR c.params_hash = $params)
 WITH cl, c ORDER BY c.completed_at DESC
 WITH cl, collect(c)[0] AS c
 MATCH (c)-[:HAS_GROUP]->(g:Group)
 WHERE g.label IS NOT NULL AND toLower(g.label) CONTAINS toLower($text)
-RETURN cl.model AS model, cl.index AS class_index, cl.name AS class_name, g.uid AS group, g.label AS label,
-       g.label_source AS label_source, g.label_score AS label_score, g.layer AS layer, g.depth AS depth, g.size AS size
-ORDER BY model, class_index, depth, group
-LIMIT $limit
-""",
-        params={"text": "", "model": None, "params": None, "limit": 100},
-        returns=("model", "class_index", "class_name", "group", "label", "label_source", "label_score", "layer", "depth", "size"),
+WITH cl, g ORDER BY cl.model, cl.index, g.depth, g.uid
+""" + _page(
+            "collect([cl.model, cl.index, cl.name, g.uid, g.label, g.label_source, g.label_score, g.layer, g.depth, g.size])",
+            "r[0] AS model, r[1] AS class_index, r[2] AS class_name, r[3] AS group, r[4] AS label, r[5] AS label_source, "
+            "r[6] AS label_score, r[7] AS layer, r[8] AS depth, r[9] AS size",
+            "model, class_index, depth, group",
+        ),
+        params={"text": "", "model": None, "params": None, "skip": 0, "limit": 100},
+        returns=("model", "class_index", "class_name", "group", "label", "label_source", "label_score", "layer", "depth", "size", "total"),
     ),
     Query(
         name="neuron_concepts",

@@ -76,6 +76,7 @@ ARGS = {
     "models": {},
     "overview": {},
     "shared_neurons": {"class_a": 0, "class_b": 1},
+    "class_channels": {"layer": "layer2"},
     "similarity_matrix": {"layer": "layer2"},
     "hub_neurons": {},
     "class_circuit": {"class_index": 0},
@@ -113,6 +114,9 @@ def test_unknown_names_and_parameters_are_clear_errors(world):
 
 def test_overview_and_models_only_complete_by_default(world):
     rows = q(world, "overview")
+    assert all(r["total"] == len(rows) == 5 for r in rows)
+    page = q(world, "overview", skip=1, limit=2)
+    assert [r["circuit"] for r in page] == [r["circuit"] for r in rows][1:3] and page[0]["total"] == 5
     assert {r["circuit"] for r in rows} == {c.uid for c in world.old.values()} | {world.newer.uid}
     assert all(r["status"] == "complete" for r in rows)
     everything = q(world, "overview", include_incomplete=True)
@@ -147,13 +151,47 @@ def test_running_circuit_is_never_picked(world):
 
 @pytest.mark.parametrize("layer", ["layer3", "layer2", "layer1"])
 def test_similarity_matrix(world, layer):
-    rows = q(world, "similarity_matrix", layer=layer)
+    from ingest.similarity import similarity_matrix
+
+    rows = q(world, "similarity_matrix", layer=layer, limit=None)
     assert len(rows) == 16
     depth = [rec.depth for rec in world.old[0].layers if rec.name == layer][0]
     for r in rows:
         sa, sb = set(world.old[r["class_a"]].critical(depth)), set(world.old[r["class_b"]].critical(depth))
         assert r["jaccard"] == pytest.approx(jaccard(sa, sb)) and r["n_shared"] == len(sa & sb)
     assert [(r["class_a"], r["class_b"]) for r in rows] == list(product(range(4), range(4)))
+    # paged by rows of the matrix: the default page is the first two rows
+    assert q(world, "similarity_matrix", layer=layer) == rows[:8]
+    assert q(world, "similarity_matrix", layer=layer, skip=1, limit=2) == rows[4:12]
+    # the client-side matrix from one channel list per class is the same matrix
+    m = similarity_matrix(world.store, model=M, layer=layer)
+    assert m.classes == [0, 1, 2, 3]
+    got = m.rows()
+    assert [{k: v for k, v in r.items() if k != "jaccard"} for r in got] == [{k: v for k, v in r.items() if k != "jaccard"} for r in rows]
+    assert [r["jaccard"] for r in got] == pytest.approx([r["jaccard"] for r in rows])
+
+
+def test_class_channels(world):
+    rows = q(world, "class_channels", layer="layer3")
+    assert [r["class_index"] for r in rows] == [0, 1, 2, 3]  # the default parameter set: class 1's P1 circuit
+    for r in rows:
+        assert r["circuit"] == world.old[r["class_index"]].uid and r["channels"] == world.old[r["class_index"]].critical(1)
+    assert [r["class_index"] for r in q(world, "class_channels", layer="layer3", classes=[3, 1])] == [1, 3]
+    assert [r["channels"] for r in q(world, "class_channels", layer="layer3", params=world.p2)] == [world.newer.critical(1)]
+    assert all(r["channels"] == [] for r in q(world, "class_channels", layer="no such layer"))
+
+
+def test_jaccard_matrix_by_hand():
+    from ingest.similarity import jaccard_matrix
+
+    m = jaccard_matrix([{"class_index": 5, "class_name": "e", "channels": []},
+                        {"class_index": 2, "class_name": "b", "channels": [1, 2, 3]},
+                        {"class_index": 3, "class_name": "c", "channels": [2, 3, 4, 9]}])  # fmt: skip
+    assert m.classes == [2, 3, 5] and m.names == ["b", "c", "e"] and list(m.sizes) == [3, 4, 0]
+    assert m.jaccard[0, 1] == pytest.approx(2 / 5) and m.jaccard[1, 0] == pytest.approx(2 / 5)
+    assert m.jaccard[0, 0] == 1.0 and m.jaccard[2, 2] == 0.0 and m.jaccard[0, 2] == 0.0
+    with pytest.raises(ValueError, match="appears twice"):
+        jaccard_matrix([{"class_index": 1, "channels": [1]}, {"class_index": 1, "channels": [2]}])
 
 
 def test_comparisons_never_mix_parameter_sets(world):
@@ -168,7 +206,7 @@ def test_comparisons_never_mix_parameter_sets(world):
 
 
 def test_similarity_matrix_with_params(world):
-    rows = q(world, "similarity_matrix", layer="layer3", params=world.p2)
+    rows = q(world, "similarity_matrix", layer="layer3", params=world.p2, limit=None)
     assert {(r["class_a"], r["class_b"]) for r in rows} == {(1, 1)}  # only class 1 has a P2 circuit
 
 
@@ -181,7 +219,17 @@ def test_hub_neurons(world):
                 want.setdefault(f"{M}/{c.layer_name(n.depth)}/{n.channel}", set()).add(ci)
     assert {r["neuron"]: set(r["class_indices"]) for r in rows} == want
     assert all(r["classes"] == len(r["class_indices"]) for r in rows)
-    assert [r["classes"] for r in rows] == sorted((r["classes"] for r in rows), reverse=True)
+    # ranked by class count, then by the importance summed over those classes' circuits
+    importance: dict[str, float] = {}
+    for c in world.old.values():
+        for r in c.core:
+            key = f"{M}/{c.layer_name(r.depth + 1)}/{r.lower_channel}"
+            importance[key] = importance.get(key, 0.0) + r.importance
+    assert [r["importance"] for r in rows] == pytest.approx([importance.get(r["neuron"], 0.0) for r in rows])
+    keys = [(-r["classes"], -r["importance"]) for r in rows]
+    assert keys == sorted(keys)
+    assert len({r["importance"] for r in rows if r["classes"] == rows[0]["classes"]}) > 1 or rows[0]["classes"] != rows[1]["classes"]
+    assert q(world, "hub_neurons", skip=2, limit=3) == rows[2:5]
     top = q(world, "hub_neurons", layer="layer3", limit=2)
     assert len(top) == 2 and all(r["layer"] == "layer3" for r in top)
     assert top[0]["classes"] == max(len(v) for k, v in want.items() if "/layer3/" in k)
@@ -227,6 +275,14 @@ def test_circuit_diff(world, case):
         assert got[(kind, "only_a")] == sa - sb
         assert got[(kind, "only_b")] == sb - sa
         assert got[(kind, "both")] == sa & sb
+    # counts stay whole when the items are paged; the pages together are the items
+    pa = {"class_a": 0, "class_b": 1} if case == "two classes" else {"class_a": 1, "params_a": world.p1, "class_b": 1, "params_b": world.p2}
+    paged = [q(world, "circuit_diff", **pa, skip=s, limit=7) for s in range(0, max(map(len, got.values())), 7)]
+    for key, items in got.items():
+        parts = [r for page in paged for r in page if (r["kind"], r["side"]) == key]
+        assert all(r["count"] == len(items) and len(r["items"]) <= 7 for r in parts)
+        joined = [x for r in parts for x in r["items"]]
+        assert len(joined) == len(items) and set(joined) == items
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
@@ -255,6 +311,9 @@ def test_reverse_lookup(world):
             rows = q(world, "reverse_lookup", layer=layer, channel=ch)
             want = sorted(ci for ci, c in world.old.items() if ch in c.critical(depth))
             assert [r["class_index"] for r in rows] == want
+            assert all(r["total"] == len(want) for r in rows)
+            page = q(world, "reverse_lookup", layer=layer, channel=ch, skip=1, limit=1)
+            assert [r["class_index"] for r in page] == want[1:2] and all(r["total"] == len(want) for r in page)
             for r in rows:
                 c = world.old[r["class_index"]]
                 assert r["circuit"] == c.uid and r["depth"] == depth
@@ -264,6 +323,9 @@ def test_reverse_lookup(world):
 def test_label_search(world):
     rows = q(world, "label_search", text="ROUND")
     assert [r["label"] for r in rows] == ["Round collar"]  # not the old-params one, not the running one
+    assert rows[0]["total"] == 1
+    both = q(world, "label_search", text="round", params=world.p1)
+    assert q(world, "label_search", text="round", params=world.p1, skip=1, limit=1) == [both[1]]
     assert q(world, "label_search", text="round", params=world.p1)[0]["label"] == "Round collar"
     assert {r["label"] for r in q(world, "label_search", text="round", params=world.p1)} == {"Round collar", "round toe (old params)"}
     assert q(world, "label_search", text="stri")[0]["group"] == f"{world.newer.uid}/layer2/g{min(world.newer.groups(2))}"
