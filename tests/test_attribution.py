@@ -85,6 +85,15 @@ def test_chunks_group_crops_with_equal_target_counts():
     assert every == list(range(len(PAIRS)))
 
 
+@pytest.mark.parametrize("max_rows", [24, 120, 10_000])
+def test_chunks_carry_no_idle_backward_rows(max_rows):
+    """Each backward pass runs over every row of its chunk, so a chunk mixes no target counts:
+    the crop-backward passes are exactly the pairs (one per pair), however big the chunks."""
+    chunks = plan_chunks(PAIRS, steps=12, max_rows=max_rows)
+    assert all(len({len(t) for _, t in chunk}) == 1 for chunk in chunks)
+    assert sum(len(chunk) * max(len(t) for _, t in chunk) for chunk in chunks) == len(PAIRS)
+
+
 def test_fold_batchnorm_keeps_outputs_and_attributions():
     block = _block()
     sub = build_subnetworks(nn.Sequential(nn.Identity(), block), ["1", "0"], (6, 7, 7))[0]
