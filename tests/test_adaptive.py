@@ -74,11 +74,36 @@ def test_near_ties_escalate_and_end_exact():
     assert report.accepted.get(16, 0) >= len(exact) // 2  # the near ties go up to the requested steps
     assert np.array_equal(out[1::2], exact[1::2])  # ... and store exactly the full-step values
     assert report.escalated >= len(exact) // 2
-    assert calls[0] == (list(range(len(exact))), 4) and calls[1] == (list(range(len(exact))), 8)
+    assert calls[0] == ([0, 1], 4) and calls[1] == ([0, 1], 8)  # the probe; neuron 0 stops at 8 ...
+    assert (list(range(2, len(exact))), 4) in calls  # ... so the others climb the ladder too
+    assert report.direct == 0
     imp, want = np.abs(out).mean(axis=1), np.abs(exact).mean(axis=1)
     for a, b in zip(imp, want):
         assert np.array_equal(np.argsort(-a, kind="stable")[:TAU], np.argsort(-b, kind="stable")[:TAU])
     assert np.all(np.abs(imp - want) <= TOLERANCE * want)
+
+
+def test_a_probe_that_needs_every_step_sends_the_layer_to_the_full_steps():
+    """When no probe neuron stops below ig_steps (the demo model's layers), the others run at
+    ig_steps at once: they pay 16 points, not 4 + 8 + 16, and store exactly the full-step values."""
+    exact, _ = _converging()
+
+    def slow(steps):  # 10 % off at 4 steps, 5 % at 8: nothing is certified early
+        return exact * (1 + 0.4 / steps if steps < 16 else 1.0)
+
+    calls = []
+
+    def attribute(idx, steps):
+        calls.append((list(idx), steps))
+        return slow(steps)[idx]
+
+    out, report = adaptive_attributions(attribute, len(exact), TAU, 16)
+    rest = list(range(2, len(exact)))
+    assert calls == [([0, 1], 4), ([0, 1], 8), ([0, 1], 16), (rest, 16)]
+    assert report.direct == len(rest) and report.accepted == {16: len(exact)}
+    assert np.array_equal(out, exact)
+    every, _ = adaptive_attributions(lambda idx, steps: slow(steps)[idx], len(exact), TAU, 16, probe=0)
+    assert np.array_equal(every, exact)  # probe=0: every neuron climbs, same values
 
 
 def test_accept_rejects_a_close_rank_inside_the_core_set():
