@@ -22,7 +22,9 @@ step count, the layer's other neurons run at `ig_steps` directly, exactly as `--
 them.  The probe only chooses what the other neurons try first; whether a stored result is safe
 is still decided per neuron, so the probe cannot change a result beyond the tolerance (measured
 on the fashion-resnet demo model: every neuron of block4, block3 and block2 needs 16 of 16 steps,
-and without the probe adaptive IG cost 3x exact IG).
+and without the probe adaptive IG cost 3x exact IG).  Once a layer's probe fails, the layers
+below it run at `ig_steps` directly too (`direct=True`, decided by `build_circuit`): on the
+demo model each further probe would cost its 4 + 8 points for nothing.
 
 `TOLERANCE` is what the store records (`Circuit.ig_tolerance`, in the precision string) and what
 `bench/ingest_speed.py` checks against the full-step values: importances and edge weights
@@ -87,6 +89,11 @@ class Escalation:
     direct: int = 0
 
     @property
+    def converging(self) -> bool:
+        """Whether any neuron stopped below the full step count (the probe's verdict on the layer)."""
+        return any(s < self.rungs[-1] for s in self.accepted)
+
+    @property
     def escalated(self) -> int:
         """Neurons that needed more than the first comparison (the second rung)."""
         return sum(n for s, n in self.accepted.items() if s > self.rungs[min(1, len(self.rungs) - 1)])
@@ -106,16 +113,19 @@ def adaptive_attributions(
     safety: float = SAFETY,
     tolerance: float = TOLERANCE / REL_SAFETY,
     probe: int = PROBE,
+    direct: bool = False,
 ) -> tuple[np.ndarray, Escalation]:
     """`(neurons, k, C)` attributions, each neuron's from the lowest rung that `accept`s it.
 
     `attribute(neuron indices, steps)` returns those neurons' attributions at that step count.
     The first `probe` neurons climb first; if none of them stops below `steps`, the others are
-    computed at `steps` directly (`probe=0` or `probe >= neurons`: every neuron climbs)."""
+    computed at `steps` directly (`probe=0` or `probe >= neurons`: every neuron climbs).  With
+    `direct`, every neuron is computed at `steps` at once (a layer above failed its probe)."""
     rungs = ladder(steps, first)
     report = Escalation(neurons, rungs)
-    if len(rungs) == 1:
+    if len(rungs) == 1 or direct:
         report.accepted[steps] = neurons
+        report.direct = neurons if len(rungs) > 1 else 0
         return attribute(list(range(neurons)), steps), report
     out: np.ndarray | None = None
 

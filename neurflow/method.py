@@ -378,12 +378,13 @@ def build_circuit(
         critical: list[list[int]] = [[class_index]]
         used_crops: set[int] = set()
         maps = _MapReader(model, layers, crops, device, budget)
+        ig_state: dict = {}
         for d in range(len(layers) - 1):
             lower_name = layers[d + 1]
             lower_maps = maps.reader(d + 1)
             below = _analyse_layer(
                 circuit, d, critical[d], means[layers[d]].numpy(), means[lower_name].numpy(), subs[d],
-                lower_maps, params, budget, device, progress, phase, used_crops, crops, keep,
+                lower_maps, params, budget, device, progress, phase, used_crops, crops, keep, ig_state,
             )
             critical.append(below)
         bottom = len(layers) - 1
@@ -462,9 +463,12 @@ def _collect_means(model, layers, crops: _CropSource, device, budget: Budget, pr
 def _analyse_layer(
     circuit: Circuit, d: int, upper: list[int], upper_means: np.ndarray, lower_means: np.ndarray, sub: nn.Module,
     lower_maps, params: Params, budget: Budget, device, progress, phase, used_crops: set[int], crops: _CropSource,
-    keep: np.ndarray | None = None,
+    keep: np.ndarray | None = None, ig_state: dict | None = None,
 ) -> list[int]:
     """Top samples, IG, core sets, concepts and edge weights for the critical neurons at depth `d`.
+
+    `ig_state` carries adaptive IG's verdict down the layers (`neurflow.adaptive`: after a failed
+    probe the layers below run at ig_steps directly).
 
     Returns the critical neurons one layer down (the union of the core sets, spec §4)."""
     k, tau = params.k, params.tau
@@ -499,7 +503,10 @@ def _analyse_layer(
             report, first[0] = (on_rows if first[0] else None), False
             return attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], False, report, steps)
 
-        attributions, escalation = adaptive_attributions(at_steps, len(upper), tau, params.ig_steps)
+        state = ig_state if ig_state is not None else {}
+        attributions, escalation = adaptive_attributions(at_steps, len(upper), tau, params.ig_steps,
+                                                         direct=state.get("direct", False))
+        state["direct"] = state.get("direct", False) or not escalation.converging  # a failed probe: exact below
         log.info("%s: adaptive IG, %d neurons accepted: %s", name, escalation.neurons, escalation)
     else:
         attributions = attribute(pairs, budget.low_precision, on_rows)

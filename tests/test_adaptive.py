@@ -102,6 +102,10 @@ def test_a_probe_that_needs_every_step_sends_the_layer_to_the_full_steps():
     assert calls == [([0, 1], 4), ([0, 1], 8), ([0, 1], 16), (rest, 16)]
     assert report.direct == len(rest) and report.accepted == {16: len(exact)}
     assert np.array_equal(out, exact)
+    assert not report.converging  # build_circuit then runs the layers below at 16 directly:
+    calls.clear()
+    out, below = adaptive_attributions(attribute, len(exact), TAU, 16, direct=True)
+    assert calls == [(list(range(len(exact))), 16)] and below.direct == len(exact) and np.array_equal(out, exact)
     every, _ = adaptive_attributions(lambda idx, steps: slow(steps)[idx], len(exact), TAU, 16, probe=0)
     assert np.array_equal(every, exact)  # probe=0: every neuron climbs, same values
 
