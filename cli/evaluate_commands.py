@@ -13,7 +13,6 @@ first computation; bad input is one `error:` line and exit status 2.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from neurflow.errors import NeurflowInputError
@@ -41,13 +40,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> list[dict]:
     from ingest.evaluations import (
-        circuit_view, export, format_summary, read_evaluations, save_plots, stored_circuits, summary_table,
-        write_evaluations,
+        evaluate_stored, export, format_summary, read_evaluations, save_plots, stored_circuits, summary_table,
     )  # fmt: skip
     from cli.ingest_commands import resolve_run
     from ingest.store import open_store
-    from neurflow.datasets import load_images
-    from neurflow.evaluation import KINDS, evaluate_circuit
+    from neurflow.evaluation import KINDS
 
     settings = settings_from_args(args)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
@@ -60,16 +57,8 @@ def run_evaluate(args: argparse.Namespace) -> list[dict]:
         raise NeurflowInputError(f"--out {out} exists and is not a folder")
     with open_store() as store:
         circuits = stored_circuits(store, loaded.uid, classes, args.params)  # every class checked before work
-        views = [circuit_view(store, row, loaded.uid) for row in circuits]
-        for row, view in zip(circuits, views):
-            t0 = time.perf_counter()
-            pixels = load_images(data, loaded.spec, class_index=view.class_index, split=args.split,
-                                 limit=max(settings.test_images, settings.crop_images)).pixels
-            rows = evaluate_circuit(loaded.module, view, pixels, settings, device=device, kinds=kinds)
-            write_evaluations(store, view, loaded.uid, rows, settings)
-            if not args.quiet:
-                print(f"class {view.class_index} ({row['class_name']}): {len(rows)} evaluations "
-                      f"in {time.perf_counter() - t0:.1f} s", flush=True)
+        evaluate_stored(store, loaded, data, circuits, settings, kinds=kinds, split=args.split, device=device,
+                        on_class=None if args.quiet else (lambda line: print(line, flush=True)))
         stored = [r for r in read_evaluations(store, loaded.uid, args.params) if int(r["class_index"]) in classes]
     print(format_summary(summary_table(stored)))
     if out is not None:

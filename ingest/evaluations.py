@@ -13,12 +13,13 @@ import csv
 import datetime as _dt
 import json
 import math
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from neurflow.circuit import Params
 from neurflow.errors import NeurflowInputError
-from neurflow.evaluation import CircuitView, EvalRow, EvalSettings, settings_json
+from neurflow.evaluation import KINDS, CircuitView, EvalRow, EvalSettings, settings_json
 
 FIELDS = (
     "circuit", "model", "class_index", "class_name", "kind", "layer", "depth", "lower", "mode", "scope", "value",
@@ -31,6 +32,20 @@ WHERE c.status = 'complete' AND cl.index IN $classes AND ($params IS NULL OR c.p
 RETURN c.uid AS uid, cl.index AS class_index, cl.name AS class_name, c.params AS params,
        c.params_hash AS params_hash, c.completed_at AS completed_at
 ORDER BY class_index, completed_at
+"""
+
+Q_CIRCUITS_BY_UID = """
+MATCH (cl:Class)-[:HAS_CIRCUIT]->(c:Circuit)
+WHERE c.uid IN $uids AND c.status = 'complete'
+RETURN c.uid AS uid, cl.index AS class_index, cl.name AS class_name, c.params AS params,
+       c.params_hash AS params_hash, c.completed_at AS completed_at
+ORDER BY class_index
+"""
+
+Q_EVALUATED = """
+MATCH (c:Circuit)-[:HAS_EVALUATION]->(:Evaluation)
+WHERE c.uid IN $uids
+RETURN DISTINCT c.uid AS uid
 """
 
 Q_INCLUDES = """
@@ -88,6 +103,40 @@ def stored_circuits(store, model: str, classes: list[int], params: str | None = 
             f"(classes without one: {missing}); run `neurflow ingest` first"
         )
     return [latest[c] for c in classes]
+
+
+def circuits_to_evaluate(store, uids: list[str], *, again: bool = False) -> list[dict[str, Any]]:
+    """The complete circuits among `uids`, as `stored_circuits` rows, leaving out those that
+    already have evaluations unless `again` (a second `neurflow demo` does no evaluation work)."""
+    uids = [u for u in uids if u]
+    done = set() if again else {r["uid"] for r in store.run(Q_EVALUATED, {"uids": uids})}
+    return [r for r in store.run(Q_CIRCUITS_BY_UID, {"uids": uids}) if r["uid"] not in done]
+
+
+def evaluate_stored(
+    store, loaded, data: str, circuits: list[dict[str, Any]], settings: EvalSettings, *,
+    kinds: tuple[str, ...] = KINDS, split: str = "test", device="cpu", on_class: Callable[[str], None] | None = None,
+) -> int:
+    """Evaluate each stored circuit (rows of `stored_circuits`) on held-out images of its class and
+    MERGE the numbers under it: the loop of `neurflow evaluate` and of `neurflow demo`.
+
+    Every circuit is read back before the first computation, so a broken one fails fast.
+    `on_class(line)` gets one line per class (its time).  Returns the number of rows written."""
+    from neurflow.datasets import load_images
+    from neurflow.evaluation import evaluate_circuit
+
+    views = [circuit_view(store, row, loaded.uid) for row in circuits]
+    written = 0
+    for row, view in zip(circuits, views):
+        t0 = time.perf_counter()
+        pixels = load_images(data, loaded.spec, class_index=view.class_index, split=split,
+                             limit=max(settings.test_images, settings.crop_images)).pixels
+        rows = evaluate_circuit(loaded.module, view, pixels, settings, device=device, kinds=kinds)
+        written += write_evaluations(store, view, loaded.uid, rows, settings)
+        if on_class is not None:
+            on_class(f"class {view.class_index} ({row['class_name']}): {len(rows)} evaluations "
+                     f"in {time.perf_counter() - t0:.1f} s")
+    return written
 
 
 def circuit_view(store, row: dict[str, Any], model: str) -> CircuitView:

@@ -29,7 +29,7 @@ MATCH (c)-[:HAS_GROUP]->(g:Group)<-[:IN_GROUP]-(k:Concept)
 OPTIONAL MATCH (k)-[e:EXEMPLIFIED_BY]->(cr:Crop)
 WITH c, g, k, e, cr ORDER BY e.rank, cr.uid
 WITH c, g, k, collect(cr.thumbnail) AS thumbnails
-RETURN c.uid AS circuit, g.uid AS group, g.layer AS layer, g.depth AS depth, g.index AS index, g.label AS label,
+RETURN c.uid AS circuit, c.params AS params, g.uid AS group, g.layer AS layer, g.depth AS depth, g.index AS index, g.label AS label,
        k.channel AS channel, k.index AS concept, k.mean_activation AS mean_activation, thumbnails
 ORDER BY depth, index, channel, concept
 """
@@ -37,11 +37,20 @@ ORDER BY depth, index, channel, concept
 
 def read_groups(store, model: str, class_index: int, params: str | None = None, max_thumbnails: int = 6):
     """`(circuit uid, [GroupRef])` of a class's chosen complete circuit; `(None, [])` when it has none."""
+    uid, groups, _ = read_circuit_groups(store, model, class_index, params, max_thumbnails)
+    return uid, groups
+
+
+def read_circuit_groups(store, model: str, class_index: int, params: str | None = None, max_thumbnails: int = 6):
+    """`(circuit uid, [GroupRef], Params)` of a class's chosen complete circuit; `(None, [], None)`
+    when it has none.  The `Params` say on which crops the groups were found (granularities,
+    min_crop_std): the image is debugged on the same kind of crops."""
+    from neurflow.circuit import Params
     from neurflow.debugging import make_group
 
     rows = store.run(GROUPS_CYPHER, {"model": model, "class_index": int(class_index), "params": params})
     if not rows:
-        return None, []
+        return None, [], None
     by_group: dict[str, list[dict]] = {}
     for r in rows:
         by_group.setdefault(r["group"], []).append(r)
@@ -54,7 +63,8 @@ def read_groups(store, model: str, class_index: int, params: str | None = None, 
         groups.append(make_group(uid, first["layer"], first["depth"], first["index"],
                                  [(r["channel"], r["mean_activation"] or 0.0) for r in rs],
                                  first["label"], thumbs[:max_thumbnails]))  # fmt: skip
-    return rows[0]["circuit"], groups
+    stored = rows[0].get("params")
+    return rows[0]["circuit"], groups, Params.from_dict(json.loads(stored)) if stored else Params()
 
 
 def load_query_image(ref: str, spec) -> tuple[Any, int | None, str]:
@@ -102,6 +112,7 @@ class CircuitDebug:
     role: str  # 'predicted', 'true' or 'predicted = true'
     circuit: str | None
     scores: list = field(default_factory=list)  # [GroupScore], best first
+    boxes: list = field(default_factory=list)  # this circuit's crop boxes (x0, y0, x1, y1, g): GroupScore.evidence indexes them
 
 
 @dataclass
@@ -111,13 +122,14 @@ class DebugReport:
     logits: list[float]
     predicted: int
     circuits: list[CircuitDebug]
-    boxes: list = field(default_factory=list)  # crop boxes (x0, y0, x1, y1, g), indices of GroupScore.evidence
+    boxes: list = field(default_factory=list)  # crop boxes of the first circuit (see CircuitDebug.boxes)
     ablation: Any = None  # neurflow.debugging.Ablation
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "true_class": self.true_class, "predicted": self.predicted, "logits": self.logits,
             "circuits": [{"class_index": c.class_index, "role": c.role, "circuit": c.circuit,
+                          "boxes": [list(b) for b in c.boxes],  # what the groups' evidence indices point at
                           "groups": [s.as_dict() for s in c.scores]} for c in self.circuits],
             "ablation": self.ablation.as_dict() if self.ablation is not None else None,
         }  # fmt: skip
@@ -126,7 +138,7 @@ class DebugReport:
 def debug_image(store, loaded, image, *, true_class: int | None = None, params: str | None = None,
                 ablate: str | None = None, threshold: float | None = None, source: str = "") -> DebugReport:
     """Predict, score the groups of the predicted (and true) class's circuit, optionally ablate a group."""
-    from neurflow.debugging import THRESHOLD, ablate_group, logits, query_crops, score_groups
+    from neurflow.debugging import DEBUG_GRANULARITIES, THRESHOLD, ablate_group, logits, query_crops, score_groups
 
     threshold = THRESHOLD if threshold is None else threshold
     out = logits(loaded.module, image)
@@ -134,13 +146,17 @@ def debug_image(store, loaded, image, *, true_class: int | None = None, params: 
     classes = [(predicted, "predicted = true" if true_class == predicted else "predicted")]
     if true_class is not None and true_class != predicted:
         classes.append((int(true_class), "true"))
-    report = DebugReport(source, true_class, out.tolist(), predicted, [], [b for b in query_crops(image)[1]])
+    report = DebugReport(source, true_class, out.tolist(), predicted, [])
     known: dict[str, Any] = {}
     for c, role in classes:
-        circuit, groups = read_groups(store, loaded.uid, c, params)
+        circuit, groups, built = read_circuit_groups(store, loaded.uid, c, params)
         known.update({g.uid: g for g in groups})
-        scores = score_groups(loaded.module, image, groups, threshold=threshold) if groups else []
-        report.circuits.append(CircuitDebug(c, role, circuit, scores))
+        granularities = built.granularities if built else DEBUG_GRANULARITIES
+        scores = score_groups(loaded.module, image, groups, granularities=granularities, threshold=threshold,
+                              min_crop_std=built.min_crop_std if built else 0.0) if groups else []
+        boxes = list(query_crops(image, granularities)[1])
+        report.circuits.append(CircuitDebug(c, role, circuit, scores, boxes))
+        report.boxes = report.boxes or boxes
     if ablate:
         group = known.get(ablate)
         if group is None:  # any group of a stored circuit of this model may be ablated
@@ -166,7 +182,7 @@ def format_report(report: DebugReport, class_names: list[str], top: int = 10) ->
             continue
         lines.append(f"{c.role} class {name(c.class_index)}: circuit {c.circuit}, {len(c.scores)} groups, best first")
         for s in c.scores[:top]:
-            boxes = [report.boxes[i] for i in s.evidence[:3]]
+            boxes = [c.boxes[i] for i in s.evidence[:3]]
             ev = ", ".join(f"({b[0]},{b[1]})-({b[2]},{b[3]})@{b[4]:g} {s.crop_scores[i]:.2f}" for b, i in zip(boxes, s.evidence))
             label = f"  [{s.group.label}]" if s.group.label else ""
             lines.append(f"  {s.score:8.3f}  {s.group.uid}{label}  evidence {len(s.evidence)} crops{': ' + ev if ev else ''}")

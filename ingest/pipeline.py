@@ -30,6 +30,7 @@ class ClassResult:
     relationships: int = 0
     seconds: float = 0.0
     notes: tuple[str, ...] = ()  # e.g. images upscaled to the model input: printed under the table
+    uid: str = ""  # the circuit written or found complete (what `neurflow demo` evaluates next)
 
 
 def model_info(loaded) -> dict:
@@ -138,8 +139,9 @@ def ingest_class(
     t0 = time.perf_counter()
     images = load_images(data, loaded.spec, class_index=c, split=split)
     layers = resolve_layers(loaded.module, layers, images.pixels[:1].to(loaded.device))[0]  # as the circuit will have them
-    if not force and circuit_status(store, planned_uid(loaded, images, c, params, layers, budget)) == "complete":
-        return ClassResult(c, name, "skipped (already complete)")
+    uid = planned_uid(loaded, images, c, params, layers, budget)
+    if not force and circuit_status(store, uid) == "complete":
+        return ClassResult(c, name, "skipped (already complete)", uid=uid)
     artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))
     circuit = build_circuit(
         loaded.module, layers, images, c, params, model_uid=loaded.uid, class_name=name, device=device,
@@ -156,7 +158,7 @@ def ingest_class(
     if save_dir is not None:
         circuit.save(Path(save_dir) / f"class-{c}")
     return ClassResult(c, name, stats.action, len(circuit.neurons), stats.relationships, time.perf_counter() - t0,
-                       tuple(circuit.notes))
+                       tuple(circuit.notes), circuit.uid)
 
 
 def ingest_classes(

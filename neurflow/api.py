@@ -138,6 +138,7 @@ def build_circuit(
     epsilon: float = _D.epsilon,
     predicted_only: bool = _D.predicted_only,
     seed: int = _D.seed,
+    min_crop_std: float = _D.min_crop_std,
     device: str = "auto",
     progress: bool = True,
 ) -> Circuit:
@@ -162,6 +163,9 @@ def build_circuit(
         neurons per neuron, top samples per neuron, Integrated-Gradients steps, images used,
         crop granularities, groups per layer (None: best silhouette), core-set pruning
         tolerance (< 0: off), keep only images predicted as the class, random seed.
+    min_crop_std : float, default 0
+        Leave crops whose pixel std is below this out of the concept data (0: the paper's rule,
+        every crop; the demo uses 0.2 on Fashion-MNIST, whose crops are often uniform background).
     device : str, default "auto"
         Where to compute.
     progress : bool, default True
@@ -190,7 +194,8 @@ def build_circuit(
     from neurflow.models.registry import LoadedModel, resolve_device
 
     params = Params(tau=tau, k=k, ig_steps=ig_steps, max_images=max_images, granularities=tuple(granularities),
-                    num_groups=num_groups, epsilon=epsilon, predicted_only=predicted_only, seed=seed)
+                    num_groups=num_groups, epsilon=epsilon, predicted_only=predicted_only, seed=seed,
+                    min_crop_std=min_crop_std)
     loaded = model if isinstance(model, LoadedModel) else None
     module = loaded.module if loaded else model
     if not isinstance(module, torch.nn.Module):

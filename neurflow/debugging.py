@@ -24,12 +24,12 @@ from torch import nn
 from neurflow.circuit import LOGITS
 from neurflow.errors import NeurflowInputError
 from neurflow.hooks import capture, masked_channels
-from neurflow.images import crop_boxes, cut_crops
+from neurflow.images import crop_boxes, cut_crops, has_content
 
 if TYPE_CHECKING:  # pragma: no cover
     from neurflow.circuit import Circuit
 
-DEBUG_GRANULARITIES = (0.25, 0.5, 1.0)
+DEBUG_GRANULARITIES = (0.25, 0.5, 1.0)  # the paper's; a circuit built with others is debugged with its own
 EPS = 1e-6
 THRESHOLD = 0.8
 
@@ -164,17 +164,25 @@ def score_groups(
     groups: list[GroupRef],
     *,
     granularities: tuple[float, ...] = DEBUG_GRANULARITIES,
+    min_crop_std: float = 0.0,
     threshold: float = THRESHOLD,
     eps: float = EPS,
 ) -> list[GroupScore]:
-    """Every group scored on the crops of `image`, best first (ties by uid)."""
+    """Every group scored on the crops of `image`, best first (ties by uid).
+
+    Pass the circuit's own `granularities` and `min_crop_std` (`Params`): its groups were found on
+    crops of those sizes, and crops it left out as blank background would otherwise be evidence
+    for groups that never saw them.  Such crops keep their index (boxes stay aligned) but score 0."""
     if not groups:
         return []
     crops, _ = query_crops(image, granularities)
     acts = crop_activations(model, crops, {g.layer for g in groups})
+    blank = ~has_content(crops, min_crop_std) if min_crop_std > 0 else None
     out = []
     for g in groups:
         s = crop_log_scores(acts, g, eps)
+        if blank is not None:
+            s = s.masked_fill(blank, -math.inf) if not bool(blank.all()) else s
         es = torch.exp(s)
         order = torch.argsort(es, descending=True, stable=True).tolist()
         evidence = [i for i in order if es[i].item() >= threshold]

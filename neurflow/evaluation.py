@@ -289,10 +289,16 @@ def _correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def crop_set(view: CircuitView, pixels: torch.Tensor, settings: EvalSettings) -> torch.Tensor:
-    from neurflow.images import crop_boxes, cut_crops
+    """D of optimality and edge weights: crops of held-out images at the circuit's granularities,
+    without the crops its `min_crop_std` left out of the concept data (top samples are never
+    blank there, so blank crops here would only add ties at the bottom of every ranking)."""
+    from neurflow.images import crop_boxes, cut_crops, has_content
 
     images = pixels[: settings.crop_images]
-    return cut_crops(images, crop_boxes(images.shape[-1], view.params.granularities))
+    crops = cut_crops(images, crop_boxes(images.shape[-1], view.params.granularities))
+    if view.params.min_crop_std > 0:
+        crops = crops[has_content(crops, view.params.min_crop_std)]
+    return crops
 
 
 def optimality_and_edges(

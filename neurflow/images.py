@@ -161,6 +161,13 @@ def cut_crops(pixels: torch.Tensor, boxes: list[tuple[int, int, int, int, float]
     return torch.stack(out, dim=1).reshape(n * len(boxes), c, h, w)
 
 
+def has_content(crops: torch.Tensor, min_std: float) -> torch.Tensor:
+    """Which crops carry content (`Params.min_crop_std`): pixel std over every channel and pixel of
+    the model-ready crop at least `min_std`.  One rule for the concept data, the evaluations' crop
+    set and the debug page's crops, so what is left out is the same everywhere."""
+    return crops.flatten(1).float().std(dim=1) >= min_std
+
+
 def crop_picture(pixels: torch.Tensor, box: tuple[int, int, int, int], mean, std, min_side: int = 64):
     """A crop of one preprocessed image `(C, S, S)` as a PIL image for people to look at.
 

@@ -415,7 +415,12 @@ def test_neurflow_app_and_demo_commands_are_registered():
     args = build_parser().parse_args(["demo", "--no-app", "--tau", "4"])
     assert args.no_app and args.tau == 4 and args.func.__name__ == "cmd_demo"
     args = build_parser().parse_args(["demo"])
-    assert (args.tau, args.k, args.ig_steps, args.max_images) == (8, 20, 16, 60)
+    from cli.options import params_from_args
+
+    p = params_from_args(args)  # the demo's settings (docs/demo-model.md), not `neurflow ingest`'s
+    assert (p.tau, p.k, p.ig_steps, p.max_images, p.granularities, p.min_crop_std) == (3, 20, 16, 60, (1.0, 0.5), 0.2)
+    assert not args.no_evaluate
+    assert build_parser().parse_args(["demo", "--no-evaluate"]).no_evaluate
     cmd = streamlit_command(8600)
     assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[3] == "run"
 

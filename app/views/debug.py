@@ -80,7 +80,8 @@ def render(url: UrlState, ctx: Context) -> None:
     from neurflow.errors import NeurflowInputError
 
     st.header("Debug an image")
-    st.caption("Crops of the image at 1/4, 1/2 and full size are scored against every group of the circuit: "
+    st.caption("Crops of the image at the circuit's sizes (its granularities; crops it left out as blank background "
+               "score 0) are scored against every group of the circuit: "
                "s(x, G) = mean over the group's neurons of log(max(a(x), 0) / |reference activation| + eps); "
                "a group's score is exp(max over crops). Zeroing a group's channels shows whether it caused the prediction.")
     row = _model_row(ctx)
@@ -157,7 +158,7 @@ def render(url: UrlState, ctx: Context) -> None:
             "evidence crops": len(s.evidence), "neurons": len(s.group.members), "label": s.group.label or "",
         } for s in c.scores]), hide_index=True, width="stretch")  # fmt: skip
         for s in c.scores[:top]:
-            _group_card(report, loaded, image, s, ctx, key=f"{c.role}_{s.group.uid}")
+            _group_card(c.boxes, loaded, image, s, ctx, key=f"{c.role}_{s.group.uid}")
 
 
 def _header(report, loaded, image, ctx: Context) -> None:
@@ -178,7 +179,7 @@ def _header(report, loaded, image, ctx: Context) -> None:
     right.caption("Top classes: " + ", ".join(f"{ctx.class_label(i)} {probs[i]:.1%} (logit {report.logits[i]:.2f})" for i in order))
 
 
-def _group_card(report, loaded, image, s, ctx: Context, key: str) -> None:
+def _group_card(boxes, loaded, image, s, ctx: Context, key: str) -> None:
     from neurflow.debugging import ablate_group
     from neurflow.images import crop_picture
 
@@ -193,7 +194,7 @@ def _group_card(report, loaded, image, s, ctx: Context, key: str) -> None:
             if s.evidence:
                 pics, caps = [], []
                 for i in s.evidence[:6]:
-                    x0, y0, x1, y1, gran = report.boxes[i]
+                    x0, y0, x1, y1, gran = boxes[i]
                     pics.append(crop_picture(image, (x0, y0, x1, y1), loaded.spec.mean, loaded.spec.std))
                     caps.append(f"{gran:g} · {s.crop_scores[i]:.2f}")
                 st.image(pics, width=56, caption=caps)
