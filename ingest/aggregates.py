@@ -14,6 +14,11 @@ parameter set), a `NeuronStat` node:
   circuit is the sum of ``I_u(v)`` over its FEEDS in that circuit (``INCLUDES.importance``): the
   second ranking key of `hub_neurons`, which separates hubs when every class shares them.
 
+and per (model, parameter set, layer) a `LayerStat` node with the same counts as lists indexed
+by channel (``classes``, ``circuits``, ``importance``; uid ``<model>/<layer>@<params hash>``):
+ArcadeDB reads a node in tens of microseconds but a list element in well under one, so
+`hub_neurons` ranks a few lists in memory instead of scanning thousands of NeuronStat nodes.
+
 Only ``complete`` circuits count, so the aggregates change exactly when a circuit's status
 changes to or from ``complete``, and in the same transaction: `add_circuit` runs with the
 statement that marks a circuit complete, `retract_circuit` with the one that takes a complete
@@ -56,7 +61,8 @@ SET s.classes = s.classes + CASE WHEN $class_index IN old THEN 0 ELSE 1 END,
     s.circuits = s.circuits + 1,
     s.importance = s.importance + r.importance,
     s.class_indices = [x IN old WHERE x <= $class_index] + [$class_index] + [x IN old WHERE x > $class_index]
-RETURN count(*) AS n
+RETURN s.layer AS layer, s.depth AS depth, s.channel AS channel, s.classes AS classes, s.circuits AS circuits,
+       s.importance AS importance
 """
 
 # one occurrence of the class leaves the sorted list; a stat no circuit counts any more goes
@@ -70,14 +76,65 @@ SET s.circuits = s.circuits - 1,
     s.importance = s.importance - imp,
     s.class_indices = rest,
     s.classes = s.classes - CASE WHEN $class_index IN rest THEN 0 ELSE 1 END
-WITH collect(s) AS touched
-FOREACH (s IN [x IN touched WHERE x.circuits <= 0] | DELETE s)
+WITH collect([s, s.layer, s.depth, s.channel, s.classes, s.circuits, s.importance]) AS touched
+FOREACH (s IN [t IN touched WHERE t[5] <= 0 | t[0]] | DELETE s)
+WITH touched
+UNWIND touched AS t
+RETURN t[1] AS layer, t[2] AS depth, t[3] AS channel, t[4] AS classes, t[5] AS circuits, t[6] AS importance
+"""
+
+# The per-(model, parameter set, layer) view of the same counts, dense by channel: `hub_neurons`
+# unwinds a few such lists in memory instead of scanning thousands of NeuronStat nodes (ArcadeDB
+# reads a node in tens of microseconds, a list element in well under one).  Rows carry the new
+# values of the neurons a circuit changed (`Q_ADD` / `Q_RETRACT` return them).
+_LAYER_SET = """
+WITH s, r, s.classes AS c0, s.circuits AS k0, s.importance AS w0
+SET s.classes = [i IN range(0, size(c0) - 1) | coalesce(r.classes[toString(i)], c0[i])],
+    s.circuits = [i IN range(0, size(k0) - 1) | coalesce(r.circuits[toString(i)], k0[i])],
+    s.importance = [i IN range(0, size(w0) - 1) | coalesce(r.importance[toString(i)], w0[i])]
+"""
+Q_LAYER_ADD = """
+UNWIND $rows AS r
+MERGE (s:LayerStat {uid: r.uid})
+  ON CREATE SET s.model = $model, s.params_hash = $params_hash, s.layer = r.layer, s.depth = r.depth,
+                s.classes = [i IN range(1, r.size) | 0], s.circuits = [i IN range(1, r.size) | 0],
+                s.importance = [i IN range(1, r.size) | 0.0]
+""" + _LAYER_SET + """RETURN count(*) AS n
+"""
+Q_LAYER_RETRACT = """
+UNWIND $rows AS r
+MATCH (s:LayerStat {uid: r.uid})
+""" + _LAYER_SET + """WITH collect(s) AS touched
+FOREACH (s IN [x IN touched WHERE all(k IN x.circuits WHERE k <= 0)] | DELETE s)
 RETURN size(touched) AS n
 """
 
+
+def layer_uid(model: str, layer: str, params_hash: str) -> str:
+    return f"{model}/{layer}@{params_hash}"
+
+
+def _layer_rows(model: str, params_hash: str, changed: list[dict[str, Any]], sizes: dict[str, int] | None = None) -> list[dict]:
+    """`Q_LAYER_ADD` / `Q_LAYER_RETRACT` rows from the new values of the changed neurons."""
+    by_layer: dict[str, dict[str, Any]] = {}
+    for r in changed:  # one pass per list: new values by channel (as text: map keys), the rest kept
+        row = by_layer.setdefault(r["layer"], {
+            "uid": layer_uid(model, r["layer"], params_hash), "layer": r["layer"], "depth": r["depth"],
+            "classes": {}, "circuits": {}, "importance": {}, "top": 0,
+        })  # fmt: skip
+        key = str(r["channel"])
+        row["classes"][key] = max(r["classes"], 0)
+        row["circuits"][key] = max(r["circuits"], 0)
+        row["importance"][key] = r["importance"] if r["circuits"] > 0 else 0.0
+        row["top"] = max(row["top"], r["channel"] + 1)
+    for row in by_layer.values():
+        row["size"] = max((sizes or {}).get(row["layer"], 0), row.pop("top"))
+    return list(by_layer.values())
+
+
 Q_CIRCUIT = """
 MATCH (c:Circuit {uid: $circuit})
-RETURN c.status AS status, c.params_hash AS params_hash, c.class_index AS class_index
+RETURN c.status AS status, c.params_hash AS params_hash, c.class_index AS class_index, c.model AS model
 """
 
 Q_INCLUDED = """
@@ -117,9 +174,12 @@ def complete_circuit(tx: Tx, rows: dict[str, Any], props: dict[str, Any]) -> Non
     tx.run(Q_COMPLETE, {"circuit": c["uid"], "props": props})
     stats = stat_rows(rows)
     if stats:
-        out = tx.run(Q_ADD, {"rows": stats, "model": c["model"], "params_hash": c["params_hash"], "class_index": c["class_index"]})
-        if out[0]["n"] != len(stats):
-            raise RuntimeError(f"completing {c['uid']}: {out[0]['n']} of {len(stats)} neuron aggregates updated")
+        p = {"model": c["model"], "params_hash": c["params_hash"]}
+        out = tx.run(Q_ADD, {"rows": stats, **p, "class_index": c["class_index"]})
+        if len(out) != len(stats):
+            raise RuntimeError(f"completing {c['uid']}: {len(out)} of {len(stats)} neuron aggregates updated")
+        sizes = {r["name"]: r["channels"] for r in rows["layers"]}
+        tx.run(Q_LAYER_ADD, {"rows": _layer_rows(c["model"], c["params_hash"], out, sizes), **p})
 
 
 def retract_circuit(tx: Tx, uid: str) -> str | None:
@@ -132,12 +192,14 @@ def retract_circuit(tx: Tx, uid: str) -> str | None:
     if status == "complete":
         inc = tx.run(Q_INCLUDED, {"circuit": uid})
         if inc:
-            ph = found[0]["params_hash"]
-            tx.run(Q_RETRACT, {
+            ph, model = found[0]["params_hash"], found[0]["model"]
+            out = tx.run(Q_RETRACT, {
                 "uids": [stat_uid(r["neuron"], ph) for r in inc],
                 "importance": [r["importance"] for r in inc],
                 "class_index": found[0]["class_index"],
             })  # fmt: skip
+            if out:
+                tx.run(Q_LAYER_RETRACT, {"rows": _layer_rows(model, ph, out)})
     tx.run(Q_TO_RUNNING, {"circuit": uid})
     return status
 
@@ -159,6 +221,12 @@ WHERE $model IS NULL OR s.model = $model
 RETURN s.uid AS uid, s.model AS model, s.params_hash AS params_hash, s.neuron AS neuron, s.layer AS layer,
        s.depth AS depth, s.channel AS channel, s.classes AS classes, s.circuits AS circuits,
        s.importance AS importance, s.class_indices AS class_indices
+"""
+
+Q_LAYER_STORED = """
+MATCH (s:LayerStat)
+WHERE $model IS NULL OR s.model = $model
+RETURN s.uid AS uid, s.classes AS classes, s.circuits AS circuits, s.importance AS importance
 """
 
 Q_CIRCUIT_NEURONS = """
@@ -226,6 +294,22 @@ def differences(runner: Runner, model: str | None = None) -> list[str]:
                 out.append(f"{u}: {key} {g[key]!r}, raw relationships say {w[key]!r}")
         if not math.isclose(w["importance"], g["importance"] or 0.0, rel_tol=1e-9, abs_tol=1e-9):
             out.append(f"{u}: importance {g['importance']!r}, raw relationships say {w['importance']!r}")
+    layers: dict[str, dict[int, tuple]] = {}
+    for w in want.values():
+        layers.setdefault(layer_uid(w["model"], w["layer"], w["params_hash"]), {})[w["channel"]] = (
+            w["classes"], w["circuits"], w["importance"])
+    kept_layers = {r["uid"]: r for r in runner.read(Q_LAYER_STORED, {"model": model})}
+    for u in sorted(set(layers) | set(kept_layers)):
+        k = kept_layers.get(u)
+        got_l = {} if k is None else {ch: (k["classes"][ch], k["circuits"][ch], k["importance"][ch])
+                                      for ch in range(len(k["circuits"])) if k["circuits"][ch] > 0}  # fmt: skip
+        w = layers.get(u, {})
+        if {ch: v[:2] for ch, v in got_l.items()} != {ch: v[:2] for ch, v in w.items()} or not all(
+            math.isclose(got_l[ch][2], w[ch][2], rel_tol=1e-9, abs_tol=1e-9) for ch in got_l
+        ):
+            out.append(f"layer aggregate {u} differs from the raw relationships")
+        if k is not None and not (len(k["classes"]) == len(k["circuits"]) == len(k["importance"])):
+            out.append(f"layer aggregate {u}: lists of different lengths")
     kept, raw = circuit_lists(runner, model)
     for c in sorted(set(kept) | set(raw)):
         if kept.get(c) != raw.get(c):
@@ -234,6 +318,13 @@ def differences(runner: Runner, model: str | None = None) -> list[str]:
 
 
 Q_DROP = "MATCH (s:NeuronStat) WHERE $model IS NULL OR s.model = $model WITH s LIMIT 10000 DELETE s RETURN count(*) AS n"
+Q_DROP_LAYERS = "MATCH (s:LayerStat) WHERE $model IS NULL OR s.model = $model DELETE s RETURN count(*) AS n"
+Q_LAYER_SIZES = "MATCH (l:Layer) WHERE $model IS NULL OR l.model = $model RETURN l.model AS model, l.name AS name, l.channels AS channels"
+Q_CLASS_NAMES = """
+MATCH (cl:Class)-[:HAS_CIRCUIT]->(c:Circuit)
+WHERE $model IS NULL OR c.model = $model
+SET c.class_name = cl.name
+"""
 Q_PUT = """
 UNWIND $rows AS r
 CREATE (s:NeuronStat {uid: r.uid, model: r.model, params_hash: r.params_hash, neuron: r.neuron, layer: r.layer,
@@ -266,9 +357,18 @@ def rebuild(runner: Runner, model: str | None = None) -> int:
     runner.write(Q_SET_INCLUDES, {"model": model})
     while runner.write(Q_DROP, {"model": model})[0]["n"]:
         pass
+    runner.write(Q_DROP_LAYERS, {"model": model})
+    runner.write(Q_CLASS_NAMES, {"model": model})
     rows = list(recompute(runner, model).values())
     for i in range(0, len(rows), 5000):
         runner.write(Q_PUT, {"rows": rows[i : i + 5000]})
+    sizes = {(r["model"], r["name"]): r["channels"] for r in runner.read(Q_LAYER_SIZES, {"model": model})}
+    by_set: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_set.setdefault((r["model"], r["params_hash"]), []).append(r)
+    for (m, ph), changed in by_set.items():
+        runner.write(Q_LAYER_ADD, {"rows": _layer_rows(m, ph, changed, {n: c for (mm, n), c in sizes.items() if mm == m}),
+                                   "model": m, "params_hash": ph})
     depth_of: dict[str, dict[str, int]] = {}
     for r in runner.read(Q_LAYER_ORDER, {"model": model}):
         depth_of.setdefault(r["circuit"], {})[r["layer"]] = r["depth"]

@@ -61,6 +61,8 @@ def circuit_rows(
         "uid": cid,
         "model": model,
         "class_index": circuit.class_index,
+        # a copy of the class name, so that per-class library queries read circuit nodes only
+        "class_name": circuit.class_name,
         "tau": p.tau,
         "k": p.k,
         "ig_steps": p.ig_steps,

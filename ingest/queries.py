@@ -60,22 +60,25 @@ def _pick(cls_pattern: str, circuit: str, params: str = "$params") -> str:
 def param_set(given: str = "$params", carry: str = "") -> str:
     """Cypher lines binding `ps` to the parameter set `given` (a Cypher expression) or, when it is
     null, to the model's default parameter set: the one with the most complete circuits, ties to
-    the most recently completed.  `carry` ("a, b, ") names variables to keep."""
+    the most recently completed.  `carry` ("a, b, ") names variables to keep.  Reads the circuit
+    nodes alone (a circuit's `model` is its class's): walking Class-HAS_CIRCUIT-Circuit cost
+    about four times as much on ArcadeDB."""
     return (
-        "OPTIONAL MATCH (:Class {model: $model})-[:HAS_CIRCUIT]->(c0:Circuit {status: 'complete'})\n"
-        f"WHERE {given} IS NULL\n"
+        "OPTIONAL MATCH (c0:Circuit {status: 'complete'})\n"
+        f"WHERE {given} IS NULL AND c0.model = $model\n"
         f"WITH {carry}c0.params_hash AS ph, count(c0) AS n0, max(c0.completed_at) AS last0\n"
         "ORDER BY n0 DESC, last0 DESC LIMIT 1\n"
         f"WITH {carry}coalesce({given}, ph) AS ps\n"
     )
 
 
-# every class of a model with its circuit in the parameter set -> (ps, cl, c)
+# every class of a model with its circuit in the parameter set -> (ps, ci, c), from the circuit
+# nodes alone (they carry model, class_index and class_name)
 _PICK_PER_CLASS = param_set() + (
-    "MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})\n"
-    "WHERE c.params_hash = ps\n"
-    "WITH ps, cl, c ORDER BY c.completed_at DESC\n"
-    "WITH ps, cl, collect(c)[0] AS c\n"
+    "MATCH (c:Circuit {status: 'complete'})\n"
+    "WHERE c.model = $model AND c.params_hash = ps\n"
+    "WITH ps, c ORDER BY c.completed_at DESC\n"
+    "WITH ps, c.class_index AS ci, collect(c)[0] AS c\n"
 )
 
 # the chosen circuit's critical channels of layer $layer, from the lists kept on the circuit node
@@ -123,19 +126,17 @@ WITH feeds, ps, ca ORDER BY ca.completed_at DESC LIMIT 1
 MATCH (:Class {model: $model, index: $class_b})-[:HAS_CIRCUIT]->(cb:Circuit {status: 'complete'})
 WHERE cb.params_hash = coalesce($params_b, ps)
 WITH feeds, ca, cb ORDER BY cb.completed_at DESC LIMIT 1
-WITH feeds, ca, cb, ca.uid AS a, cb.uid AS b, """
+WITH feeds, ca, cb, ca.uid AS a, cb.uid AS b, ca.model AS m, """
     + _DIFF_LAYERS
     + """ AS layers
-UNWIND layers AS lay
-WITH feeds, ca, cb, a, b, lay, """
+WITH feeds, ca, cb, a, b, [lay IN layers | [m + '/' + lay + '/', """
     + _channels("ca", "lay")
-    + " AS la, "
+    + ", "
     + _channels("cb", "lay")
-    + """ AS lb
-WITH feeds, ca, cb, a, b, lay, la, lb, ca.model + '/' + lay + '/' AS pre
-WITH feeds, ca, cb, a, b,
-     collect([[x IN la WHERE NOT (x IN lb) | pre + toString(x)], [x IN lb WHERE NOT (x IN la) | pre + toString(x)],
-              [x IN la WHERE x IN lb | pre + toString(x)]]) AS per
+    + """]] AS sides
+WITH feeds, ca, cb, a, b, [x IN sides | [[ch IN x[1] WHERE NOT (ch IN x[2]) | x[0] + toString(ch)],
+                                        [ch IN x[2] WHERE NOT (ch IN x[1]) | x[0] + toString(ch)],
+                                        [ch IN x[1] WHERE ch IN x[2] | x[0] + toString(ch)]]] AS per
 WITH ca, cb, per, [x IN feeds | [x[0], CASE WHEN a IN x[1] THEN 1 ELSE 0 END + CASE WHEN b IN x[1] THEN 2 ELSE 0 END]] AS tagged
 UNWIND [
   {kind: 'neuron', side: 'only_a', items: reduce(acc = [], p IN per | acc + p[0])},
@@ -255,13 +256,10 @@ ORDER BY depth
             "layer's critical-neuron count each, instead of classes^2 rows."
         ),
         # reads the lists kept on each circuit node (ingest/aggregates.py), not the INCLUDES of
-        # every circuit
-        cypher=param_set()
-        + """MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
-WHERE c.params_hash = ps AND ($classes IS NULL OR cl.index IN $classes)
-WITH cl, c ORDER BY c.completed_at DESC
-WITH cl, collect(c)[0] AS c
-RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, """
+        # every circuit, and circuit nodes only (no Class-HAS_CIRCUIT walk)
+        cypher=_PICK_PER_CLASS
+        + """WITH ci, c WHERE $classes IS NULL OR ci IN $classes
+RETURN ci AS class_index, c.class_name AS class_name, c.uid AS circuit, """
         + _channels()
         + """ AS channels
 ORDER BY class_index
@@ -282,11 +280,11 @@ ORDER BY class_index
         # UNWIND keeps list order).  Lists bound to names once (ArcadeDB re-reads a map entry
         # inside a list comprehension for every element).
         cypher=_PICK_PER_CLASS
-        + "WITH cl, "
+        + "WITH ci, c.class_name AS name, "
         + _channels()
         + """ AS chans
-WITH cl, chans ORDER BY cl.index
-WITH collect([cl.index, cl.name, chans]) AS classes
+WITH ci, name, chans ORDER BY ci
+WITH collect([ci, name, chans]) AS classes
 UNWIND CASE WHEN $limit IS NULL THEN classes[$skip..] ELSE classes[$skip..$skip + $limit] END AS a
 UNWIND classes AS b
 WITH a, b, a[2] AS ac, b[2] AS bc
@@ -307,19 +305,25 @@ RETURN a[0] AS class_a, a[1] AS name_a, b[0] AS class_b, b[1] AS name_b, n_a, n_
             "the neuron's importance summed over those classes' circuits (per circuit: the sum of its "
             "FEEDS importances).  Rows $skip .. $skip + $limit."
         ),
-        # Reads the writer's per-(neuron, parameter set) aggregate (ingest/aggregates.py), kept in
-        # the transaction that completes or retracts a circuit; counting the INCLUDES of every
-        # chosen circuit took about 1 s at 1,000 classes.  A class with two complete circuits in
-        # the parameter set (two data sets) counts once in `classes`.
+        # Reads the writer's aggregates (ingest/aggregates.py), kept in the transaction that
+        # completes or retracts a circuit: the per-layer count lists, ranked in memory, then the
+        # class lists of the rows returned only.  Counting the INCLUDES of every chosen circuit
+        # took about 1 s at 1,000 classes; scanning a node per neuron 0.3 s at 300.  A class with
+        # two complete circuits in the parameter set (two data sets) counts once in `classes`.
         cypher=param_set()
-        + """MATCH (s:NeuronStat {params_hash: ps})
-WHERE s.model = $model AND s.depth > 0 AND ($layer IS NULL OR s.layer = $layer)
-WITH s ORDER BY s.classes DESC, s.importance DESC, s.depth, s.channel
+        + """MATCH (s:LayerStat)
+WHERE s.params_hash = ps AND s.model = $model AND s.depth > 0 AND ($layer IS NULL OR s.layer = $layer)
+WITH ps, s.layer AS layer, s.depth AS depth, s.classes AS cls, s.importance AS imp
+UNWIND range(0, size(cls) - 1) AS channel
+WITH ps, layer, depth, channel, cls[channel] AS classes, imp[channel] AS importance
+WHERE classes > 0
+WITH ps, layer, depth, channel, classes, importance
+ORDER BY classes DESC, importance DESC, depth, channel
 SKIP $skip LIMIT $limit
-WITH s, s.class_indices AS ci
-RETURN s.neuron AS neuron, s.layer AS layer, s.depth AS depth, s.channel AS channel, s.classes AS classes,
-       [i IN range(0, size(ci) - 1) WHERE i = 0 OR ci[i] <> ci[i - 1] | ci[i]] AS class_indices,
-       s.importance AS importance
+MATCH (s:NeuronStat {uid: $model + '/' + layer + '/' + toString(channel) + '@' + ps})
+WITH s, layer, depth, channel, classes, importance, s.class_indices AS ci
+RETURN s.neuron AS neuron, layer, depth, channel, classes,
+       [i IN range(0, size(ci) - 1) WHERE i = 0 OR ci[i] <> ci[i - 1] | ci[i]] AS class_indices, importance
 ORDER BY classes DESC, importance DESC, depth, channel
 """,
         params={"model": None, "layer": None, "params": None, "skip": 0, "limit": 20},

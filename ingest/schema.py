@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from ingest.store import Store
 
-LABELS = ("Model", "Layer", "Neuron", "Class", "Circuit", "Concept", "Group", "Image", "Crop", "NeuronStat")
-"""Every node label of the schema; each has a unique `uid` (NeuronStat: the writer's per-neuron
-aggregate, ingest/aggregates.py)."""
+LABELS = ("Model", "Layer", "Neuron", "Class", "Circuit", "Concept", "Group", "Image", "Crop", "NeuronStat", "LayerStat")
+"""Every node label of the schema; each has a unique `uid` (NeuronStat, LayerStat: the writer's
+aggregates, ingest/aggregates.py)."""
 
 RELATIONSHIPS = (
     "HAS_LAYER", "HAS_NEURON", "HAS_CLASS", "HAS_CIRCUIT", "INCLUDES", "FEEDS", "HAS_CONCEPT", "OF",
@@ -22,6 +22,7 @@ RELATIONSHIPS = (
 # (label, property): secondary indexes used to find a circuit's nodes when cleaning it up.
 INDEXES = (
     ("Concept", "circuit"), ("Group", "circuit"), ("Circuit", "status"), ("Neuron", "model"), ("NeuronStat", "params_hash"),
+    ("LayerStat", "params_hash"), ("Circuit", "params_hash"),
 )  # fmt: skip
 
 # (relationship type, property): FEEDS of one class (circuit_diff, strongest_paths) and of one

@@ -186,7 +186,7 @@ def expected_counts(circuits) -> dict[str, int]:
         Model=len(models), Layer=len(layers), Class=len(classes), Circuit=len(circuits), Neuron=len(neurons),
         Image=len(images), Crop=len(crops), HAS_LAYER=len(layers), HAS_NEURON=len(neurons), HAS_CLASS=len(classes),
         HAS_CIRCUIT=len(circuits), HAS_CONCEPT=out["Concept"], OF=out["Concept"], HAS_GROUP=out["Group"], CROP_OF=len(crops),
-        NeuronStat=len(stats),
+        NeuronStat=len(stats), LayerStat=len({(m, d, ph) for m, d, _, ph in stats}),
     )  # fmt: skip
     return out
 
