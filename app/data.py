@@ -114,6 +114,7 @@ def clear_caches() -> None:
     forget_version()
     _lib.clear()
     _app.clear()
+    _similarity.clear()
 
 
 def reconnect() -> None:
@@ -247,15 +248,74 @@ RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, n.layer
        collect(n.channel) AS channels
 ORDER BY class_index, depth
 """,
-    # reverse lookup, group level: the groups (and concepts) of each class that use a neuron
-    "neuron_groups": _PICK_PER_CLASS
-    + """MATCH (c)-[:HAS_CONCEPT]->(k:Concept)-[:OF]->(n:Neuron {uid: $neuron})
+    # reverse lookup, group level: the groups (and concepts) that use a neuron in the given circuits
+    # (those of the page of reverse_lookup rows shown: a hub of 1,000 classes reads one page)
+    "neuron_groups": """
+MATCH (c:Circuit) WHERE c.uid IN $circuits
+MATCH (c)-[:HAS_CONCEPT]->(k:Concept)-[:OF]->(n:Neuron {uid: $neuron})
 OPTIONAL MATCH (k)-[:IN_GROUP]->(g:Group)
-RETURN cl.index AS class_index, cl.name AS class_name, k.index AS concept, k.size AS size,
+RETURN c.class_index AS class_index, k.index AS concept, k.size AS size,
        g.uid AS group, g.index AS group_index, g.label AS label
 ORDER BY class_index, concept
 """,
+    # every class's critical channels of one layer, for the similarity heatmap (the Jaccard
+    # matrix is computed here, not in the store: classes^2 rows would not fit a page)
+    "layer_channels": _PICK_PER_CLASS
+    + """OPTIONAL MATCH (c)-[:INCLUDES]->(n:Neuron {layer: $layer})
+WITH cl, collect(n.channel) AS channels
+RETURN cl.index AS class_index, channels
+ORDER BY class_index
+""",
 }
+
+
+# --------------------------------------------------------------------------- similarity
+def jaccard_matrix(sets: dict[int, list[int]]) -> tuple[list[int], "np.ndarray"]:
+    """(class indices in order, their Jaccard matrix): one boolean class x channel matrix and one
+    product, so 1,000 classes take milliseconds."""
+    import numpy as np
+
+    idx = sorted(sets)
+    width = 1 + max((max(ch) for ch in sets.values() if ch), default=0)
+    member = np.zeros((len(idx), width), dtype=np.float32)
+    for i, c in enumerate(idx):
+        member[i, list(sets[c])] = 1.0
+    inter = member @ member.T
+    size = member.sum(axis=1)
+    union = size[:, None] + size[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jac = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
+    return idx, jac.astype(np.float32)
+
+
+def cluster_order(matrix: "np.ndarray") -> list[int]:
+    """Row order that puts similar classes next to each other: the leaves of an average-linkage
+    tree on the distance 1 - Jaccard (a heatmap page then shows a block of related classes)."""
+    import numpy as np
+
+    n = len(matrix)
+    if n < 3:
+        return list(range(n))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    dist = 1.0 - np.asarray(matrix, dtype=np.float64)
+    np.fill_diagonal(dist, 0.0)
+    dist = np.clip((dist + dist.T) / 2, 0.0, 1.0)
+    return [int(i) for i in leaves_list(linkage(squareform(dist, checks=False), method="average"))]
+
+
+@st.cache_data(show_spinner=False, ttl=RESULT_TTL_S, max_entries=16)
+def _similarity(version_key: str, model: str, layer: str, params: str | None) -> dict[str, Any]:  # noqa: ARG001
+    rows = store().run(APP_QUERIES["layer_channels"], {"model": model, "layer": layer, "params": params})
+    idx, jac = jaccard_matrix({r["class_index"]: r["channels"] for r in rows})
+    return {"classes": idx, "matrix": jac, "order": cluster_order(jac), "sizes": [len(r["channels"]) for r in rows]}
+
+
+def similarity(model: str, layer: str, params: str | None) -> dict[str, Any]:
+    """Every class's Jaccard similarity to every other in one layer, cached: `classes` (indices),
+    `matrix` (float32, classes x classes), `order` (positions in cluster order), `sizes`."""
+    return _similarity(version(), model, layer, params)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -5,7 +5,10 @@
   which removes most crossings of a circuit.
 - `layered_figure`: nodes and weighted edges; edge width and colour follow |weight| (5 bins, one
   trace each, so a figure of a thousand edges is still a dozen traces), or a category colour
-  (diff views: shared / only A / only B).
+  (diff views: shared / only A / only B).  Labels never overlap (`label_plan`): a row's node
+  spacing at the chart's drawn width decides, per row, whether labels sit inside the markers
+  (short labels such as channel numbers), above them, alternately above and below, shortened
+  (`GNode.short`), or only on hover; the selected node is always labelled.
 - `result_figure`: the nodes and relationships of a console result, spring layout.
 """
 
@@ -34,6 +37,7 @@ class GNode:
     category: str = "node"  # colour group (legend entry)
     size: float = 14.0
     order: float = 0.0  # tie-break inside a layer (e.g. channel)
+    short: str | None = None  # a shorter label for dense rows (e.g. "g3" for "g3 collar edges")
 
 
 @dataclass
@@ -49,6 +53,15 @@ class GEdge:
 class Layout:
     pos: dict[str, tuple[float, float]] = field(default_factory=dict)
     depths: list[int] = field(default_factory=list)
+
+
+def _ink(colour: str) -> str:
+    """Text colour readable on a marker of `colour` (#rrggbb): by its relative luminance."""
+    try:
+        r, g, b = (int(colour.lstrip("#")[i : i + 2], 16) / 255 for i in (0, 2, 4))
+    except ValueError:
+        return "#ffffff"
+    return "#111111" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.55 else "#ffffff"
 
 
 def layered_layout(nodes: Iterable[GNode], edges: Iterable[GEdge], category_order: dict[str, int] | None = None) -> Layout:
@@ -78,6 +91,62 @@ def layered_layout(nodes: Iterable[GNode], edges: Iterable[GEdge], category_orde
     return out
 
 
+# --------------------------------------------------------------------------- labels that do not overlap
+PLOT_WIDTH_PX = 900  # drawing width assumed for a full-width chart: the wide layout on a 1360 px window
+CHAR_PX = {10: 6.3, 9: 5.6}  # average glyph width of digits and lower-case text at font sizes 10 and 9
+X_SPAN = 1.06  # the x axis range [-0.03, 1.03]
+
+
+@dataclass
+class LabelPlan:
+    """Where each node's label goes: `inside` the marker, `above`/`below` it, or nowhere (hover only)."""
+
+    text: dict[str, str] = field(default_factory=dict)
+    place: dict[str, str] = field(default_factory=dict)  # "inside" | "above" | "below"
+    size: dict[str, float] = field(default_factory=dict)  # marker size (px), shrunk in dense rows
+    hidden: int = 0  # nodes whose label only shows on hover
+
+
+def text_px(text: str, font: int = 10) -> float:
+    return len(text) * CHAR_PX.get(font, 0.63 * font)
+
+
+def label_plan(rows: dict[int, list[GNode]], *, width_px: float = PLOT_WIDTH_PX, selected: str | None = None) -> LabelPlan:
+    """Place every label so that no two overlap, from each row's node spacing at `width_px`.
+
+    `rows`: the nodes of each row, left to right.  Markers shrink to at most 85 % of the spacing
+    (so they never touch).  Per row, the first way that fits every label of the row: inside the
+    markers; above them (the widest label narrower than the spacing); above and below,
+    alternating (narrower than twice the spacing); the same three with the `short` labels; else no
+    text in that row (the hover box still names each node).  The selected node is labelled above
+    in any case.
+    """
+    plan = LabelPlan()
+    for row in rows.values():
+        spacing = width_px / X_SPAN / max(1, len(row))
+        for n in row:
+            plan.size[n.id] = max(5.0, min(n.size, 0.85 * spacing))
+        chosen = None
+        for texts in ([n.label for n in row], [n.short or n.label for n in row]):
+            widest = max((text_px(t) for t in texts if t), default=0.0)
+            if all(text_px(t, 9) + 3 <= plan.size[n.id] for n, t in zip(row, texts)):
+                chosen = (texts, ["inside"] * len(row))
+            elif widest + 4 <= spacing:
+                chosen = (texts, ["above"] * len(row))
+            elif widest + 4 <= 2 * spacing:
+                chosen = (texts, ["above" if i % 2 == 0 else "below" for i in range(len(row))])
+            if chosen:
+                break
+        for i, n in enumerate(row):
+            if chosen and chosen[0][i]:
+                plan.text[n.id], plan.place[n.id] = chosen[0][i], chosen[1][i]
+            elif n.id == selected and (n.short or n.label):
+                plan.text[n.id], plan.place[n.id] = n.short or n.label, "above"
+            elif n.label:
+                plan.hidden += 1
+    return plan
+
+
 def _weight_bins(edges: list[GEdge], bins: int = 5) -> tuple[float, list[list[GEdge]]]:
     top = max((abs(e.weight) for e in edges), default=0.0) or 1.0
     out: list[list[GEdge]] = [[] for _ in range(bins)]
@@ -97,8 +166,10 @@ def layered_figure(
     weight_name: str = "weight",
     height: int | None = None,
     category_order: dict[str, int] | None = None,
+    width_px: float = PLOT_WIDTH_PX,
 ) -> go.Figure:
-    """A layered graph: nodes by depth (0 on top), edges lower -> upper."""
+    """A layered graph: nodes by depth (0 on top), edges lower -> upper, labels placed by `label_plan`
+    for a chart drawn `width_px` wide; `fig.layout.meta` holds {"unlabelled": nodes labelled on hover only}."""
     lay = layered_layout(nodes, edges, category_order)
     pos = lay.pos
     edges = [e for e in edges if e.lower in pos and e.upper in pos]
@@ -152,29 +223,45 @@ def layered_figure(
             hovertext=[e.hover or f"{e.lower} → {e.upper}<br>{weight_name} {e.weight:.4g}" for e in edges],
             hoverinfo="text", name="edges",
         ))  # fmt: skip
-    # nodes, one trace per category
+    # nodes, one trace per category (markers: hover and click), then the labels as text traces
+    rows: dict[int, list[GNode]] = {}
+    for n in sorted(nodes, key=lambda n: pos[n.id][0]):
+        rows.setdefault(n.depth, []).append(n)
+    plan = label_plan(rows, width_px=width_px, selected=selected)
     cats: dict[str, list[GNode]] = {}
     for n in nodes:
         cats.setdefault(n.category, []).append(n)
     palette = node_colours or {}
-    default_colours = ["#2a9d8f", "#264653", "#e9c46a", "#f4a261", "#e76f51"]
+    default_colours = ["#1f7a70", "#264653", "#e9c46a", "#f4a261", "#e76f51"]
     for i, (cat, group) in enumerate(cats.items()):
         colour = palette.get(cat, default_colours[i % len(default_colours)])
         traces.append(go.Scatter(
-            x=[pos[n.id][0] for n in group], y=[pos[n.id][1] for n in group],
-            mode="markers+text", text=[n.label for n in group], textposition="top center",
-            textfont={"size": 10},
-            marker={"size": [n.size for n in group], "color": colour,
+            x=[pos[n.id][0] for n in group], y=[pos[n.id][1] for n in group], mode="markers",
+            marker={"size": [plan.size[n.id] for n in group], "color": colour,
                     "line": {"width": [3 if n.id == selected else 0.5 for n in group],
                              "color": ["#d62728" if n.id == selected else "#ffffff" for n in group]}},
             hovertext=[n.hover or n.id for n in group], hoverinfo="text", customdata=[n.id for n in group],
             name=DIFF_NAMES.get(cat, cat), showlegend=len(cats) > 1,
         ))  # fmt: skip
+    colour_of = {n.id: palette.get(n.category, default_colours[list(cats).index(n.category) % len(default_colours)]) for n in nodes}
+    for place, textpos, font in (("inside", "middle center", {"size": 9}),
+                                 ("above", "top center", {"size": 10, "color": "#333333", "shadow": "0 0 3px #ffffff"}),
+                                 ("below", "bottom center", {"size": 10, "color": "#333333", "shadow": "0 0 3px #ffffff"})):
+        ids = [n.id for n in nodes if plan.place.get(n.id) == place]
+        if ids:
+            if place == "inside":  # white on dark markers, near-black on light ones (orange, yellow)
+                font = {**font, "color": [_ink(colour_of[i]) for i in ids]}
+            traces.append(go.Scatter(
+                x=[pos[i][0] for i in ids], y=[pos[i][1] for i in ids], mode="text", text=[plan.text[i] for i in ids],
+                textposition=textpos, textfont=font, hoverinfo="skip", customdata=ids, showlegend=False,
+                name=f"labels {place}",
+            ))  # fmt: skip
     names = layer_names or {}
     fig = go.Figure(traces)
-    rows = max(1, len(lay.depths))
+    n_rows = max(1, len(lay.depths))
     fig.update_layout(
-        height=height or min(900, 140 + 130 * rows),
+        meta={"unlabelled": plan.hidden},
+        height=height or min(900, 140 + 130 * n_rows),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         plot_bgcolor="white",
         hovermode="closest",
@@ -271,15 +358,47 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def heatmap_figure(labels: list[str], matrix: list[list[float]], *, title: str = "") -> go.Figure:
-    fig = go.Figure(go.Heatmap(
-        z=matrix, x=labels, y=labels, colorscale="Viridis", zmin=0.0, zmax=1.0,
-        text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}", textfont={"size": 10},
-        hovertemplate="%{y} vs %{x}<br>Jaccard %{z:.3f}<extra></extra>", colorbar={"title": "Jaccard"},
-    ))  # fmt: skip
+def fitted_range(matrix: Any) -> tuple[float, float]:
+    """The colour range of a similarity heatmap: the smallest and largest off-diagonal value (the
+    diagonal is 1 by definition and would squeeze real values of 0-0.25 into one colour)."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    off = m[~np.eye(len(m), dtype=bool)] if len(m) > 1 else m.ravel()
+    off = off[np.isfinite(off)]
+    if off.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(off.min()), float(off.max())
+    if hi - lo < 0.01:  # (nearly) one value: a small band around it, so the scale still reads
+        lo, hi = max(0.0, lo - 0.005), lo + 0.005 if lo > 0.005 else 0.01
+    return lo, hi
+
+
+CELL_TEXT_MAX = 24  # up to this many rows the cells show their values; beyond, hover only
+
+
+def heatmap_figure(labels: list[str], matrix: Any, *, title: str = "", zrange: tuple[float, float] | None = None) -> go.Figure:
+    """Class-by-class Jaccard heatmap, colour range fitted to the off-diagonal values (`fitted_range`)
+    or `zrange`; the diagonal cells are left blank (a class against itself says nothing)."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float).copy()
     n = len(labels)
-    fig.update_layout(height=min(760, 160 + 42 * n), margin={"l": 10, "r": 10, "t": 30 if title else 10, "b": 10},
-                      title=title or None, yaxis={"autorange": "reversed"})
+    np.fill_diagonal(m, np.nan)
+    lo, hi = zrange or fitted_range(matrix)
+    text = [["–" if i == j else f"{m[i, j]:.2f}" for j in range(n)] for i in range(n)]
+    z = [[None if i == j else float(m[i, j]) for j in range(n)] for i in range(n)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=labels, y=labels, colorscale="Viridis", zmin=lo, zmax=hi, text=text,
+        texttemplate="%{text}" if n <= CELL_TEXT_MAX else None, textfont={"size": 10}, hoverongaps=False,
+        hovertemplate="%{y} vs %{x}<br>Jaccard %{text}<extra></extra>",
+        colorbar={"title": {"text": "Jaccard"}, "tickformat": ".2f"},
+    ))  # fmt: skip
+    fig.update_layout(height=min(900, 200 + (42 if n <= CELL_TEXT_MAX else 16) * n),
+                      margin={"l": 10, "r": 10, "t": 30 if title else 10, "b": 10}, title=title or None,
+                      yaxis={"autorange": "reversed", "tickfont": {"size": 10 if n <= CELL_TEXT_MAX else 9}},
+                      xaxis={"tickangle": -45, "tickfont": {"size": 10 if n <= CELL_TEXT_MAX else 9}},
+                      plot_bgcolor="#f4f4f4")
     return fig
 
 

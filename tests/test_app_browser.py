@@ -111,6 +111,26 @@ def shot(page, name: str) -> None:
             shutil.copy(path, DOCS_SHOTS / path.name)
 
 
+def label_overlaps(chart) -> tuple[int, list[str]]:
+    """(labels drawn, pairs of labels whose boxes overlap) in a plotly chart, from the rendered SVG."""
+    boxes = chart.evaluate("""el => [...el.querySelectorAll('.scatterlayer .textpoint text')]
+        .filter(t => t.textContent.trim() !== '')
+        .map(t => { const r = t.getBoundingClientRect(); return [t.textContent, r.left, r.top, r.right, r.bottom]; })""")
+    bad = []
+    for i, (ta, l1, t1, r1, b1) in enumerate(boxes):
+        for tb, l2, t2, r2, b2 in boxes[i + 1 :]:
+            if min(r1, r2) - max(l1, l2) > 1 and min(b1, b2) - max(t1, t2) > 1:  # more than a pixel of overlap
+                bad.append(f"{ta!r} / {tb!r}")
+    return len(boxes), bad
+
+
+def full_width(page, chart) -> float:
+    """The chart's drawn width over the width of the page's main block."""
+    main_w = page.evaluate("""() => { const el = document.querySelector('[data-testid=stMainBlockContainer]');
+        const st = getComputedStyle(el); return el.clientWidth - parseFloat(st.paddingLeft) - parseFloat(st.paddingRight); }""")
+    return chart.bounding_box()["width"] / main_w
+
+
 def glide_cells(page) -> list[str]:
     return page.locator("[data-testid^=glide-cell]").all_inner_texts()
 
@@ -146,6 +166,10 @@ def test_app_in_a_real_browser(app_url, browser, ingested):
     settle(page)
     assert "level=neuron" in page.url
     assert main.get_by_text(re.compile(r"\d+ neurons, \d+ FEEDS edges drawn")).count() == 1
+    graph = main.locator(".js-plotly-plot").first
+    drawn, overlapping = label_overlaps(graph)
+    assert drawn >= 10 and not overlapping, overlapping  # channel labels, none on top of another
+    assert full_width(page, graph) > 0.95
     shot(page, "circuit-neurons")
 
     # ---------------------------------------------------------------- compare: pick two classes
@@ -177,6 +201,11 @@ def test_app_in_a_real_browser(app_url, browser, ingested):
     nb = {(n.depth, n.channel) for n in b.neurons}
     assert int(metrics["neurons shared"]) == len(na & nb)
     assert main.locator(".js-plotly-plot").count() >= 3  # overlap bars, diff circuit, heatmap
+    main.get_by_test_id("stPlotlyChart").nth(1).scroll_into_view_if_needed()  # charts are drawn when in view
+    diff_graph = main.get_by_test_id("stPlotlyChart").nth(1).locator(".js-plotly-plot")
+    drawn, overlapping = label_overlaps(diff_graph)
+    assert drawn >= 10 and not overlapping, overlapping
+    assert full_width(page, diff_graph) > 0.95
     shot(page, "compare")
     main.get_by_test_id("stPlotlyChart").nth(1).screenshot(path=str(ARTIFACTS / "compare-diff.png"))
 

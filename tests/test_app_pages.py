@@ -287,16 +287,65 @@ def test_hub_neurons_and_reverse_lookup(synthetic):
     assert f"**{layer} #{ch}** is critical for **{best}**" in texts(at)
 
 
-def test_many_classes_page_the_gallery_and_subset_the_heatmap(synthetic, monkeypatch):
+def _figure(at: AppTest, key: str) -> dict:
+    """The plotly figure (JSON) of the chart with widget key `key`, as the browser receives it."""
+    import json
+
+    chart = next(c for c in at.get("plotly_chart") if key in c.proto.id)
+    return json.loads(chart.proto.spec)
+
+
+def test_many_classes_page_the_gallery_and_split_the_compare_page(synthetic, monkeypatch):
+    """Past ALL_SECTIONS_MAX classes the compare page shows one section per run, and the heatmap
+    one block of HEATMAP_PAGE classes in cluster order, by default the block of the first picked class."""
+    from app import data as app_data
     from app.views import compare, overview
 
+    _, circuits, _ = synthetic
     monkeypatch.setattr(overview, "GALLERY_PAGE", 2)
-    monkeypatch.setattr(compare, "HEATMAP_ALL_MAX", 2)
+    monkeypatch.setattr(compare, "ALL_SECTIONS_MAX", 2)
+    monkeypatch.setattr(compare, "HEATMAP_PAGE", 2)
     at = page("overview", gp=2)
     keys = {b.key for b in at.button}
     assert {"open_circuit_2", "open_circuit_3"} <= keys and "open_circuit_0" not in keys
-    at = page("compare", classes="0,3")
-    assert "the heatmap shows the picked ones" in texts(at)
+
+    at = page("compare", classes="3,0")
+    assert "all" not in at.radio(key="w:view").options and at.radio(key="w:view").value == "overlap"
+    assert not [c for c in at.get("plotly_chart") if "heatmap" in c.proto.id]  # other sections are not run
+    at = page("compare", classes="3,0", view="similarity", layer="layer2")
+    assert "Shared and unique critical neurons" not in texts(at)
+    order = app_data.similarity(M, "layer2", None)["order"]
+    block = next(k // 2 for k, i in enumerate(order) if CLASSES[i] == 3)
+    assert at.number_input(key="w:hm_page").value == block + 1
+    fig = _figure(at, "heatmap")
+    shown = [int(x.split(" · ")[0]) for x in fig["data"][0]["x"]]
+    assert shown == [CLASSES[i] for i in order[block * 2 : block * 2 + 2]] and 3 in shown
+    assert "2 of 4 classes (block" in texts(at)
+
+    at = page("compare", classes="0,1", view="similarity", layer="layer2", hm_q="cls1, cls3")
+    fig = _figure(at, "heatmap")
+    assert sorted(int(x.split(" · ")[0]) for x in fig["data"][0]["x"]) == [1, 3]
+    assert "matching 'cls1, cls3'" in texts(at)
+
+
+def test_heatmap_colour_range_fits_the_cells(synthetic):
+    """zmin/zmax are the smallest and largest off-diagonal Jaccard of the classes shown (not 0-1),
+    the diagonal is blank, and the caption states the range."""
+    _, circuits, _ = synthetic
+    at = page("compare", classes="0,1", view="similarity", layer="layer3")
+    fig = _figure(at, "heatmap")
+    shown = [int(x.split(" · ")[0]) for x in fig["data"][0]["x"]]
+    assert sorted(shown) == CLASSES
+    sets = {c: set(circuits[c].critical(1)) for c in shown}
+    off = [jaccard(sets[a], sets[b]) for a in shown for b in shown if a != b]
+    trace = fig["data"][0]
+    assert trace["zmin"] == pytest.approx(min(off), abs=1e-6) and trace["zmax"] == pytest.approx(max(off), abs=1e-6)
+    for i, a in enumerate(shown):
+        assert trace["z"][i][i] is None
+        for j, b in enumerate(shown):
+            if a != b:
+                assert trace["z"][i][j] == pytest.approx(jaccard(sets[a], sets[b]), abs=1e-6)
+    assert f"{min(off):.2f} (dark) to {max(off):.2f} (yellow)" in texts(at)
 
 
 def test_compare_needs_two_classes(synthetic):
@@ -458,3 +507,71 @@ def test_demo_compare_tshirt_and_shirt(demo):
     for _, row in overlap.iterrows():
         d = int(row["depth"])
         assert row["Jaccard"] == pytest.approx(jaccard(set(a.critical(d)), set(b.critical(d))), abs=1e-4)
+
+
+# --------------------------------------------------------------------------- graph labels
+def _boxes(plan, rows, width_px):
+    """Label boxes (x0, x1, y0, y1) in pixels under the plan's own text-width model."""
+    from app.graphs import X_SPAN, text_px
+
+    out = []
+    for depth, row in rows.items():
+        for i, n in enumerate(row):
+            if n.id not in plan.text:
+                continue
+            x = (i + 0.5) / len(row) * width_px / X_SPAN
+            w = text_px(plan.text[n.id], 9 if plan.place[n.id] == "inside" else 10)
+            y = {"inside": 0, "above": -1, "below": 1}[plan.place[n.id]] + 10 * depth
+            out.append((x - w / 2, x + w / 2, y, n.id))
+    return out
+
+
+@pytest.mark.parametrize("per_row", [3, 20, 45, 90, 400])
+def test_graph_labels_never_overlap(per_row):
+    """However many neurons a row holds, no two labels of one band (inside, above, below) share
+    pixels, markers never touch, and a row too dense for any label is labelled on hover only,
+    except the selected node."""
+    from app.graphs import GNode, label_plan
+
+    rows = {d: [GNode(id=f"{d}/{c}", depth=d, label=str(1000 + c), size=20) for c in range(per_row)] for d in range(3)}
+    selected = "1/0"
+    plan = label_plan(rows, width_px=900, selected=selected)
+    boxes = sorted(_boxes(plan, rows, 900), key=lambda b: (b[2], b[0]))
+    for a, b in zip(boxes, boxes[1:]):
+        if a[2] == b[2]:
+            assert a[1] <= b[0], (a, b)
+    spacing = 900 / 1.06 / per_row
+    assert all(size <= max(5.0, 0.85 * spacing) for size in plan.size.values())
+    assert selected in plan.text
+    if per_row >= 400:
+        assert plan.hidden == 3 * per_row - 1 and set(plan.text) == {selected}
+    if per_row <= 20:
+        assert plan.hidden == 0
+
+
+def test_group_labels_fall_back_to_short_names():
+    from app.graphs import GNode, label_plan
+
+    row = {1: [GNode(id=str(i), depth=1, label=f"g{i} a long group label from the LLM", short=f"g{i}") for i in range(12)]}
+    plan = label_plan(row, width_px=900)
+    assert plan.hidden == 0 and all(t == f"g{i}" for i, t in ((int(k), v) for k, v in plan.text.items()))
+    plan = label_plan({1: row[1][:2]}, width_px=900)
+    assert plan.text["0"].startswith("g0 a long group label")
+
+
+def test_jaccard_matrix_and_cluster_order():
+    """The numpy Jaccard matrix equals set arithmetic, and the cluster order keeps two families
+    of similar classes each in one contiguous run."""
+    from app.data import cluster_order, jaccard_matrix
+
+    rnd = random.Random(0)
+    fam_a, fam_b = set(range(0, 30)), set(range(40, 70))
+    sets = {c: sorted(rnd.sample(sorted(fam_a if c % 2 else fam_b), 20)) for c in range(12)}
+    idx, jac = jaccard_matrix(sets)
+    assert idx == sorted(sets)
+    for i, a in enumerate(idx):
+        for j, b in enumerate(idx):
+            assert jac[i, j] == pytest.approx(jaccard(set(sets[a]), set(sets[b])), abs=1e-6)
+    order = [idx[i] for i in cluster_order(jac)]
+    parity = [c % 2 for c in order]
+    assert parity.count(parity[0]) == 6 and parity[:6] == [parity[0]] * 6

@@ -15,6 +15,8 @@ from app.graphs import GEdge, GNode, layered_figure
 from app.state import UrlState
 from app.views.common import Context, image_row, nav_button
 
+MEMBER_COLUMNS = 3
+USED_BY_SHOWN = 12  # class names listed in the sentence; the table holds all
 LEVELS = {"group": "Groups (GROUP_FEEDS)", "neuron": "Neurons (FEEDS)"}
 
 
@@ -99,29 +101,33 @@ def _groups(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> N
         g = label_of[s]
         return f"{g['layer']} · g{g['index']} · {g['size']} concept{'' if g['size'] == 1 else 's'}" + (f" · {g['label']}" if g.get("label") else "")
 
-    left, right = st.columns([3, 2])
-    with left:
-        first_inner = next((short_group(g["uid"]) for g in groups if g["depth"] > 0), options[0])
-        picked = url.selectbox("Group (or click a node)", options, key="group", format_func=fmt, default=first_inner)
-        picked_uid = next(g["uid"] for g in groups if short_group(g["uid"]) == picked)
-        nodes = [
-            # a label is user text: escaped, so that plotly's HTML subset (links, styles) stays text
-            GNode(id=g["uid"], depth=g["depth"], label=f"g{g['index']}" + (f" {html.escape(g['label'])}" if g.get("label") else ""),
-                  hover=f"{g['layer']} g{g['index']}<br>{g['size']} concepts" + (f"<br>{html.escape(g['label'])}" if g.get("label") else ""),
-                  size=10 + 3 * math.sqrt(max(1, g["size"] or 1)), order=g["index"])
-            for g in groups if g["uid"] in shown or g["uid"] == picked_uid
-        ]  # fmt: skip
-        gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
-                        hover=f"{short_group(e['lower'])} → {short_group(e['upper'])}<br>W = {e['weight']:.4g}"
-                              f"<br>{abs(e['weight']) / (e['top'] or 1.0):.2f} of the layer's strongest") for e in edges]
-        fig = layered_figure(nodes, gedges, layer_names=ctx.layer_names, selected=picked_uid, weight_name="|W|/layer max")
-        st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points", config={"displaylogo": False})
-        hidden = len(groups) - len(nodes)
-        st.caption(f"{len(nodes)} groups, {len(edges)} GROUP_FEEDS edges drawn (|W| ≥ {frac:.2f} × the strongest into "
-                   f"the same layer, top {top_k} inputs per group){f'; {hidden} groups without a kept edge hidden' if hidden > 0 else ''}. "
-                   "Edge width and colour: |W| relative to the layer's strongest; red = negative.")
-    with right:
-        _group_members(url, ctx, picked_uid, by_uid[picked_uid])
+    first_inner = next((short_group(g["uid"]) for g in groups if g["depth"] > 0), options[0])
+    picked = url.selectbox("Group (or click a node)", options, key="group", format_func=fmt, default=first_inner)
+    picked_uid = next(g["uid"] for g in groups if short_group(g["uid"]) == picked)
+    nodes = [
+        # a label is user text: escaped, so that plotly's HTML subset (links, styles) stays text
+        GNode(id=g["uid"], depth=g["depth"], label=f"g{g['index']}" + (f" {html.escape(g['label'])}" if g.get("label") else ""),
+              short=f"g{g['index']}",
+              hover=f"{g['layer']} g{g['index']}<br>{g['size']} concepts" + (f"<br>{html.escape(g['label'])}" if g.get("label") else ""),
+              size=10 + 3 * math.sqrt(max(1, g["size"] or 1)), order=g["index"])
+        for g in groups if g["uid"] in shown or g["uid"] == picked_uid
+    ]  # fmt: skip
+    gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
+                    hover=f"{short_group(e['lower'])} → {short_group(e['upper'])}<br>W = {e['weight']:.4g}"
+                          f"<br>{abs(e['weight']) / (e['top'] or 1.0):.2f} of the layer's strongest") for e in edges]
+    fig = layered_figure(nodes, gedges, layer_names=ctx.layer_names, selected=picked_uid, weight_name="|W|/layer max")
+    st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points", config={"displaylogo": False})
+    hidden = len(groups) - len(nodes)
+    st.caption(f"{len(nodes)} groups, {len(edges)} GROUP_FEEDS edges drawn (|W| ≥ {frac:.2f} × the strongest into "
+               f"the same layer, top {top_k} inputs per group){f'; {hidden} groups without a kept edge hidden' if hidden > 0 else ''}. "
+               "Edge width and colour: |W| relative to the layer's strongest; red = negative." + _unlabelled(fig))
+    _group_members(url, ctx, picked_uid, by_uid[picked_uid])
+
+
+def _unlabelled(fig) -> str:
+    """A sentence for the caption when some rows were too dense to label."""
+    n = (fig.layout.meta or {}).get("unlabelled", 0)
+    return f" {n} nodes in rows too dense to label show their name on hover." if n else ""
 
 
 def _group_members(url: UrlState, ctx: Context, uid: str, g: dict[str, Any]) -> None:
@@ -136,9 +142,11 @@ def _group_members(url: UrlState, ctx: Context, uid: str, g: dict[str, Any]) -> 
                    default=min(12, len(members)), step=1) if len(members) > 1 else 1
     st.caption(f"{len(members)} member concepts (neuron channel · concept), strongest mean activation first; "
                "each with its representative crops.")
-    for m in members[:n]:
-        st.markdown(f"**#{m['channel']}** · concept {m['concept']} · {m['size']} crops · mean act {m['mean_activation']:.3g}")
-        image_row(m["thumbnails"], width=52)
+    shown = members[:n]
+    for start in range(0, len(shown), MEMBER_COLUMNS):  # the graph is full width: members in a grid below it
+        for col, m in zip(st.columns(MEMBER_COLUMNS), shown[start : start + MEMBER_COLUMNS]):
+            col.markdown(f"**#{m['channel']}** · concept {m['concept']} · {m['size']} crops · mean act {m['mean_activation']:.3g}")
+            image_row(m["thumbnails"], width=52, container=col)
 
 
 # --------------------------------------------------------------------------- neuron level
@@ -157,7 +165,7 @@ def _neurons(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> 
             if uid not in nodes:
                 layer, depth, ch = e[f"{end}_layer"], e[f"{end}_depth"], e[f"{end}_channel"]
                 nodes[uid] = GNode(id=uid, depth=depth, label=str(ch), hover=f"{layer} #{ch}", order=ch,
-                                   size=16 if depth == 0 else 11)
+                                   size=24 if depth == 0 else 20)
     if not nodes:
         st.info("No FEEDS edge passes the filters; lower the weight threshold.")
         return
@@ -168,22 +176,19 @@ def _neurons(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> 
     order = sorted(nodes.values(), key=lambda n: (n.depth, n.order))
     options = [short_neuron(n.id) for n in order]
     uid_of = {short_neuron(n.id): n.id for n in order}
-    left, right = st.columns([3, 2])
-    with left:
-        picked = url.selectbox("Neuron (or click a node)", options, key="neuron",
-                               format_func=lambda s: s.replace("/", " #"))
-        gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
-                        hover=f"{short_neuron(e['lower'])} → {short_neuron(e['upper'])}<br>importance {e['weight']:.4g} (rank {e['rank']})"
-                              f"<br>{e['weight'] / (e['top'] or 1.0):.2f} of the layer's largest")
-                  for e in edges]  # fmt: skip
-        fig = layered_figure(list(nodes.values()), gedges, layer_names=names, selected=uid_of[picked],
-                             weight_name="importance/layer max")
-        st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points", config={"displaylogo": False})
-        st.caption(f"{len(nodes)} neurons, {len(edges)} FEEDS edges drawn (importance ≥ {frac:.2f} × the largest into the "
-                   f"same layer, the top {top_k} "
-                   f"core neurons of each neuron{'; capped' if len(edges) >= data.MAX_EDGES else ''}).")
-    with right:
-        _neuron_detail(ctx, cls, picked)
+    picked = url.selectbox("Neuron (or click a node)", options, key="neuron", format_func=lambda s: s.replace("/", " #"))
+    gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
+                    hover=f"{short_neuron(e['lower'])} → {short_neuron(e['upper'])}<br>importance {e['weight']:.4g} (rank {e['rank']})"
+                          f"<br>{e['weight'] / (e['top'] or 1.0):.2f} of the layer's largest")
+              for e in edges]  # fmt: skip
+    fig = layered_figure(list(nodes.values()), gedges, layer_names=names, selected=uid_of[picked],
+                         weight_name="importance/layer max")
+    st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points", config={"displaylogo": False})
+    st.caption(f"{len(nodes)} neurons, {len(edges)} FEEDS edges drawn (importance ≥ {frac:.2f} × the largest into the "
+               f"same layer, the top {top_k} "
+               f"core neurons of each neuron{'; capped' if len(edges) >= data.MAX_EDGES else ''}). Labels: channel numbers."
+               + _unlabelled(fig))
+    _neuron_detail(ctx, cls, picked)
 
 
 def _thumbnails(concept: dict[str, Any]) -> list[str | None]:
@@ -197,18 +202,23 @@ def _neuron_detail(ctx: Context, cls: int, picked: str) -> None:
     layer, channel = picked.rsplit("/", 1)
     channel = int(channel)
     st.subheader(f"{layer} · neuron #{channel}")
+    left, right = st.columns([3, 2])
     concepts = data.lib("neuron_concepts", model=ctx.model, class_index=cls, params=ctx.params, layer=layer, channel=channel)
     if concepts:
         for k in concepts:
             grp = f" · group {short_group(k['group'])}" if k.get("group") else ""
-            st.markdown(f"**concept {k['index']}** · {k['size']} crops · mean act {k['mean_activation']:.3g}{grp}")
+            left.markdown(f"**concept {k['index']}** · {k['size']} crops · mean act {k['mean_activation']:.3g}{grp}")
             if k.get("group") and k.get("label"):
-                st.text(f"Group label: {k['label']}")  # plain text, never Markdown
-            image_row(_thumbnails(k), width=52)
+                left.text(f"Group label: {k['label']}")  # plain text, never Markdown
+            image_row(_thumbnails(k), width=52, container=left)
     else:
-        st.caption("No concepts: the lowest analysed layer's neurons have no layer below to explain them.")
+        left.caption("No concepts: the lowest analysed layer's neurons have no layer below to explain them.")
     used = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel)
     if used:
-        st.markdown("**Critical for classes:** " + ", ".join(ctx.class_label(r["class_index"]) for r in used))
-        st.dataframe(pd.DataFrame(used)[["class_index", "class_name", "feeds_up"]], hide_index=True, width="stretch")
-    nav_button("Reverse lookup on the Compare page", "compare", key="to_reverse", rl_layer=layer, rl_channel=channel)
+        right.markdown(f"**Critical for {len(used)} of {len(ctx.class_names)} classes:** "
+                       + ", ".join(ctx.class_label(r["class_index"]) for r in used[:USED_BY_SHOWN])
+                       + (f" and {len(used) - USED_BY_SHOWN} more (table)" if len(used) > USED_BY_SHOWN else ""))
+        right.dataframe(pd.DataFrame(used)[["class_index", "class_name", "feeds_up"]], hide_index=True, width="stretch",
+                        height=min(400, 40 + 35 * len(used)))
+    nav_button("Reverse lookup on the Compare page", "compare", key="to_reverse", container=right, rl_layer=layer,
+               rl_channel=channel, view="reverse")

@@ -1,5 +1,11 @@
 """Compare classes: shared and unique critical neurons per layer with Jaccard, the diff circuit,
-the class-by-class similarity heatmap, hub neurons and the reverse lookup of a neuron."""
+the class-by-class similarity heatmap, hub neurons and the reverse lookup of a neuron.
+
+Built to stay readable and quick at 1,000 classes (ImageNet): above `ALL_SECTIONS_MAX` classes
+the page shows one section at a time (a page run then reads only what that section needs); the
+heatmap puts classes in cluster order and shows one block of `HEATMAP_PAGE` classes at a time,
+narrowed by a name filter; the hub table names the first classes of each hub and counts the rest;
+the reverse lookup of a hub shared by hundreds of classes is paged."""
 
 from __future__ import annotations
 
@@ -10,11 +16,17 @@ import pandas as pd
 import streamlit as st
 
 from app import data
-from app.graphs import DIFF_COLOURS, DIFF_ORDER, GEdge, GNode, bar_figure, heatmap_figure, layered_figure
+from app.graphs import DIFF_COLOURS, DIFF_ORDER, GEdge, GNode, bar_figure, fitted_range, heatmap_figure, layered_figure
 from app.state import UrlState
 from app.views.common import Context, nav_button
 
-HEATMAP_ALL_MAX = 40  # up to this many classes the heatmap shows all of them
+SECTIONS = {"overlap": "Shared neurons and diff", "similarity": "Similarity heatmap", "hubs": "Hub neurons",
+            "reverse": "Reverse lookup"}  # fmt: skip
+ALL_SECTIONS_MAX = 40  # up to this many classes every section is on one page ("everything")
+HEATMAP_PAGE = 40  # classes per heatmap block (cluster order)
+TOP_PAIRS = 10  # most similar pairs listed under the heatmap
+HUB_CLASSES_SHOWN = 8  # class names per hub row; the rest are counted
+REVERSE_PAGE = 50  # reverse-lookup rows per page
 
 
 def jaccard(a: set, b: set) -> float:
@@ -53,16 +65,24 @@ def render(url: UrlState, ctx: Context) -> None:
     if len(options) < 2:
         st.info("Comparing needs circuits of at least two classes.")
         return
+    small = len(options) <= ALL_SECTIONS_MAX
+    views = (["all"] if small else []) + list(SECTIONS)
+    view = url.radio("Show", views, key="view", horizontal=True, label_visibility="collapsed",
+                     format_func=lambda v: "Everything" if v == "all" else SECTIONS[v])
     chosen = url.multiselect("Classes (pick two or more)", options, key="classes", default=options[:2],
                              format_func=ctx.class_label)
-    if len(chosen) < 2:
-        st.info("Pick at least two classes to compare.")
-    else:
-        _overlap(ctx, chosen)
-        _diff(url, ctx, chosen)
-    _heatmap(url, ctx, chosen)
-    _hubs(url, ctx)
-    _reverse(url, ctx)
+    if view in ("all", "overlap"):
+        if len(chosen) < 2:
+            st.info("Pick at least two classes to compare.")
+        else:
+            _overlap(ctx, chosen)
+            _diff(url, ctx, chosen)
+    if view in ("all", "similarity"):
+        _heatmap(url, ctx, chosen)
+    if view in ("all", "hubs"):
+        _hubs(url, ctx)
+    if view in ("all", "reverse"):
+        _reverse(url, ctx)
 
 
 # --------------------------------------------------------------------------- overlap
@@ -143,7 +163,7 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
                     nside = side_of_neuron.get(uid, "both")
                     nodes[uid] = GNode(id=uid, depth=e[f"{end}_depth"], label=str(e[f"{end}_channel"]), category=nside,
                                        hover=f"{e[f'{end}_layer']} #{e[f'{end}_channel']}<br>{nside.replace('_', ' ')}",
-                                       order=e[f"{end}_channel"], size=15 if e[f"{end}_depth"] == 0 else 11)
+                                       order=e[f"{end}_channel"], size=24 if e[f"{end}_depth"] == 0 else 20)
     if not edges:
         st.info("No FEEDS edge passes the filters.")
         return
@@ -155,38 +175,82 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
 
 
 # --------------------------------------------------------------------------- heatmap
+def name_filter(names: dict[int, str], text: str) -> set[int]:
+    """Classes whose index or name contains any of the comma-separated terms (case-insensitive)."""
+    terms = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not terms:
+        return set(names)
+    return {c for c, n in names.items() if any(t in f"{c} · {n}".lower() for t in terms)}
+
+
 def _heatmap(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     st.subheader("Class-by-class similarity")
     layer_opts = [row["name"] for row in ctx.layers if row["depth"] > 0]
     if not layer_opts:
         return
-    layer = url.selectbox("Layer", layer_opts, key="layer", default=layer_opts[len(layer_opts) // 2])
-    if len(ctx.class_names) <= HEATMAP_ALL_MAX:  # every class: the library's similarity matrix
-        rows = data.lib("similarity_matrix", model=ctx.model, layer=layer, params=ctx.params)
-        idx = sorted({r["class_a"] for r in rows})
-        pairs = {(r["class_a"], r["class_b"]): float(r["jaccard"]) for r in rows}
-    else:  # hundreds of classes: the picked ones only (classes^2 cells would not be readable)
-        depth = ctx.depth_of[layer]
-        sets = {r["class_index"]: set(r["channels"]) for r in data.app_query(
-            "critical_sets", model=ctx.model, classes=chosen, params=ctx.params) if r["depth"] == depth}  # fmt: skip
-        idx = sorted(sets)
-        pairs = {(a, b): jaccard(sets[a], sets[b]) for a in idx for b in idx}
-        st.caption(f"{len(ctx.class_names)} classes: the heatmap shows the picked ones.")
-    if not idx:
-        st.caption("no circuits")
+    c1, c2, c3, c4 = st.columns([2, 3, 2, 1])
+    layer = url.selectbox("Layer", layer_opts, key="layer", default=layer_opts[len(layer_opts) // 2], container=c1)
+    with st.spinner("Reading every class's critical neurons…"):
+        sim = data.similarity(ctx.model, layer, ctx.params)
+    classes, matrix = sim["classes"], sim["matrix"]
+    if len(classes) < 2:
+        st.caption("fewer than two circuits under this parameter set")
         return
-    if len(ctx.class_names) <= HEATMAP_ALL_MAX:
+    if len(ctx.class_names) <= ALL_SECTIONS_MAX:
         ctx.missing_set_message(ctx.classes_without_set(sorted(ctx.class_names)))
-    pos = {c: i for i, c in enumerate(idx)}
-    matrix = [[0.0] * len(idx) for _ in idx]
-    for (a, b), v in pairs.items():
-        matrix[pos[a]][pos[b]] = v
-    labels = [ctx.class_label(c) + (" ◀" if c in chosen else "") for c in idx]
-    st.plotly_chart(heatmap_figure(labels, matrix), key="heatmap", config={"displaylogo": False})
-    st.caption(f"Jaccard index of the critical neurons of layer {layer} (◀ = selected classes).")
+    text = url.text_input("Classes whose name contains (comma-separated)", key="hm_q", default="", container=c2,
+                          placeholder="e.g. terrier, retriever")
+    ordering = url.radio("Order", ["cluster", "index"], key="hm_order", container=c3, horizontal=True,
+                         format_func={"cluster": "similar together", "index": "class index"}.get)
+    keep = name_filter({c: ctx.class_names.get(c, str(c)) for c in classes}, text)
+    order = sim["order"] if ordering == "cluster" else list(range(len(classes)))
+    listed = [i for i in order if classes[i] in keep]  # positions in the matrix
+    if not listed:
+        st.info(f"No class name contains {text!r}.")
+        return
+    pages = (len(listed) + HEATMAP_PAGE - 1) // HEATMAP_PAGE
+    shown = listed
+    if pages > 1:  # one block of the (clustered) order at a time; by default the block of the first picked class
+        first = next((k // HEATMAP_PAGE + 1 for k, i in enumerate(listed) if chosen and classes[i] == chosen[0]), 1)
+        at = url.number(f"Block (of {pages})", key="hm_page", min_value=1, max_value=pages, default=first, container=c4)
+        shown = listed[(at - 1) * HEATMAP_PAGE : at * HEATMAP_PAGE]
+    sub = matrix[[[i] for i in shown], shown]
+    lo, hi = fitted_range(sub)
+    labels = [ctx.class_label(classes[i]) + (" ◀" if classes[i] in chosen else "") for i in shown]
+    st.plotly_chart(heatmap_figure(labels, sub, zrange=(lo, hi)), key="heatmap", config={"displaylogo": False})
+    scope = (f"{len(shown)} of {len(listed)} classes" + (f" matching {text!r}" if text.strip() else "")
+             + (f" (block {at} of {pages})" if pages > 1 else ""))
+    st.caption(f"Jaccard index of the critical neurons of layer {layer}, {scope}, "
+               f"{'similar classes next to each other (average-linkage clustering of 1 − Jaccard)' if ordering == 'cluster' else 'in class order'}. "
+               f"Colour range fitted to the cells shown: {lo:.2f} (dark) to {hi:.2f} (yellow); the diagonal "
+               "(a class against itself) is left blank; ◀ = picked classes.")
+    _top_pairs(ctx, classes, matrix, listed)
+
+
+def _top_pairs(ctx: Context, classes: list[int], matrix, listed: list[int]) -> None:
+    """The most similar pairs among the listed classes (every block, not only the one shown)."""
+    import numpy as np
+
+    if len(listed) < 3:
+        return
+    sub = matrix[np.ix_(listed, listed)]
+    iu = np.triu_indices(len(listed), k=1)
+    vals = sub[iu]
+    best = np.argsort(-vals, kind="stable")[:TOP_PAIRS]
+    rows = [{"class A": ctx.class_label(classes[listed[iu[0][k]]]), "class B": ctx.class_label(classes[listed[iu[1][k]]]),
+             "Jaccard": round(float(vals[k]), 4)} for k in best]  # fmt: skip
+    with st.expander(f"The {len(rows)} most similar pairs among these {len(listed)} classes"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 # --------------------------------------------------------------------------- hubs and reverse lookup
+def used_by(ctx: Context, class_indices: list[int], shown: int = HUB_CLASSES_SHOWN) -> str:
+    """The first `shown` class names of a hub and how many more (a hub of 900 classes stays one line)."""
+    names = [ctx.class_names.get(c, str(c)) for c in class_indices[:shown]]
+    more = len(class_indices) - shown
+    return ", ".join(names) + (f" … and {more} more" if more > 0 else "")
+
+
 def _hubs(url: UrlState, ctx: Context) -> None:
     st.subheader("Hub neurons")
     c1, c2 = st.columns([3, 1])
@@ -198,11 +262,22 @@ def _hubs(url: UrlState, ctx: Context) -> None:
     if not rows:
         st.caption("no hub neurons")
         return
+    ranked = "importance" in rows[0]
     df = pd.DataFrame([{
-        "neuron": f"{r['layer']} #{r['channel']}", "layer": r["layer"], "channel": r["channel"], "classes": r["classes"],
-        "used by": ", ".join(ctx.class_names.get(c, str(c)) for c in r["class_indices"]),
+        "neuron": f"{r['layer']} #{r['channel']}", "classes": r["classes"],
+        **({"importance": r["importance"]} if ranked else {}),
+        "used by": used_by(ctx, r["class_indices"]),
     } for r in rows])  # fmt: skip
-    st.dataframe(df, hide_index=True, width="stretch")
+    st.dataframe(df, hide_index=True, width="stretch", column_config={
+        "classes": st.column_config.NumberColumn("classes", help="classes whose circuit includes the neuron"),
+        "importance": st.column_config.NumberColumn("importance", format="%.3g",
+                                                    help="its importance summed over those circuits"),
+    })  # fmt: skip
+    n = len(ctx.class_names)
+    st.caption(f"Ranked by **classes**: how many of the {n} classes' circuits include the neuron"
+               + ("; ties (e.g. neurons every class shares) by **importance**: the neuron's importance to the layer "
+                  "above (its FEEDS importances I_u(v), summed) summed over those circuits, so the neuron the classes "
+                  "lean on most comes first." if ranked else "."))
 
 
 def _reverse(url: UrlState, ctx: Context) -> None:
@@ -211,17 +286,20 @@ def _reverse(url: UrlState, ctx: Context) -> None:
     if not layer_opts:
         return
     hub = data.lib("hub_neurons", model=ctx.model, params=ctx.params, limit=1)
-    c1, c2 = st.columns([3, 1])
+    c1, c2, c3 = st.columns([3, 1, 1])
     layer = url.selectbox("Neuron layer", layer_opts, key="rl_layer", container=c1,
                           default=hub[0]["layer"] if hub else layer_opts[-1])
     channels = next((row["channels"] for row in ctx.layers if row["name"] == layer), None) or 100000
     channel = url.number("Channel", key="rl_channel", min_value=0, max_value=int(channels) - 1,
                          default=hub[0]["channel"] if hub and hub[0]["layer"] == layer else 0, container=c2)
     rows = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel)
-    groups = data.app_query("neuron_groups", model=ctx.model, params=ctx.params, neuron=f"{ctx.model}/{layer}/{channel}")
     if not rows:
         st.caption(f"{layer} #{channel} is critical for no class.")
         return
+    pages = (len(rows) + REVERSE_PAGE - 1) // REVERSE_PAGE
+    at = url.number(f"Page (of {pages})", key="rl_page", min_value=1, max_value=pages, default=1, container=c3) if pages > 1 else 1
+    page_rows = rows[(at - 1) * REVERSE_PAGE : at * REVERSE_PAGE]
+    groups = data.app_query("neuron_groups", circuits=[r["circuit"] for r in page_rows], neuron=f"{ctx.model}/{layer}/{channel}")
     by_class: dict[int, list[str]] = {}
     for g in groups:
         if g.get("group"):
@@ -230,11 +308,12 @@ def _reverse(url: UrlState, ctx: Context) -> None:
     df = pd.DataFrame([{
         "class": ctx.class_label(r["class_index"]), "depth": r["depth"], "feeds up": r["feeds_up"],
         "groups (via its concepts)": "; ".join(by_class.get(r["class_index"], [])) or "–", "circuit": r["circuit"],
-    } for r in rows])  # fmt: skip
-    st.markdown(f"**{layer} #{channel}** is critical for **{len(rows)}** of {len(ctx.class_names)} classes.")
+    } for r in page_rows])  # fmt: skip
+    st.markdown(f"**{layer} #{channel}** is critical for **{len(rows)}** of {len(ctx.class_names)} classes"
+                + (f" (rows {(at - 1) * REVERSE_PAGE + 1}-{(at - 1) * REVERSE_PAGE + len(page_rows)} below)." if pages > 1 else "."))
     st.dataframe(df, hide_index=True, width="stretch")
-    cols = st.columns(min(6, len(rows)))
-    for col, r in zip(cols, rows[:6]):
+    cols = st.columns(min(6, len(page_rows)))
+    for col, r in zip(cols, page_rows[:6]):
         nav_button(f"Circuit of {ctx.class_names.get(r['class_index'], r['class_index'])}", "circuit",
                    key=f"rl_open_{r['class_index']}", container=col, **{"class": r["class_index"], "level": "neuron",
                                                                         "neuron": f"{layer}/{channel}"})
