@@ -25,7 +25,8 @@ statement that marks a circuit complete, `retract_circuit` with the one that tak
 circuit back to ``running`` (a forced rewrite, a delete).  A write that crashes midway never
 reached ``complete`` and so never counted; its resumption cleans and writes it like a new one.
 
-Every circuit also keeps its critical channels per layer on its own node (``critical_layers``,
+Every circuit also keeps its labelled groups (``labels_*``, `ingest.group_labels`) and its
+critical channels per layer on its own node (``critical_layers``,
 ``critical_offsets``, ``critical_channels``: layer ``i`` holds ``critical_channels[offsets[i] ..
 offsets[i + 1]]``), set with ``complete``: `class_channels` reads one node per class instead of
 the INCLUDES of every circuit.
@@ -229,6 +230,15 @@ WHERE $model IS NULL OR s.model = $model
 RETURN s.uid AS uid, s.classes AS classes, s.circuits AS circuits, s.importance AS importance
 """
 
+Q_LABEL_LISTS = """
+MATCH (c:Circuit {status: 'complete'})
+WHERE $model IS NULL OR c.model = $model
+OPTIONAL MATCH (c)-[:HAS_GROUP]->(g:Group)
+WHERE g.label IS NOT NULL
+WITH c, g ORDER BY g.depth, g.index
+RETURN c.uid AS circuit, c.labels_text AS kept, collect(g.label) AS groups
+"""
+
 Q_CIRCUIT_NEURONS = """
 MATCH (c:Circuit {status: 'complete'})-[:INCLUDES]->(n:Neuron)
 WHERE $model IS NULL OR c.model = $model
@@ -310,6 +320,9 @@ def differences(runner: Runner, model: str | None = None) -> list[str]:
             out.append(f"layer aggregate {u} differs from the raw relationships")
         if k is not None and not (len(k["classes"]) == len(k["circuits"]) == len(k["importance"])):
             out.append(f"layer aggregate {u}: lists of different lengths")
+    for r in runner.read(Q_LABEL_LISTS, {"model": model}):
+        if (r["kept"] or []) != r["groups"]:
+            out.append(f"{r['circuit']}: labelled groups kept {r['kept']}, groups say {r['groups']}")
     kept, raw = circuit_lists(runner, model)
     for c in sorted(set(kept) | set(raw)):
         if kept.get(c) != raw.get(c):
@@ -359,6 +372,11 @@ def rebuild(runner: Runner, model: str | None = None) -> int:
         pass
     runner.write(Q_DROP_LAYERS, {"model": model})
     runner.write(Q_CLASS_NAMES, {"model": model})
+    from ingest.group_labels import Q_REFRESH
+
+    circuits = [r["circuit"] for r in runner.read(Q_LABEL_LISTS, {"model": model})]
+    for i in range(0, len(circuits), 500):
+        runner.write(Q_REFRESH, {"circuits": circuits[i : i + 500]})
     rows = list(recompute(runner, model).values())
     for i in range(0, len(rows), 5000):
         runner.write(Q_PUT, {"rows": rows[i : i + 5000]})

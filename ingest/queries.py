@@ -421,15 +421,22 @@ WITH n, cl, c, i ORDER BY cl.index
             "Groups of the chosen complete circuits whose label contains a text (case-insensitive); "
             "rows $skip .. $skip + $limit, `total` counts every match."
         ),
-        cypher="""MATCH (cl:Class)-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
-WHERE ($model IS NULL OR cl.model = $model) AND ($params IS NULL OR c.params_hash = $params)
-WITH cl, c ORDER BY c.completed_at DESC
-WITH cl, collect(c)[0] AS c
-MATCH (c)-[:HAS_GROUP]->(g:Group)
-WHERE g.label IS NOT NULL AND toLower(g.label) CONTAINS toLower($text)
-WITH cl, g ORDER BY cl.model, cl.index, g.depth, g.uid
+        # Reads the labelled groups each circuit node keeps (`labels_*` lists, kept by the writer
+        # and by set_group_labels in the transaction that changes a label): one node per class
+        # instead of every group of every circuit.
+        cypher="""MATCH (c:Circuit {status: 'complete'})
+WHERE ($model IS NULL OR c.model = $model) AND ($params IS NULL OR c.params_hash = $params)
+WITH c ORDER BY c.completed_at DESC
+WITH c.model AS model, c.class_index AS ci, collect(c)[0] AS c
+WITH model, ci, c, coalesce(c.labels_text, []) AS texts, toLower($text) AS needle
+WITH model, ci, c, [i IN range(0, size(texts) - 1) WHERE toLower(texts[i]) CONTAINS needle] AS hits
+WHERE size(hits) > 0
+UNWIND hits AS i
+WITH model, ci, c.class_name AS name, c.labels_group[i] AS grp, c.labels_text[i] AS label, c.labels_source[i] AS source,
+     c.labels_score[i] AS score, c.labels_layer[i] AS layer, c.labels_depth[i] AS depth, c.labels_size[i] AS size
+ORDER BY model, ci, depth, grp
 """ + _page(
-            "collect([cl.model, cl.index, cl.name, g.uid, g.label, g.label_source, g.label_score, g.layer, g.depth, g.size])",
+            "collect([model, ci, name, grp, label, source, score, layer, depth, size])",
             "r[0] AS model, r[1] AS class_index, r[2] AS class_name, r[3] AS group, r[4] AS label, r[5] AS label_source, "
             "r[6] AS label_score, r[7] AS layer, r[8] AS depth, r[9] AS size",
             "model, class_index, depth, group",

@@ -47,7 +47,7 @@ from ingest import statements
 from ingest.aggregates import complete_circuit, critical_lists, retract_circuit
 from ingest.circuit_rows import circuit_rows, crop_uid_of  # noqa: F401 - re-exported
 from ingest.cleanup import clean, delete_circuit  # noqa: F401 - re-exported
-from ingest.group_labels import set_group_labels  # noqa: F401 - re-exported
+from ingest.group_labels import label_lists, set_group_labels  # noqa: F401 - re-exported
 from ingest.schema import constraint_statements, ensure_schema
 from ingest.session import Runner, now
 from ingest.store import Store
@@ -119,7 +119,8 @@ def _kept_labels(runner: Runner, cid: str) -> dict[tuple[int, int], dict[str, An
 
 
 def _completion(circuit: "Circuit", rows: dict[str, Any], started: str) -> dict[str, Any]:
-    """Properties the circuit node gets with ``complete``: sizes and its critical channels per layer."""
+    """Properties the circuit node gets with ``complete``: sizes, its critical channels per layer
+    and its labelled groups (what the per-class library queries read instead of the graph)."""
     by_layer = {rec.depth: (rec.name, circuit.critical(rec.depth)) for rec in circuit.layers}
     lists = critical_lists([by_layer[d] for d in sorted(by_layer)])
     return {
@@ -135,6 +136,7 @@ def _completion(circuit: "Circuit", rows: dict[str, Any], started: str) -> dict[
         "critical_layers": lists["layers"],
         "critical_offsets": lists["offsets"],
         "critical_channels": lists["channels"],
+        **label_lists(rows["groups"]),
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from ingest.aggregates import differences, rebuild, recompute, stored
 from ingest.session import Runner
-from ingest.writer import circuit_status, delete_circuit, write_circuit
+from ingest.writer import circuit_status, delete_circuit, set_group_labels, write_circuit
 from tests.fixtures_store import make_circuit, model_info
 
 
@@ -41,9 +41,14 @@ def same(a: dict, b: dict) -> bool:
 def test_aggregates_follow_ingest_rewrite_crash_and_delete(store):
     p2 = params(2)
     circuits = [make_circuit(i) for i in range(4)] + [make_circuit(1, params=p2), make_circuit(3, params=p2)]
+    labels = {(1, 0): {"label": "stripes", "label_source": "manual", "label_score": 1.0}}
     for c in circuits:
-        write_circuit(store, c, model_info=model_info())
+        write_circuit(store, c, model_info=model_info(), group_labels=labels)
     after_ingest = consistent(store)
+    # a label edit keeps the circuit's copy of its labelled groups in step
+    set_group_labels(store, [{"uid": f"{circuits[0].uid}/layer3/g1", "label": "dots", "label_source": "manual", "label_score": 0.5},
+                             {"uid": f"{circuits[1].uid}/layer3/g0", "label": None, "label_source": None, "label_score": None}])
+    consistent(store)
     # a class count is the number of classes whose circuit includes the neuron, per parameter set
     ps = circuits[0].identity.param_set
     want: dict[tuple[str, str], set[int]] = {}
@@ -107,7 +112,7 @@ def test_rebuild_restores_lost_aggregates(store):
     for c in (a, b):
         write_circuit(store, c)
     store.run("MATCH (s:NeuronStat) DETACH DELETE s")
-    store.run("MATCH (c:Circuit) REMOVE c.critical_channels")
+    store.run("MATCH (c:Circuit) REMOVE c.critical_channels, c.labels_text")
     with Runner(store) as r:
         assert differences(r)
         assert rebuild(r) == len(recompute(r))
