@@ -174,8 +174,14 @@ WITH c.params_hash AS params, collect(c.params)[0] AS definition, count(DISTINCT
 RETURN params, definition, classes, class_indices, last
 ORDER BY classes DESC, last DESC
 """,
-    # per class: up to $n top crops of the class-logit neuron's concepts (overview gallery)
-    "class_gallery": _PICK_PER_CLASS
+    # per class of $classes: up to $n top crops of the class-logit neuron's concepts (overview
+    # gallery; one page of classes at a time, so 1,000 classes cost what 20 do)
+    "class_gallery": (
+        "MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})\n"
+        "WHERE cl.index IN $classes AND ($params IS NULL OR c.params_hash = $params)\n"
+        "WITH cl, c ORDER BY c.completed_at DESC\n"
+        "WITH cl, collect(c)[0] AS c\n"
+    )
     + """OPTIONAL MATCH (c)-[:HAS_CONCEPT]->(k:Concept {depth: 0})-[e:EXEMPLIFIED_BY]->(cr:Crop)
 WITH cl, c, e, cr ORDER BY e.rank, cr.uid
 WITH cl, c, collect(cr.thumbnail) AS thumbnails
@@ -258,36 +264,10 @@ RETURN c.class_index AS class_index, k.index AS concept, k.size AS size,
        g.uid AS group, g.index AS group_index, g.label AS label
 ORDER BY class_index, concept
 """,
-    # every class's critical channels of one layer, for the similarity heatmap (the Jaccard
-    # matrix is computed here, not in the store: classes^2 rows would not fit a page)
-    "layer_channels": _PICK_PER_CLASS
-    + """OPTIONAL MATCH (c)-[:INCLUDES]->(n:Neuron {layer: $layer})
-WITH cl, collect(n.channel) AS channels
-RETURN cl.index AS class_index, channels
-ORDER BY class_index
-""",
 }
 
 
 # --------------------------------------------------------------------------- similarity
-def jaccard_matrix(sets: dict[int, list[int]]) -> tuple[list[int], "np.ndarray"]:
-    """(class indices in order, their Jaccard matrix): one boolean class x channel matrix and one
-    product, so 1,000 classes take milliseconds."""
-    import numpy as np
-
-    idx = sorted(sets)
-    width = 1 + max((max(ch) for ch in sets.values() if ch), default=0)
-    member = np.zeros((len(idx), width), dtype=np.float32)
-    for i, c in enumerate(idx):
-        member[i, list(sets[c])] = 1.0
-    inter = member @ member.T
-    size = member.sum(axis=1)
-    union = size[:, None] + size[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        jac = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
-    return idx, jac.astype(np.float32)
-
-
 def cluster_order(matrix: "np.ndarray") -> list[int]:
     """Row order that puts similar classes next to each other: the leaves of an average-linkage
     tree on the distance 1 - Jaccard (a heatmap page then shows a block of related classes)."""
@@ -307,14 +287,18 @@ def cluster_order(matrix: "np.ndarray") -> list[int]:
 
 @st.cache_data(show_spinner=False, ttl=RESULT_TTL_S, max_entries=16)
 def _similarity(version_key: str, model: str, layer: str, params: str | None) -> dict[str, Any]:  # noqa: ARG001
-    rows = store().run(APP_QUERIES["layer_channels"], {"model": model, "layer": layer, "params": params})
-    idx, jac = jaccard_matrix({r["class_index"]: r["channels"] for r in rows})
-    return {"classes": idx, "matrix": jac, "order": cluster_order(jac), "sizes": [len(r["channels"]) for r in rows]}
+    from ingest.similarity import jaccard_matrix
+
+    sim = jaccard_matrix(run_query(store(), "class_channels", model=model, layer=layer, params=params))
+    jac = sim.jaccard.astype("float32")
+    return {"classes": sim.classes, "matrix": jac, "order": cluster_order(jac), "sizes": [int(x) for x in sim.sizes]}
 
 
 def similarity(model: str, layer: str, params: str | None) -> dict[str, Any]:
     """Every class's Jaccard similarity to every other in one layer, cached: `classes` (indices),
-    `matrix` (float32, classes x classes), `order` (positions in cluster order), `sizes`."""
+    `matrix` (float32, classes x classes), `order` (positions in cluster order), `sizes`.  One
+    channel list per class from the store (`class_channels`), the matrix in numpy
+    (`ingest.similarity`): the store never returns classes^2 rows."""
     return _similarity(version(), model, layer, params)
 
 

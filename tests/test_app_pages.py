@@ -287,6 +287,48 @@ def test_hub_neurons_and_reverse_lookup(synthetic):
     assert f"**{layer} #{ch}** is critical for **{best}**" in texts(at)
 
 
+def test_hubs_ranked_by_classes_then_importance(synthetic):
+    """The hub table's second ranking column is the neuron's importance (its FEEDS importances
+    I_u(v), summed) summed over the circuits that include it, ties of `classes` broken by it,
+    and the caption explains it."""
+    _, circuits, _ = synthetic
+    stats: dict = {}
+    for cl, c in circuits.items():
+        for r in c.core:  # r: upper (depth, channel) <- lower channel at depth + 1, importance I_u(v)
+            key = (c.layer_name(r.depth + 1), r.lower_channel)
+            stats.setdefault(key, {"classes": set(), "importance": 0.0})
+            stats[key]["classes"].add(cl)
+            stats[key]["importance"] += r.importance
+    at = page("compare", classes="0,1", hubs=200)
+    hubs = next(df for df in frames(at) if "used by" in df.columns)
+    assert "importance" in hubs.columns
+    for _, row in hubs.iterrows():
+        layer, ch = row["neuron"].split(" #")
+        want = stats[(layer, int(ch))]
+        assert row["classes"] == len(want["classes"])
+        assert row["importance"] == pytest.approx(want["importance"], rel=1e-4)
+    keys = list(zip(hubs["classes"], hubs["importance"]))
+    assert keys == sorted(keys, key=lambda k: (-k[0], -k[1]))
+    assert "ties (e.g. neurons every class shares) by **importance**" in texts(at)
+
+
+def test_reverse_lookup_pages(synthetic, monkeypatch):
+    from app.views import compare
+
+    _, circuits, _ = synthetic
+    users: dict = {}
+    for cl, c in circuits.items():
+        for ch in c.critical(1):
+            users.setdefault(ch, []).append(cl)
+    ch, cls = max(users.items(), key=lambda kv: (len(kv[1]), -kv[0]))
+    assert len(cls) >= 2
+    monkeypatch.setattr(compare, "REVERSE_PAGE", 1)
+    at = page("compare", classes="0,1", rl_layer="layer3", rl_channel=ch, rl_page=2)
+    rev = next(df for df in frames(at) if "groups (via its concepts)" in df.columns)
+    assert [int(s.split(" · ")[0]) for s in rev["class"]] == [sorted(cls)[1]]
+    assert f"critical for **{len(cls)}** of 4 classes (rows 2-2, page 2 of {len(cls)})" in texts(at)
+
+
 def _figure(at: AppTest, key: str) -> dict:
     """The plotly figure (JSON) of the chart with widget key `key`, as the browser receives it."""
     import json
@@ -559,19 +601,15 @@ def test_group_labels_fall_back_to_short_names():
     assert plan.text["0"].startswith("g0 a long group label")
 
 
-def test_jaccard_matrix_and_cluster_order():
-    """The numpy Jaccard matrix equals set arithmetic, and the cluster order keeps two families
-    of similar classes each in one contiguous run."""
-    from app.data import cluster_order, jaccard_matrix
+def test_cluster_order_keeps_families_together():
+    """The heatmap's cluster order (on the library's Jaccard matrix) keeps two families of similar
+    classes each in one contiguous run."""
+    from app.data import cluster_order
+    from ingest.similarity import jaccard_matrix
 
     rnd = random.Random(0)
-    fam_a, fam_b = set(range(0, 30)), set(range(40, 70))
-    sets = {c: sorted(rnd.sample(sorted(fam_a if c % 2 else fam_b), 20)) for c in range(12)}
-    idx, jac = jaccard_matrix(sets)
-    assert idx == sorted(sets)
-    for i, a in enumerate(idx):
-        for j, b in enumerate(idx):
-            assert jac[i, j] == pytest.approx(jaccard(set(sets[a]), set(sets[b])), abs=1e-6)
-    order = [idx[i] for i in cluster_order(jac)]
-    parity = [c % 2 for c in order]
-    assert parity.count(parity[0]) == 6 and parity[:6] == [parity[0]] * 6
+    fam_a, fam_b = list(range(0, 30)), list(range(40, 70))
+    rows = [{"class_index": c, "channels": sorted(rnd.sample(fam_a if c % 2 else fam_b, 20))} for c in range(12)]
+    sim = jaccard_matrix(rows)
+    parity = [sim.classes[i] % 2 for i in cluster_order(sim.jaccard)]
+    assert parity[:6] == [parity[0]] * 6 and parity[6:] == [1 - parity[0]] * 6

@@ -16,7 +16,8 @@ from app.state import UrlState
 from app.views.common import Context, image_row, nav_button
 
 MEMBER_COLUMNS = 3
-USED_BY_SHOWN = 12  # class names listed in the sentence; the table holds all
+USED_BY_SHOWN = 12  # class names listed in the sentence
+USED_BY_ROWS = 100  # rows of the table (the reverse lookup on the Compare page pages through all)
 LEVELS = {"group": "Groups (GROUP_FEEDS)", "neuron": "Neurons (FEEDS)"}
 
 
@@ -213,11 +214,14 @@ def _neuron_detail(ctx: Context, cls: int, picked: str) -> None:
             image_row(_thumbnails(k), width=52, container=left)
     else:
         left.caption("No concepts: the lowest analysed layer's neurons have no layer below to explain them.")
-    used = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel)
+    used = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel, limit=USED_BY_ROWS)
     if used:
-        right.markdown(f"**Critical for {len(used)} of {len(ctx.class_names)} classes:** "
+        total = int(used[0].get("total") or len(used))
+        right.markdown(f"**Critical for {total} of {len(ctx.class_names)} classes:** "
                        + ", ".join(ctx.class_label(r["class_index"]) for r in used[:USED_BY_SHOWN])
-                       + (f" and {len(used) - USED_BY_SHOWN} more (table)" if len(used) > USED_BY_SHOWN else ""))
+                       + (f" and {total - USED_BY_SHOWN} more" if total > USED_BY_SHOWN else "")
+                       + (f" (the table lists the first {len(used)}; the Compare page's reverse lookup pages through all)"
+                          if total > len(used) else ""))
         right.dataframe(pd.DataFrame(used)[["class_index", "class_name", "feeds_up"]], hide_index=True, width="stretch",
                         height=min(400, 40 + 35 * len(used)))
     nav_button("Reverse lookup on the Compare page", "compare", key="to_reverse", container=right, rl_layer=layer,

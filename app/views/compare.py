@@ -121,7 +121,9 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     top_k = url.number("Top-k", key="dk", min_value=1, max_value=64, default=2, container=c4)
     deepest = max((row["depth"] for row in ctx.layers), default=0)
     with st.spinner("Reading both circuits…"):
-        diff = data.lib("circuit_diff", model=ctx.model, class_a=a, class_b=b, params_a=ctx.params, params_b=ctx.params)
+        # every item (limit null): the colours of the drawn nodes and edges come from the full circuits
+        diff = data.lib("circuit_diff", model=ctx.model, class_a=a, class_b=b, params_a=ctx.params, params_b=ctx.params,
+                        limit=None)
         ea = data.app_query("neuron_edges", model=ctx.model, class_index=a, params=ctx.params, min_frac=frac,
                             top_k=top_k, max_depth=deepest, limit=data.MAX_EDGES)
         eb = data.app_query("neuron_edges", model=ctx.model, class_index=b, params=ctx.params, min_frac=frac,
@@ -292,13 +294,16 @@ def _reverse(url: UrlState, ctx: Context) -> None:
     channels = next((row["channels"] for row in ctx.layers if row["name"] == layer), None) or 100000
     channel = url.number("Channel", key="rl_channel", min_value=0, max_value=int(channels) - 1,
                          default=hub[0]["channel"] if hub and hub[0]["layer"] == layer else 0, container=c2)
-    rows = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel)
-    if not rows:
+    first = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel, skip=0,
+                     limit=REVERSE_PAGE)
+    if not first:
         st.caption(f"{layer} #{channel} is critical for no class.")
         return
-    pages = (len(rows) + REVERSE_PAGE - 1) // REVERSE_PAGE
+    total = int(first[0]["total"])
+    pages = (total + REVERSE_PAGE - 1) // REVERSE_PAGE
     at = url.number(f"Page (of {pages})", key="rl_page", min_value=1, max_value=pages, default=1, container=c3) if pages > 1 else 1
-    page_rows = rows[(at - 1) * REVERSE_PAGE : at * REVERSE_PAGE]
+    page_rows = first if at == 1 else data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer,
+                                               channel=channel, skip=(at - 1) * REVERSE_PAGE, limit=REVERSE_PAGE)
     groups = data.app_query("neuron_groups", circuits=[r["circuit"] for r in page_rows], neuron=f"{ctx.model}/{layer}/{channel}")
     by_class: dict[int, list[str]] = {}
     for g in groups:
@@ -309,8 +314,9 @@ def _reverse(url: UrlState, ctx: Context) -> None:
         "class": ctx.class_label(r["class_index"]), "depth": r["depth"], "feeds up": r["feeds_up"],
         "groups (via its concepts)": "; ".join(by_class.get(r["class_index"], [])) or "–", "circuit": r["circuit"],
     } for r in page_rows])  # fmt: skip
-    st.markdown(f"**{layer} #{channel}** is critical for **{len(rows)}** of {len(ctx.class_names)} classes"
-                + (f" (rows {(at - 1) * REVERSE_PAGE + 1}-{(at - 1) * REVERSE_PAGE + len(page_rows)} below)." if pages > 1 else "."))
+    st.markdown(f"**{layer} #{channel}** is critical for **{total}** of {len(ctx.class_names)} classes"
+                + (f" (rows {(at - 1) * REVERSE_PAGE + 1}-{(at - 1) * REVERSE_PAGE + len(page_rows)}, page {at} of {pages})."
+                   if pages > 1 else "."))
     st.dataframe(df, hide_index=True, width="stretch")
     cols = st.columns(min(6, len(page_rows)))
     for col, r in zip(cols, page_rows[:6]):

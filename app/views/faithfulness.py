@@ -41,6 +41,12 @@ def _read(model: str, params: str | None) -> list[dict]:
         raise
 
 
+@st.cache_data(show_spinner=False, ttl=data.RESULT_TTL_S, max_entries=16)
+def _read_cached(version_key: str, model: str, params: str | None) -> list[dict]:  # noqa: ARG001 - the key only
+    """The evaluations, cached under the store's version like every other read of the app."""
+    return _read(model, params)
+
+
 def _mean(rows: list[dict], key: str) -> float | None:
     vals = [float(r[key]) for r in rows if r.get(key) is not None and math.isfinite(float(r[key]))]
     return sum(vals) / len(vals) if vals else None
@@ -170,11 +176,16 @@ def correlation_plot(rows: list[dict]) -> go.Figure:
 
 
 def stored_rows(rows: list[dict]) -> pd.DataFrame:
-    """The stored rows for download and inspection: fields no row of this kind has are left out,
-    and a field one row lacks reads "–" (never None)."""
-    df = pd.DataFrame(rows)
-    df = df.dropna(axis=1, how="all")
-    return df.astype(object).where(df.notna(), DASH)
+    """The stored rows for inspection: fields no row here has are left out, every cell is text
+    (numbers to 4 significant digits) and a field one row lacks reads "–" (never None)."""
+    df = pd.DataFrame(rows).dropna(axis=1, how="all")
+
+    def cell(x: Any) -> str:
+        if x is None or (isinstance(x, float) and not math.isfinite(x)):
+            return DASH
+        return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+    return df.apply(lambda col: col.map(cell)) if not df.empty else df
 
 
 def render(url: UrlState, ctx: Context) -> None:
@@ -187,7 +198,7 @@ def render(url: UrlState, ctx: Context) -> None:
         "masked lower neurons (negative = faithful)."
     )
     with st.spinner("Reading the evaluations…"):
-        rows = _read(ctx.model, ctx.params)
+        rows = _read_cached(data.version(), ctx.model, ctx.params)
     if not rows:
         st.info(f"No evaluations of {ctx.model} in the store yet. Run "
                 f"`neurflow evaluate --model {ctx.model} --classes all --out report/`, then reload this page.",

@@ -19,6 +19,9 @@ from app.state import UrlState
 from app.views.common import Context, image_row
 
 
+SHOWN = 500  # label_search rows one page shows (the query says how many match in all)
+
+
 def edits_allowed() -> bool:
     """Whether this app was started with --allow-label-edits (`neurflow app` sets the variable)."""
     return os.environ.get(LABEL_EDITS_ENV) == "1"
@@ -45,10 +48,13 @@ def render(url: UrlState, ctx: Context) -> None:
                "or from a person (label_source manual). Search covers every model in the store.")
     text = url.text_input("Search labels (contains, case-insensitive; empty = every labelled group)", key="q", default="")
     everywhere = url.toggle("all models", key="allm", default=False)
-    rows = data.lib("label_search", text=text, model=None if everywhere else ctx.model, params=ctx.params, limit=500)
+    rows = data.lib("label_search", text=text, model=None if everywhere else ctx.model, params=ctx.params, limit=SHOWN)
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-            "label_score": st.column_config.NumberColumn("score", format="%.2f")})  # fmt: skip
+        total = int(rows[0].get("total") or len(rows))
+        st.dataframe(pd.DataFrame(rows).drop(columns=["total"], errors="ignore"), hide_index=True, width="stretch",
+                     column_config={"label_score": st.column_config.NumberColumn("score", format="%.2f")})
+        if total > len(rows):
+            st.caption(f"The first {len(rows)} of {total} labelled groups that match; narrow the search to see the others.")
     else:
         st.caption("no labelled group matches")
 

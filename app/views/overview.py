@@ -17,7 +17,6 @@ def render(url: UrlState, ctx: Context) -> None:
     st.header("Overview")
     with st.spinner("Reading the store…"):
         circuits = data.app_query("circuits", model=ctx.model, include_incomplete=True)
-        gallery = data.app_query("class_gallery", model=ctx.model, params=ctx.params, n=6)
         models = data.models()
     complete = [c for c in circuits if c["status"] == "complete"]
     last = max((c["completed_at"] or "" for c in complete), default="")
@@ -30,12 +29,14 @@ def render(url: UrlState, ctx: Context) -> None:
     st.subheader(f"Classes of {ctx.model}")
     st.caption("Top crops of each class-logit neuron's concepts: what the model looks at for the class. "
                "Open a class to see its circuit.")
-    shown = gallery
-    if len(gallery) > GALLERY_PAGE:  # ImageNet-sized models: one page of cards at a time
-        pages = (len(gallery) + GALLERY_PAGE - 1) // GALLERY_PAGE
+    have = sorted(next((set(s["class_indices"]) for s in ctx.param_sets if s["params"] == ctx.params), set()))
+    page_classes = have
+    if len(have) > GALLERY_PAGE:  # ImageNet-sized models: one page of cards at a time, read one page at a time
+        pages = (len(have) + GALLERY_PAGE - 1) // GALLERY_PAGE
         at = url.number(f"Gallery page (of {pages}, {GALLERY_PAGE} classes each)", key="gp", min_value=1,
                         max_value=pages, default=1)
-        shown = gallery[(at - 1) * GALLERY_PAGE : at * GALLERY_PAGE]
+        page_classes = have[(at - 1) * GALLERY_PAGE : at * GALLERY_PAGE]
+    shown = data.app_query("class_gallery", model=ctx.model, params=ctx.params, classes=page_classes, n=6)
     for start in range(0, len(shown), GALLERY_COLUMNS):
         cols = st.columns(GALLERY_COLUMNS)
         for col, row in zip(cols, shown[start : start + GALLERY_COLUMNS]):
