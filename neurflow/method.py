@@ -266,6 +266,14 @@ class _MapReader:
         self.bytes = 0
         self.limit = available_bytes(torch.device(device)) // 4
 
+    def keep(self, depth: int, ids: list[int], t: torch.Tensor) -> None:
+        """Keep layer `depth`'s maps of these crops (read by the activation pass) if they fit."""
+        size = t.numel() * t.element_size()
+        if self.bytes + size <= self.limit:
+            for j, i in enumerate(ids):
+                self.cache[(depth, i)] = t[j]
+            self.bytes += size
+
     def reader(self, depth: int) -> Callable[[list[int]], torch.Tensor]:
         for key in [k for k in self.cache if k[0] < depth]:  # layers above are done with
             self.bytes -= self.cache[key].numel() * self.cache[key].element_size()
@@ -349,7 +357,8 @@ def build_circuit(
         crops = _CropSource(images.pixels, boxes)
         if params.k > len(crops):
             raise NeurflowInputError(f"k={params.k} is larger than the {len(crops)} crops available; lower k or add images")
-        means = _collect_means(model, layers, crops, device, budget, progress, phase)
+        maps = _MapReader(model, layers, crops, device, budget)
+        means = _collect_means(model, layers, crops, device, budget, progress, phase, maps)
         keep = _content_mask(crops, params.min_crop_std, budget.crop_batch)
         if keep is not None and params.k > int(keep.sum()):
             raise NeurflowInputError(
@@ -377,7 +386,6 @@ def build_circuit(
         )
         critical: list[list[int]] = [[class_index]]
         used_crops: set[int] = set()
-        maps = _MapReader(model, layers, crops, device, budget)
         ig_state: dict = {}
         for d in range(len(layers) - 1):
             lower_name = layers[d + 1]
@@ -439,16 +447,25 @@ def _select_images(model, images: ImageSet, class_index: int, params: Params, de
     return images
 
 
-def _collect_means(model, layers, crops: _CropSource, device, budget: Budget, progress, phase) -> dict[str, torch.Tensor]:
-    """One forward pass per crop batch reads the spatial means of every analysed layer (spec §2)."""
+def _collect_means(model, layers, crops: _CropSource, device, budget: Budget, progress, phase,
+                   maps: _MapReader | None = None) -> dict[str, torch.Tensor]:
+    """One forward pass per crop batch reads the spatial means of every analysed layer (spec §2).
+
+    With `maps`, the same pass hands it the full maps of the layers below the logits (as far as
+    they fit its memory budget): IG reads the lower maps of the top crops, which would otherwise
+    cost a second forward pass of those crops (measured on the demo model: 1.2 s of an 11 s build)."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     total = len(crops)
     bar = tqdm(total=total, desc="activations", unit="crop", disable=not progress, leave=False)
     with torch.no_grad():
         for start in range(0, total, budget.crop_batch):
             ids = list(range(start, min(start + budget.crop_batch, total)))
-            out = capture(model, _to_device(crops.get(ids), device, budget.channels_last), layers, stop_early=False)
-            for name in layers:
+            out = capture(model, _to_device(crops.get(ids), device, budget.channels_last), layers, stop_early=False,
+                          reduce=maps is None)
+            for d, name in enumerate(layers):
+                if maps is not None and d > 0:
+                    maps.keep(d, ids, out[name])
+                    out[name] = spatial_mean(out[name])
                 parts[name].append(out[name].float().cpu())
             bar.update(len(ids))
             phase("activations", min(start + budget.crop_batch, total), total)
