@@ -2,8 +2,10 @@
 
 The baseline is what the reference code does: one captum IG call per upper neuron with
 that neuron's top samples, plain NCHW fp32 forward passes, BatchNorm left in the IG
-sub-networks.  Ours: one forward pass per crop shared by all its IG targets, BatchNorm
-folded, channels-last, IG batches sized from free memory, every neuron at the full step
+sub-networks, the top crops' lower maps read by a second forward pass.  Ours: one forward pass
+per crop shared by all its IG targets (chunks of crops with equal target counts), BatchNorm
+folded, channels-last, IG batches sized from free memory, the lower maps kept from the
+activation pass, every neuron at the full step
 count (ours-exact, `--exact-ig`); the same with adaptive IG step counts (ours-adaptive,
 neurflow/adaptive.py); and the same with bf16 IG whose close calls are redone in fp32.  The
 model, layers, images, crops and clustering are the same; the fp32 runs must give identical
@@ -36,7 +38,7 @@ from neurflow.circuit import Params
 from neurflow.method import Budget
 
 
-BASELINE = Budget(crop_batch=512, channels_last=False, fold_batchnorm=False)
+BASELINE = Budget(crop_batch=512, channels_last=False, fold_batchnorm=False, reuse_maps=False)
 RUNS = {
     "baseline": ("one captum IG call per neuron, NCHW, BatchNorm", BASELINE),
     "ours-exact": ("shared IG paths, target channels only, BN folded, channels-last from 64 px", Budget(adaptive_ig=False)),
@@ -64,6 +66,7 @@ def phase_timer(times: dict[str, float]):
         out, report = originals["adaptive_attributions"](*a, **kw)
         for steps, n in report.accepted.items():
             times[f"accepted at {steps}"] += n
+        times["direct"] += report.direct
         return out, report
 
     for label, name in wrapped.items():
@@ -192,8 +195,10 @@ def main() -> int:
     for label, (circuit, t) in results.items():
         accepted = sorted((int(key.split()[-1]), int(n)) for key, n in t.items() if key.startswith("accepted at"))
         if accepted:
+            direct = int(t.get("direct", 0))
             print(f"{label}: neurons accepted per IG step count: "
-                  + ", ".join(f"{n} at {s}" for s, n in accepted) + f" (of {sum(n for _, n in accepted)})")
+                  + ", ".join(f"{n} at {s}" for s, n in accepted) + f" (of {sum(n for _, n in accepted)}"
+                  + (f"; {direct} of them run at {args.ig_steps} directly after a failed probe" if direct else "") + ")")
         if label == "ours-adaptive" and "ours-exact" in results:
             d_imp, d_w = deviation(circuit, results["ours-exact"][0])
             fine = d_imp <= TOLERANCE and d_w <= TOLERANCE

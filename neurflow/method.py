@@ -62,6 +62,7 @@ class Budget:
     tf32: bool = False  # CUDA: IG convolutions in TF32, close calls redone in fp32 (otherwise TF32 is off)
     channels_last: bool | None = None  # NHWC convolutions; None: for images of 64 px and more, or on a GPU
     fold_batchnorm: bool = True  # fold eval BatchNorm into the convs of the IG sub-networks
+    reuse_maps: bool = True  # IG reads the lower maps the activation pass read (False: a forward pass again)
     # fp32 IG on a ladder of step counts, each neuron stopping where its core set, ranks and stored
     # values are certified (neurflow/adaptive.py); False (--exact-ig): every neuron at ig_steps
     adaptive_ig: bool = _ADAPTIVE_DEFAULT
@@ -358,7 +359,8 @@ def build_circuit(
         if params.k > len(crops):
             raise NeurflowInputError(f"k={params.k} is larger than the {len(crops)} crops available; lower k or add images")
         maps = _MapReader(model, layers, crops, device, budget)
-        means = _collect_means(model, layers, crops, device, budget, progress, phase, maps)
+        means = _collect_means(model, layers, crops, device, budget, progress, phase,
+                               maps if budget.reuse_maps else None)
         keep = _content_mask(crops, params.min_crop_std, budget.crop_batch)
         if keep is not None and params.k > int(keep.sum()):
             raise NeurflowInputError(
