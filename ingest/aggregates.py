@@ -17,7 +17,10 @@ parameter set), a `NeuronStat` node:
 and per (model, parameter set, layer) a `LayerStat` node with the same counts as lists indexed
 by channel (``classes``, ``circuits``, ``importance``; uid ``<model>/<layer>@<params hash>``):
 ArcadeDB reads a node in tens of microseconds but a list element in well under one, so
-`hub_neurons` ranks a few lists in memory instead of scanning thousands of NeuronStat nodes.
+`hub_neurons` ranks a few lists in memory instead of scanning thousands of NeuronStat nodes
+(each LayerStat also keeps its `TOP_N` channels in rank order, ``top``).  And per model, on the
+Model node, the number of complete circuits and the latest completion of each parameter set
+(``ps_hashes``, ``ps_circuits``, ``ps_last``): how the queries pick the default parameter set.
 
 Only ``complete`` circuits count, so the aggregates change exactly when a circuit's status
 changes to or from ``complete``, and in the same transaction: `add_circuit` runs with the
@@ -100,14 +103,64 @@ MERGE (s:LayerStat {uid: r.uid})
   ON CREATE SET s.model = $model, s.params_hash = $params_hash, s.layer = r.layer, s.depth = r.depth,
                 s.classes = [i IN range(1, r.size) | 0], s.circuits = [i IN range(1, r.size) | 0],
                 s.importance = [i IN range(1, r.size) | 0.0]
-""" + _LAYER_SET + """RETURN count(*) AS n
+""" + _LAYER_SET + """RETURN s.uid AS uid, s.classes AS classes, s.importance AS importance
 """
 Q_LAYER_RETRACT = """
 UNWIND $rows AS r
 MATCH (s:LayerStat {uid: r.uid})
-""" + _LAYER_SET + """WITH collect(s) AS touched
-FOREACH (s IN [x IN touched WHERE all(k IN x.circuits WHERE k <= 0)] | DELETE s)
-RETURN size(touched) AS n
+""" + _LAYER_SET + """WITH collect([s, s.uid, s.classes, s.importance, all(k IN s.circuits WHERE k <= 0)]) AS touched
+FOREACH (s IN [t IN touched WHERE t[4] | t[0]] | DELETE s)
+WITH touched
+UNWIND [t IN touched WHERE NOT t[4]] AS t
+RETURN t[1] AS uid, t[2] AS classes, t[3] AS importance
+"""
+
+# Each LayerStat also keeps its TOP_N channels in rank order (class count, then importance, then
+# channel), computed here from the lists the statements above return: `hub_neurons` ranks at
+# most TOP_N per layer (ArcadeDB sorts the ~10k rows of every layer's channels in ~0.2 s).
+TOP_N = 200
+Q_LAYER_TOP = """
+UNWIND $rows AS r
+MATCH (s:LayerStat {uid: r.uid})
+SET s.top = r.top
+RETURN count(*) AS n
+"""
+
+
+def _top(changed_layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for r in changed_layers:
+        cls, imp = r["classes"], r["importance"]
+        ranked = sorted((ch for ch in range(len(cls)) if cls[ch] > 0), key=lambda ch: (-cls[ch], -imp[ch], ch))
+        rows.append({"uid": r["uid"], "top": ranked[:TOP_N]})
+    return rows
+
+
+# Per model, the complete circuits of each parameter set (`param_set()` of ingest/queries.py picks
+# the default set from them instead of scanning every circuit): lists on the Model node,
+# `ps_hashes`, `ps_circuits`, `ps_last` (latest completed_at).  A retract recounts its set.
+Q_SETS_ADD = """
+MATCH (m:Model {uid: $model})
+WITH m, coalesce(m.ps_hashes, []) AS hs, coalesce(m.ps_circuits, []) AS ns, coalesce(m.ps_last, []) AS ls
+WITH m, hs, ns, ls, [i IN range(0, size(hs) - 1) WHERE hs[i] = $params_hash] AS at
+SET m.ps_hashes = CASE WHEN size(at) = 0 THEN hs + [$params_hash] ELSE hs END,
+    m.ps_circuits = CASE WHEN size(at) = 0 THEN ns + [1]
+                         ELSE [i IN range(0, size(ns) - 1) | ns[i] + CASE WHEN i = at[0] THEN 1 ELSE 0 END] END,
+    m.ps_last = CASE WHEN size(at) = 0 THEN ls + [$completed_at]
+                     ELSE [i IN range(0, size(ls) - 1) | CASE WHEN i = at[0] THEN $completed_at ELSE ls[i] END] END
+RETURN count(m) AS n
+"""
+Q_SETS_RECOUNT = """
+MATCH (m:Model {uid: $model})
+OPTIONAL MATCH (c:Circuit {params_hash: $params_hash})
+WHERE c.status = 'complete' AND c.model = $model AND c.uid <> $circuit
+WITH m, count(c) AS n, max(c.completed_at) AS last
+WITH m, n, last, coalesce(m.ps_hashes, []) AS hs, coalesce(m.ps_circuits, []) AS ns, coalesce(m.ps_last, []) AS ls
+WITH m, n, last, hs, ns, ls, [i IN range(0, size(hs) - 1) WHERE hs[i] <> $params_hash] AS keep
+SET m.ps_hashes = [i IN keep | hs[i]] + CASE WHEN n > 0 THEN [$params_hash] ELSE [] END,
+    m.ps_circuits = [i IN keep | ns[i]] + CASE WHEN n > 0 THEN [n] ELSE [] END,
+    m.ps_last = [i IN keep | ls[i]] + CASE WHEN n > 0 THEN [last] ELSE [] END
+RETURN n
 """
 
 
@@ -180,7 +233,9 @@ def complete_circuit(tx: Tx, rows: dict[str, Any], props: dict[str, Any]) -> Non
         if len(out) != len(stats):
             raise RuntimeError(f"completing {c['uid']}: {len(out)} of {len(stats)} neuron aggregates updated")
         sizes = {r["name"]: r["channels"] for r in rows["layers"]}
-        tx.run(Q_LAYER_ADD, {"rows": _layer_rows(c["model"], c["params_hash"], out, sizes), **p})
+        layers = tx.run(Q_LAYER_ADD, {"rows": _layer_rows(c["model"], c["params_hash"], out, sizes), **p})
+        tx.run(Q_LAYER_TOP, {"rows": _top(layers)})
+    tx.run(Q_SETS_ADD, {"model": c["model"], "params_hash": c["params_hash"], "completed_at": props["completed_at"]})
 
 
 def retract_circuit(tx: Tx, uid: str) -> str | None:
@@ -200,7 +255,9 @@ def retract_circuit(tx: Tx, uid: str) -> str | None:
                 "class_index": found[0]["class_index"],
             })  # fmt: skip
             if out:
-                tx.run(Q_LAYER_RETRACT, {"rows": _layer_rows(model, ph, out)})
+                layers = tx.run(Q_LAYER_RETRACT, {"rows": _layer_rows(model, ph, out)})
+                tx.run(Q_LAYER_TOP, {"rows": _top(layers)})
+        tx.run(Q_SETS_RECOUNT, {"model": found[0]["model"], "params_hash": found[0]["params_hash"], "circuit": uid})
     tx.run(Q_TO_RUNNING, {"circuit": uid})
     return status
 
@@ -227,7 +284,18 @@ RETURN s.uid AS uid, s.model AS model, s.params_hash AS params_hash, s.neuron AS
 Q_LAYER_STORED = """
 MATCH (s:LayerStat)
 WHERE $model IS NULL OR s.model = $model
-RETURN s.uid AS uid, s.classes AS classes, s.circuits AS circuits, s.importance AS importance
+RETURN s.uid AS uid, s.classes AS classes, s.circuits AS circuits, s.importance AS importance, s.top AS top
+"""
+
+Q_SETS_RAW = """
+MATCH (m:Model)
+WHERE $model IS NULL OR m.uid = $model
+OPTIONAL MATCH (c:Circuit {status: 'complete'})
+WHERE c.model = m.uid
+WITH m, c.params_hash AS ph, count(c) AS n, max(c.completed_at) AS last
+WITH m, collect(CASE WHEN ph IS NULL THEN null ELSE [ph, n, last] END) AS sets
+RETURN m.uid AS model, m.ps_hashes AS hs, m.ps_circuits AS ns, m.ps_last AS ls,
+       [x IN sets | x[0]] AS raw_hs, [x IN sets | x[1]] AS raw_ns, [x IN sets | x[2]] AS raw_ls
 """
 
 Q_LABEL_LISTS = """
@@ -320,6 +388,13 @@ def differences(runner: Runner, model: str | None = None) -> list[str]:
             out.append(f"layer aggregate {u} differs from the raw relationships")
         if k is not None and not (len(k["classes"]) == len(k["circuits"]) == len(k["importance"])):
             out.append(f"layer aggregate {u}: lists of different lengths")
+        if k is not None and k["top"] != _top([k])[0]["top"]:
+            out.append(f"layer aggregate {u}: top channels {k['top'][:10]}..., the counts rank {_top([k])[0]['top'][:10]}...")
+    for r in runner.read(Q_SETS_RAW, {"model": model}):
+        kept_sets = sorted(zip(r["hs"] or [], r["ns"] or [], r["ls"] or []))
+        if kept_sets != sorted(zip(r["raw_hs"], r["raw_ns"], r["raw_ls"])):
+            out.append(f"model {r['model']}: parameter sets kept {kept_sets}, circuits say "
+                       f"{sorted(zip(r['raw_hs'], r['raw_ns'], r['raw_ls']))}")
     for r in runner.read(Q_LABEL_LISTS, {"model": model}):
         if (r["kept"] or []) != r["groups"]:
             out.append(f"{r['circuit']}: labelled groups kept {r['kept']}, groups say {r['groups']}")
@@ -385,8 +460,12 @@ def rebuild(runner: Runner, model: str | None = None) -> int:
     for r in rows:
         by_set.setdefault((r["model"], r["params_hash"]), []).append(r)
     for (m, ph), changed in by_set.items():
-        runner.write(Q_LAYER_ADD, {"rows": _layer_rows(m, ph, changed, {n: c for (mm, n), c in sizes.items() if mm == m}),
-                                   "model": m, "params_hash": ph})
+        layers = runner.write(Q_LAYER_ADD, {"rows": _layer_rows(m, ph, changed, {n: c for (mm, n), c in sizes.items() if mm == m}),
+                                            "model": m, "params_hash": ph})
+        runner.write(Q_LAYER_TOP, {"rows": _top(layers)})
+    for r in runner.read(Q_SETS_RAW, {"model": model}):
+        runner.write("MATCH (m:Model {uid: $model}) SET m.ps_hashes = $hs, m.ps_circuits = $ns, m.ps_last = $ls",
+                     {"model": r["model"], "hs": r["raw_hs"], "ns": r["raw_ns"], "ls": r["raw_ls"]})
     depth_of: dict[str, dict[str, int]] = {}
     for r in runner.read(Q_LAYER_ORDER, {"model": model}):
         depth_of.setdefault(r["circuit"], {})[r["layer"]] = r["depth"]

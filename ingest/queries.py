@@ -18,6 +18,13 @@ both sides use it).
 Every query is plain Neo4j-5 Cypher: no APOC, no ``SHORTEST k``, no CALL subqueries;
 `strongest_paths` goes at most ``MAX_PATH_DEPTH`` layers down.
 
+Answers stay small (issue 15): per-class lists are paged (``$skip``, ``$limit``, a ``total``
+column), `circuit_diff` gives full counts and a page of items, `similarity_matrix` a page of
+matrix rows (Python users: `ingest.similarity`, from `class_channels`).  Cross-class queries read
+what the writer keeps (ingest/aggregates.py): per-layer neuron counts, each circuit's critical
+channels and labelled groups on its node; ArcadeDB reads a node in tens of microseconds and a
+list element in well under one, so they read one node per class or per layer, never per edge.
+
 Scale (``bench/store_scale.py``, 1,000 ResNet50-shaped circuits): Neuron nodes are shared by
 every class, so walking a circuit's FEEDS from its neurons reads every circuit's FEEDS at hub
 neurons.  Queries that need one class's FEEDS read them through the relationship index on
@@ -60,15 +67,15 @@ def _pick(cls_pattern: str, circuit: str, params: str = "$params") -> str:
 def param_set(given: str = "$params", carry: str = "") -> str:
     """Cypher lines binding `ps` to the parameter set `given` (a Cypher expression) or, when it is
     null, to the model's default parameter set: the one with the most complete circuits, ties to
-    the most recently completed.  `carry` ("a, b, ") names variables to keep.  Reads the circuit
-    nodes alone (a circuit's `model` is its class's): walking Class-HAS_CIRCUIT-Circuit cost
-    about four times as much on ArcadeDB."""
+    the most recently completed.  `carry` ("a, b, ") names variables to keep.  Reads the counts
+    the writer keeps on the Model node (ingest/aggregates.py): scanning every circuit of the
+    model cost 30-40 ms at 300 classes."""
     return (
-        "OPTIONAL MATCH (c0:Circuit {status: 'complete'})\n"
-        f"WHERE {given} IS NULL AND c0.model = $model\n"
-        f"WITH {carry}c0.params_hash AS ph, count(c0) AS n0, max(c0.completed_at) AS last0\n"
-        "ORDER BY n0 DESC, last0 DESC LIMIT 1\n"
-        f"WITH {carry}coalesce({given}, ph) AS ps\n"
+        "OPTIONAL MATCH (m0:Model {uid: $model})\n"
+        f"WITH {carry}coalesce(m0.ps_hashes, []) AS hs0, coalesce(m0.ps_circuits, []) AS ns0, coalesce(m0.ps_last, []) AS ls0\n"
+        f"WITH {carry}reduce(best = -1, i IN range(0, size(hs0) - 1) | CASE WHEN best < 0 OR ns0[i] > ns0[best] "
+        "OR (ns0[i] = ns0[best] AND ls0[i] > ls0[best]) THEN i ELSE best END) AS at0, hs0\n"
+        f"WITH {carry}coalesce({given}, CASE WHEN at0 < 0 THEN null ELSE hs0[at0] END) AS ps\n"
     )
 
 
@@ -199,13 +206,13 @@ ORDER BY model
             "$skip .. $skip + $limit in (model, class) order ($limit null: all); `total` counts every row."
         ),
         cypher="""
-MATCH (m:Model)-[:HAS_CLASS]->(cl:Class)-[:HAS_CIRCUIT]->(c:Circuit)
-WHERE ($model IS NULL OR m.uid = $model) AND (c.status = 'complete' OR $include_incomplete)
-WITH m, cl, c ORDER BY m.uid, cl.index, c.completed_at DESC
+MATCH (c:Circuit)
+WHERE ($model IS NULL OR c.model = $model) AND (c.status = 'complete' OR $include_incomplete)
+WITH c ORDER BY c.model, c.class_index, c.completed_at DESC
 """
         + _page(
-            "collect([m.uid, cl.index, cl.name, c.uid, c.params_hash, c.status, c.num_neurons, c.num_feeds, c.num_concepts, "
-            "c.num_groups, c.num_group_feeds, c.completed_at])",
+            "collect([c.model, c.class_index, c.class_name, c.uid, c.params_hash, c.status, c.num_neurons, c.num_feeds, "
+            "c.num_concepts, c.num_groups, c.num_group_feeds, c.completed_at])",
             "r[0] AS model, r[1] AS class_index, r[2] AS class_name, r[3] AS circuit, r[4] AS params, r[5] AS status, "
             "r[6] AS neurons, r[7] AS feeds, r[8] AS concepts, r[9] AS groups, r[10] AS group_feeds, r[11] AS completed_at",
             "model, class_index, completed_at DESC",
@@ -216,6 +223,7 @@ WITH m, cl, c ORDER BY m.uid, cl.index, c.completed_at DESC
     ),
     Query(
         name="shared_neurons",
+        # per layer, the two circuits' channels come from the lists on their nodes (no INCLUDES walk)
         title="Shared critical neurons of two classes",
         description=(
             "Per layer: the critical neurons of class A, of class B, the channels they share and "
@@ -227,14 +235,11 @@ WITH m, cl, c ORDER BY m.uid, cl.index, c.completed_at DESC
         + _pick("(:Class {model: $model, index: $class_b})", "cb", "ps")
         + """WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
 MATCH (l:Layer {model: $model})
-OPTIONAL MATCH (ca)-[:INCLUDES]->(na:Neuron)
-WHERE na.layer = l.name
-WITH ca, cb, l, na ORDER BY na.channel
-WITH ca, cb, l, collect(na.channel) AS a
-OPTIONAL MATCH (cb)-[:INCLUDES]->(nb:Neuron)
-WHERE nb.layer = l.name
-WITH ca, cb, l, a, nb ORDER BY nb.channel
-WITH ca, cb, l, a, collect(nb.channel) AS b
+WITH ca, cb, l, """
+        + _channels("ca", "l.name")
+        + " AS a, "
+        + _channels("cb", "l.name")
+        + """ AS b
 WITH ca, cb, l, a, b, [x IN a WHERE x IN b] AS shared
 RETURN l.name AS layer, l.depth AS depth, size(a) AS n_a, size(b) AS n_b, size(shared) AS n_shared,
        shared AS shared_channels, """
@@ -306,15 +311,17 @@ RETURN a[0] AS class_a, a[1] AS name_a, b[0] AS class_b, b[1] AS name_b, n_a, n_
             "FEEDS importances).  Rows $skip .. $skip + $limit."
         ),
         # Reads the writer's aggregates (ingest/aggregates.py), kept in the transaction that
-        # completes or retracts a circuit: the per-layer count lists, ranked in memory, then the
-        # class lists of the rows returned only.  Counting the INCLUDES of every chosen circuit
+        # completes or retracts a circuit: the per-layer count lists, ranked in memory (only each
+        # layer's kept top channels when the page lies within them), then the class lists of the
+        # rows returned only.  Counting the INCLUDES of every chosen circuit
         # took about 1 s at 1,000 classes; scanning a node per neuron 0.3 s at 300.  A class with
         # two complete circuits in the parameter set (two data sets) counts once in `classes`.
         cypher=param_set()
         + """MATCH (s:LayerStat)
 WHERE s.params_hash = ps AND s.model = $model AND s.depth > 0 AND ($layer IS NULL OR s.layer = $layer)
-WITH ps, s.layer AS layer, s.depth AS depth, s.classes AS cls, s.importance AS imp
-UNWIND range(0, size(cls) - 1) AS channel
+WITH ps, s.layer AS layer, s.depth AS depth, s.classes AS cls, s.importance AS imp,
+     CASE WHEN $skip + $limit <= size(coalesce(s.top, [])) THEN s.top ELSE range(0, size(s.classes) - 1) END AS chans
+UNWIND chans AS channel
 WITH ps, layer, depth, channel, cls[channel] AS classes, imp[channel] AS importance
 WHERE classes > 0
 WITH ps, layer, depth, channel, classes, importance
