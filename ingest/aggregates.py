@@ -20,7 +20,9 @@ ArcadeDB reads a node in tens of microseconds but a list element in well under o
 `hub_neurons` ranks a few lists in memory instead of scanning thousands of NeuronStat nodes
 (each LayerStat also keeps its `TOP_N` channels in rank order, ``top``).  And per model, on the
 Model node, the number of complete circuits and the latest completion of each parameter set
-(``ps_hashes``, ``ps_circuits``, ``ps_last``): how the queries pick the default parameter set.
+(``ps_hashes``, ``ps_circuits``, ``ps_last``): how the queries pick the default parameter set;
+and per complete circuit a `CircuitFeeds` node (uid = the circuit's) with its FEEDS as sorted
+integer keys, which `circuit_diff` compares in memory.
 
 Only ``complete`` circuits count, so the aggregates change exactly when a circuit's status
 changes to or from ``complete``, and in the same transaction: `add_circuit` runs with the
@@ -222,10 +224,26 @@ def stat_rows(rows: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# A complete circuit's FEEDS as sorted integer keys (`ingest.circuit_rows.feed_keys`), one node
+# per circuit (uid = the circuit's uid): `circuit_diff` reads two of them.
+Q_FEEDS_KEYS = """
+MERGE (x:CircuitFeeds {uid: $circuit})
+SET x.keys = $keys, x.model = $model
+RETURN count(x) AS n
+"""
+Q_FEEDS_KEYS_DROP = "MATCH (x:CircuitFeeds {uid: $circuit}) DELETE x RETURN count(*) AS n"
+Q_FEEDS_RAW = """
+MATCH (v)-[f:FEEDS]->(u)
+WHERE f.class_index = $class_index AND f.circuit = $circuit
+RETURN u.depth AS depth, u.channel AS u, v.channel AS v
+"""
+
+
 def complete_circuit(tx: Tx, rows: dict[str, Any], props: dict[str, Any]) -> None:
     """Mark the circuit complete and count it into the aggregates: one transaction (see module doc)."""
     c = rows["circuit"]
     tx.run(Q_COMPLETE, {"circuit": c["uid"], "props": props})
+    tx.run(Q_FEEDS_KEYS, {"circuit": c["uid"], "keys": rows["feed_keys"], "model": c["model"]})
     stats = stat_rows(rows)
     if stats:
         p = {"model": c["model"], "params_hash": c["params_hash"]}
@@ -258,6 +276,7 @@ def retract_circuit(tx: Tx, uid: str) -> str | None:
                 layers = tx.run(Q_LAYER_RETRACT, {"rows": _layer_rows(model, ph, out)})
                 tx.run(Q_LAYER_TOP, {"rows": _top(layers)})
         tx.run(Q_SETS_RECOUNT, {"model": found[0]["model"], "params_hash": found[0]["params_hash"], "circuit": uid})
+        tx.run(Q_FEEDS_KEYS_DROP, {"circuit": uid})
     tx.run(Q_TO_RUNNING, {"circuit": uid})
     return status
 
@@ -395,6 +414,18 @@ def differences(runner: Runner, model: str | None = None) -> list[str]:
         if kept_sets != sorted(zip(r["raw_hs"], r["raw_ns"], r["raw_ls"])):
             out.append(f"model {r['model']}: parameter sets kept {kept_sets}, circuits say "
                        f"{sorted(zip(r['raw_hs'], r['raw_ns'], r['raw_ls']))}")
+    from ingest.circuit_rows import KEY_BASE
+
+    kept_keys = {r["uid"]: r["keys"] for r in runner.read(
+        "MATCH (x:CircuitFeeds) WHERE $model IS NULL OR x.model = $model RETURN x.uid AS uid, x.keys AS keys", {"model": model})}
+    complete = runner.read("MATCH (c:Circuit {status: 'complete'}) WHERE $model IS NULL OR c.model = $model "
+                           "RETURN c.uid AS uid, c.class_index AS ci", {"model": model})  # fmt: skip
+    for r in complete:
+        raw = sorted((f["depth"] * KEY_BASE + f["u"]) * KEY_BASE + f["v"]
+                     for f in runner.read(Q_FEEDS_RAW, {"circuit": r["uid"], "class_index": r["ci"]}))
+        if kept_keys.pop(r["uid"], None) != raw:
+            out.append(f"{r['uid']}: FEEDS keys kept differ from its FEEDS")
+    out += [f"FEEDS keys kept for {u}, which is not complete" for u in sorted(kept_keys)]
     for r in runner.read(Q_LABEL_LISTS, {"model": model}):
         if (r["kept"] or []) != r["groups"]:
             out.append(f"{r['circuit']}: labelled groups kept {r['kept']}, groups say {r['groups']}")
@@ -442,6 +473,8 @@ RETURN DISTINCT c.uid AS circuit, n.layer AS layer, n.depth AS depth
 def rebuild(runner: Runner, model: str | None = None) -> int:
     """Replace the kept aggregates by ones recomputed from the raw relationships (for a store
     written before the writer kept them); returns the number of `NeuronStat` nodes."""
+    from ingest.circuit_rows import KEY_BASE
+
     runner.write(Q_SET_INCLUDES, {"model": model})
     while runner.write(Q_DROP, {"model": model})[0]["n"]:
         pass
@@ -463,6 +496,11 @@ def rebuild(runner: Runner, model: str | None = None) -> int:
         layers = runner.write(Q_LAYER_ADD, {"rows": _layer_rows(m, ph, changed, {n: c for (mm, n), c in sizes.items() if mm == m}),
                                             "model": m, "params_hash": ph})
         runner.write(Q_LAYER_TOP, {"rows": _top(layers)})
+    for r in runner.read("MATCH (c:Circuit {status: 'complete'}) WHERE $model IS NULL OR c.model = $model "
+                         "RETURN c.uid AS uid, c.class_index AS ci, c.model AS model", {"model": model}):
+        keys = sorted((f["depth"] * KEY_BASE + f["u"]) * KEY_BASE + f["v"]
+                      for f in runner.read(Q_FEEDS_RAW, {"circuit": r["uid"], "class_index": r["ci"]}))
+        runner.write(Q_FEEDS_KEYS, {"circuit": r["uid"], "keys": keys, "model": r["model"]})
     for r in runner.read(Q_SETS_RAW, {"model": model}):
         runner.write("MATCH (m:Model {uid: $model}) SET m.ps_hashes = $hs, m.ps_circuits = $ns, m.ps_last = $ls",
                      {"model": r["model"], "hs": r["raw_hs"], "ns": r["raw_ns"], "ls": r["raw_ls"]})

@@ -205,6 +205,7 @@ def circuit_rows(
             {"k": u["concept"](m.depth, m.channel, m.concept), "crop": crop_uid, "rank": m.rep_rank, "activation": float(m.activation)}
         )
     return {
+        "feed_keys": feed_keys(circuit),
         "model": model_row,
         "cls": cls_row,
         "circuit": circuit_row,
@@ -224,3 +225,16 @@ def circuit_rows(
 
 def crop_uid_of(image_sha256: str, crop: Any) -> str:
     return f"{image_sha256}/{crop.x0},{crop.y0},{crop.x1},{crop.y1}"
+
+
+KEY_BASE = 1 << 16  # channels per layer stay below it (ResNet50: 2,048; EfficientNet-B7: 2,560)
+
+
+def feed_keys(circuit: "Circuit") -> list[int]:
+    """The circuit's FEEDS edges as sorted integers, depth * 2**32 + upper * 2**16 + lower (the
+    upper neuron at `depth`, the lower one below it): `circuit_diff` compares two such lists in
+    memory instead of reading both circuits' FEEDS and the neurons at their ends."""
+    for c in circuit.core:
+        if not (0 <= c.channel < KEY_BASE and 0 <= c.lower_channel < KEY_BASE):
+            raise ValueError(f"circuit {circuit.uid}: channel {max(c.channel, c.lower_channel)} too large for a FEEDS key")
+    return sorted((c.depth * KEY_BASE + c.channel) * KEY_BASE + c.lower_channel for c in circuit.core)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ingest.store import Store
 
-LABELS = ("Model", "Layer", "Neuron", "Class", "Circuit", "Concept", "Group", "Image", "Crop", "NeuronStat", "LayerStat")
-"""Every node label of the schema; each has a unique `uid` (NeuronStat, LayerStat: the writer's
+LABELS = ("Model", "Layer", "Neuron", "Class", "Circuit", "Concept", "Group", "Image", "Crop", "NeuronStat", "LayerStat", "CircuitFeeds")
+"""Every node label of the schema; each has a unique `uid` (NeuronStat, LayerStat, CircuitFeeds: the writer's
 aggregates, ingest/aggregates.py)."""
 
 RELATIONSHIPS = (

@@ -187,6 +187,7 @@ def expected_counts(circuits) -> dict[str, int]:
         Image=len(images), Crop=len(crops), HAS_LAYER=len(layers), HAS_NEURON=len(neurons), HAS_CLASS=len(classes),
         HAS_CIRCUIT=len(circuits), HAS_CONCEPT=out["Concept"], OF=out["Concept"], HAS_GROUP=out["Group"], CROP_OF=len(crops),
         NeuronStat=len(stats), LayerStat=len({(m, d, ph) for m, d, _, ph in stats}),
+        CircuitFeeds=len(circuits),
     )  # fmt: skip
     return out
 

@@ -275,7 +275,7 @@ def test_export_formats(store, tmp_path, monkeypatch, capsys):
     write_circuit(store, make_circuit(2), _stop_after="head")  # running: not exported
     want = nonzero(expected_counts(done))
     want["Class"] = want["HAS_CLASS"] = 3  # classes are model structure; class 2 has no complete circuit yet
-    del want["NeuronStat"], want["LayerStat"]  # the writer's aggregates: derived data, not exported
+    del want["NeuronStat"], want["LayerStat"], want["CircuitFeeds"]  # the writer's aggregates: derived data, not exported
 
     monkeypatch.setenv("NEURFLOW_STORE_DATABASE", store.database)
     assert main(["export", "--format", "json", "--out", str(tmp_path / "g.json")]) == 0
