@@ -613,3 +613,49 @@ def test_cluster_order_keeps_families_together():
     sim = jaccard_matrix(rows)
     parity = [sim.classes[i] % 2 for i in cluster_order(sim.jaccard)]
     assert parity[:6] == [parity[0]] * 6 and parity[6:] == [1 - parity[0]] * 6
+
+
+# --------------------------------------------------------------------------- faithfulness tables
+def _eval_rows():
+    """Rows shaped as `read_evaluations` returns them: EvalRow fields, NaN stored as null."""
+    import math
+
+    from neurflow.evaluation import EvalRow
+
+    rows = []
+    for cls, (core, rnd) in {0: (0.10, 0.80), 1: (0.30, 0.90)}.items():
+        made = [
+            EvalRow("fidelity", "layer3", 1, "mask", "single", core, random_mean=rnd, baseline=0.95, size=4.0, n=50),
+            EvalRow("fidelity", "layer3", 1, "retain", "single", 0.9, random_mean=0.0, baseline=0.95, size=4.0, n=50),
+            EvalRow("optimality", "logits", 0, "mask", "core_vs_random", 0.9, random_mean=0.8, baseline=0.3, size=4.0,
+                    lower="layer3"),
+            EvalRow("edge_weight", "logits", 0, "sum", "pearson", -0.7 - 0.1 * cls, size=20.0, lower="layer3"),
+            EvalRow("edge_weight", "logits", 0, "mean", "pearson", float("nan"), size=20.0, lower="layer3"),
+        ]
+        for r in made:
+            d = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.to_dict().items()}
+            rows.append({**d, "class_index": cls, "class_name": f"cls{cls}", "circuit": f"c{cls}"})
+    return rows
+
+
+def test_faithfulness_tables_have_no_none_cells():
+    """Class means per layer and layer pair, the ratios the claims are about, and "–" (never
+    None / nan) where a kind has no number."""
+    from app.views.faithfulness import fidelity_table, pair_table, stored_rows
+
+    rows = _eval_rows()
+    fid = fidelity_table(rows, {"layer3": 16})
+    row = fid.iloc[0]
+    drop, drop_rnd = 0.95 - 0.20, 0.95 - 0.85
+    assert row["critical / channels"] == "4.0 / 16"
+    assert row["mask: drop core"] == f"{drop:.3f}" and row["mask: drop random"] == f"{drop_rnd:.3f}"
+    assert row["mask ratio"] == f"{drop / drop_rnd:.1f}×"
+    assert row["retain ratio"] == "≥ 100×"  # random sets keep nothing: 0.9 / 0.001, capped
+    pairs = pair_table(rows)
+    p = pairs.iloc[0]
+    assert p["layer pair"] == "logits ← layer3" and p["Pearson, sum"] == "-0.75" and p["Pearson, mean"] == "–"
+    assert p["optimality: random sets beaten"] == "0.90" and p["overlap core / random"] == "0.30 / 0.80"
+    assert p["Spearman, sum"] == "–"  # not measured
+    for table in (fid, pairs, stored_rows(rows)):
+        cells = {str(v) for v in table.to_numpy().ravel()}
+        assert not cells & {"None", "nan", "NaN", "<NA>"}, cells

@@ -53,7 +53,10 @@ def _mean(rows: list[dict], key: str) -> float | None:
 
 
 def _num(x: float | None, fmt: str = "{:.3f}") -> str:
-    return DASH if x is None else fmt.format(x)
+    if x is None:
+        return DASH
+    text = fmt.format(x)
+    return text.replace("-", "", 1) if text.lstrip("-+").strip("0.") == "" else text  # no "-0.000"
 
 
 def _ratio(x: float | None) -> str:
@@ -138,10 +141,11 @@ def fidelity_plot(rows: list[dict]) -> go.Figure:
                     hovertemplate=f"{name}, {scope}<br>%{{x}}: accuracy %{{y:.3f}}<extra></extra>",
                 ), row=1, col=col)  # fmt: skip
     base = _mean(fid, "baseline")
-    if base is not None:
+    if base is not None:  # a legend entry, not a text on the plot (it would sit on the random lines)
         for col in (1, 2):
-            fig.add_hline(y=base, line={"color": "#777777", "dash": "dot", "width": 1}, row=1, col=col,
-                          **({"annotation_text": f"unmasked {base:.3f}", "annotation_position": "bottom left"} if col == 1 else {}))
+            fig.add_trace(go.Scatter(x=layers, y=[base] * len(layers), mode="lines", name=f"unmasked model ({base:.3f})",
+                                     line={"color": "#777777", "dash": "dot", "width": 1.5}, legendgroup="base",
+                                     showlegend=col == 1, hoverinfo="skip"), row=1, col=col)
     fig.update_yaxes(title_text="class top-1 accuracy", range=[-0.03, 1.05], row=1, col=1, tickformat=".1f")
     fig.update_xaxes(title_text="masked layer (input side left)")
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10}, font={"size": 13},
