@@ -180,3 +180,52 @@ def test_debug_page_ranks_groups_and_ablates(trained_model, demo_env, misclassif
     expected = ablate_group(trained_model.module, image, next(g for g in groups if g.uid == uid))
     assert max(abs(c) for c in change["change"]) == pytest.approx(max(abs(d) for d in expected.delta), abs=1e-5)
     data.forget_version()
+
+
+def test_blank_crops_are_no_evidence(trained_model, demo_env, misclassified):
+    """With a circuit's `min_crop_std`, crops without content score 0 (they keep their index, so
+    boxes stay aligned); every other crop keeps its score."""
+    from neurflow.images import has_content
+
+    _, circuits = demo_env
+    i, _, predicted = misclassified
+    image, _, _ = load_query_image(f"fashion-mnist:test:{i}", trained_model.spec)
+    groups = groups_from_circuit(circuits[predicted])
+    crops, _ = query_crops(image)
+    keep = has_content(crops, 0.2)
+    assert 0 < int(keep.sum()) < len(keep)  # a Fashion-MNIST image has blank corners
+    plain = {s.group.uid: s for s in score_groups(trained_model.module, image, groups)}
+    for s in score_groups(trained_model.module, image, groups, min_crop_std=0.2):
+        p = plain[s.group.uid]
+        assert all(s.crop_scores[k] == 0.0 for k in range(len(keep)) if not keep[k])
+        assert [s.crop_scores[k] for k in range(len(keep)) if keep[k]] == pytest.approx(
+            [p.crop_scores[k] for k in range(len(keep)) if keep[k]])
+        assert all(keep[k] for k in s.evidence)
+
+
+def test_debug_uses_the_crops_of_the_circuit(trained_model, store_server, misclassified, tmp_path, monkeypatch, capsys):
+    """A circuit built on crops at 1 and 1/2 without blank ones is debugged on such crops: the JSON
+    report's boxes are those sizes and no evidence crop is blank."""
+    import uuid
+
+    from ingest.embedded import create_database
+    from neurflow.images import has_content
+    from tests.fixtures_circuits import TEST_ARGS
+
+    database = "crops_" + uuid.uuid4().hex[:8]
+    create_database(store_server, database)
+    monkeypatch.setenv("NEURFLOW_STORE_DATABASE", database)
+    monkeypatch.setenv("NEURFLOW_ARTIFACT_DIR", str(tmp_path))
+    i, _, predicted = misclassified
+    assert cli_main(["ingest", "--model", "fashion-cnn", "--classes", str(predicted), *TEST_ARGS,
+                     "--granularities", "1,0.5", "--min-crop-std", "0.2"]) == 0
+    capsys.readouterr()
+    ref = f"fashion-mnist:test:{i}"
+    assert cli_main(["debug", ref, "--model", "fashion-cnn", "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    mine = next(c for c in report["circuits"] if c["class_index"] == predicted)
+    assert {b[2] - b[0] for b in mine["boxes"]} == {14, 28}
+    image, _, _ = load_query_image(ref, trained_model.spec)
+    keep = has_content(query_crops(image, (1.0, 0.5))[0], 0.2)
+    assert [b[:4] for b in mine["boxes"]] == [list(b[:4]) for b in query_crops(image, (1.0, 0.5))[1]]
+    assert mine["groups"] and all(keep[k] for g in mine["groups"] for k in g["evidence"])
