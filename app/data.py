@@ -228,11 +228,16 @@ ORDER BY mean_activation DESC, channel, concept
     # pruned FEEDS of a circuit, in one pass over the circuit's FEEDS: rank < $top_k (the top-k core
     # neurons of each upper neuron), importance >= $min_frac x the largest importance into the same
     # layer (rank 0 edges are among the kept ones, so the maximum is the layer's), upper end no
-    # deeper than $max_depth
-    "neuron_edges": _PICK_CLASS
-    + """MATCH (c)-[:INCLUDES]->(u:Neuron)<-[f:FEEDS]-(v:Neuron)
-WHERE f.circuit = c.uid AND f.rank < $top_k AND u.depth <= $max_depth
-WITH u.depth AS d, collect({v: v, u: u, w: f.importance, rank: f.rank}) AS es, max(f.importance) AS top
+    # deeper than $max_depth.  The class's FEEDS come from the relationship index on
+    # FEEDS.class_index in the first clause (ArcadeDB uses it only there): walking FEEDS from the
+    # circuit's neurons would read every class's edges at hub neurons (seconds at 1,000 classes)
+    "neuron_edges": """MATCH (v:Neuron)-[f:FEEDS]->(u:Neuron)
+WHERE f.class_index = $class_index
+WITH collect({v: v, u: u, w: f.importance, rank: f.rank, cu: f.circuit}) AS feeds
+"""
+    + _pick("(:Class {model: $model, index: $class_index})").replace("WITH c ORDER BY", "WITH feeds, c ORDER BY")
+    + """UNWIND [e IN feeds WHERE e.cu = c.uid AND e.rank < $top_k AND e.u.depth <= $max_depth] AS e
+WITH e.u.depth AS d, collect(e) AS es, max(e.w) AS top
 UNWIND es AS e
 WITH e, top WHERE e.w >= $min_frac * top
 WITH e.v AS v, e.u AS u, e.w AS weight, e.rank AS rank, top
