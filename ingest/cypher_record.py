@@ -1,7 +1,7 @@
 """Recording of the Cypher statements the project sends to a store (for the test suite's lint).
 
 When ``NEURFLOW_RECORD_CYPHER`` names a file, every statement the store layer runs successfully
-(`Store.run` / `Store.write`, the writer's `_Runner`, the console's account probe) is appended
+(`Store.run` / `Store.write`, `ingest.session.Runner`, the console's account probe) is appended
 to it once per process as one JSON line::
 
     {"query": "...", "parameters": ["model", "uid"], "where": "ingest/writer.py:223 write_circuit"}

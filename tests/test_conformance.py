@@ -16,11 +16,13 @@ import pytest
 
 from ingest.config import StoreConfig
 from ingest.errors import ReadOnlyViolation
+from ingest.aggregates import differences
 from ingest.export import export_store
 from ingest.queries import QUERIES, run_query
 from ingest.readonly import execute_rolled_back, run_readonly
 from ingest.schema import LABELS, ensure_schema
 from ingest.store import Store
+from ingest.session import Runner
 from ingest.writer import delete_circuit, write_circuit
 from tests.fixtures_store import make_circuit, model_info
 
@@ -84,13 +86,16 @@ def test_conformance(target, tmp_path):
         assert all(write_circuit(store, c, model_info=info).skipped for c in circuits)
         assert write_circuit(store, newer, force=True, model_info=info).action == "rewritten"
         assert _model_counts(store, model) == before
+        with Runner(store) as runner:  # the writer's aggregates agree with the raw relationships
+            assert differences(runner, model) == []
         # every library query runs and returns its columns
         a, b = circuits[0], circuits[1]  # comparisons read the default parameter set, not class 1's newer circuit
         args = {
             "models": {},
             "overview": {"model": model},
             "shared_neurons": {"model": model, "class_a": 0, "class_b": 1},
-            "similarity_matrix": {"model": model, "layer": "layer2"},
+            "class_channels": {"model": model, "layer": "layer2"},
+            "similarity_matrix": {"model": model, "layer": "layer2", "limit": None},
             "hub_neurons": {"model": model},
             "class_circuit": {"model": model, "class_index": 0},
             "circuit_diff": {"model": model, "class_a": 0, "class_b": 1},
