@@ -427,3 +427,47 @@ def restrict_outputs(sub: nn.Module, channels: list[int]) -> nn.Module | None:
     graph.lint()
     gm.recompile()
     return gm.eval()
+
+
+def fold_model_batchnorm(model: nn.Module) -> nn.Module | None:
+    """A copy of `model` whose eval BatchNorms are folded into the convolution before them, with
+    the module tree (and so every layer name the hooks read) kept: each folded BatchNorm becomes
+    an `nn.Identity` under its own name.  None when nothing can be folded.
+
+    For the activation pass, which runs the whole model once per crop batch.  A pair is folded only
+    where the traced graph shows the convolution's output goes to that BatchNorm alone and each
+    module runs once, so the copy computes the same function up to float rounding; callers that
+    rank by its values must check close calls against the model itself (`neurflow.method`)."""
+    try:
+        graph = fx.Tracer().trace(model)
+    except Exception:  # untraceable forward code: no folding, the model runs as it is
+        return None
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or bn.running_mean is None:
+            continue
+        src = node.args[0] if node.args else None
+        conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if (isinstance(conv, nn.Conv2d) and len(src.users) == 1 and len(node.args) == 1 and not node.kwargs
+                and calls[src.target] == 1 and calls[node.target] == 1):
+            pairs.append((src.target, node.target))
+    if not pairs:
+        return None
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for conv_name, bn_name in pairs:
+        fused = fuse_conv_bn_eval(module_of(folded, conv_name), module_of(folded, bn_name))
+        parent, _, leaf = conv_name.rpartition(".")
+        setattr(module_of(folded, parent) if parent else folded, leaf, fused)
+        parent, _, leaf = bn_name.rpartition(".")
+        setattr(module_of(folded, parent) if parent else folded, leaf, nn.Identity())
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded

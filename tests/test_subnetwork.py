@@ -178,3 +178,22 @@ def test_bypass_is_refused_before_any_activation_pass():
         build_circuit(model, ["layer4.1", "layer4.0.conv2"], images, 0, Params(tau=2, k=4, predicted_only=True), progress=False)
     assert batches and max(batches) == 1, batches
     assert time.perf_counter() - started < 30  # generous: a few one-image passes on shared cores
+
+
+def test_fold_model_batchnorm_keeps_layer_names_and_outputs():
+    """The activation pass's folded copy: no BatchNorm left where a conv feeds it alone, every
+    analysed layer still readable by name with the same values up to rounding, the model untouched."""
+    from neurflow.subnetwork import fold_model_batchnorm
+
+    model = tiny_resnet(0).eval()
+    folded = fold_model_batchnorm(model)
+    assert folded is not None and folded is not model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = tiny_images().pixels
+    names = [LOGITS, *RESNET_LAYERS]
+    with torch.no_grad():
+        want, got = capture(model, x, names, stop_early=False), capture(folded, x, names, stop_early=False)
+    for name in names:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5)
+    assert fold_model_batchnorm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())) is None  # nothing to fold
