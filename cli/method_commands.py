@@ -1,4 +1,5 @@
-"""`neurflow circuit` (one class's circuit, printed and saved) and `neurflow train` (the demo model)."""
+"""`neurflow circuit` (one class's circuit, printed and saved) and `neurflow train` (fashion-cnn, the
+test suite's model; the demo model fashion-resnet ships trained)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train the demo CNN unless its weights are cached; print where they are and how good they are."""
+    """Train fashion-cnn unless its weights are cached; print where they are and how good they are."""
     from neurflow.train import ensure_trained, read_sidecar, test_accuracy
 
     path = ensure_trained(force=args.force, verbose=not args.quiet)
@@ -70,7 +71,7 @@ def add_method_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_circuit)
 
-    p = sub.add_parser("train", help="train the demo model (fashion-cnn) if its weights are not cached")
+    p = sub.add_parser("train", help="train fashion-cnn (the test suite's model) if its weights are not cached; fashion-resnet ships trained")
     p.add_argument("--force", action="store_true", help="retrain even if cached")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     p.set_defaults(func=cmd_train)

@@ -34,8 +34,8 @@ def load_model(name: str, weights: str | Path | None = None, *, device: str = "a
         A registry name (``"fashion-cnn"``, ``"resnet50"``, ``"efficientnet-lite0"``, ...) or any
         other form ``neurflow --model`` accepts (see the README's "Models" section).
     weights : str or Path, optional
-        A state-dict file; the registry's own weights when omitted (the demo CNN is trained on
-        first use).
+        A state-dict file; the registry's own weights when omitted (`fashion-resnet`, the demo
+        model, ships its weights; `fashion-cnn` is trained on first use).
     device : str, default "auto"
         ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     random_init : bool, default False

@@ -1,4 +1,4 @@
-"""Train the demo model (`fashion-cnn`) on Fashion-MNIST with the project's own code.
+"""Train `fashion-cnn` (the test suite's model) on Fashion-MNIST with the project's own code.
 
     neurflow train            # train if `cache_dir()/fashion-cnn.pt` is missing
     neurflow train --force    # retrain
