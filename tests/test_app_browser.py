@@ -183,6 +183,7 @@ def test_app_in_a_real_browser(app_url, browser, ingested):
     chooser.locator("input").fill("Shirt")
     page.get_by_role("option", name=f"6 · {circuits[6].class_name}").click()
     page.keyboard.press("Escape")
+    page.wait_for_url(re.compile(r"classes=0%2C6(&|$)"))  # the rerun with both classes has started
     settle(page)
     assert re.search(r"classes=0%2C6(&|$)", page.url), page.url
     cells = glide_cells(page)
