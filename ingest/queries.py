@@ -80,13 +80,25 @@ def param_set(given: str = "$params", carry: str = "") -> str:
 
 
 # every class of a model with its circuit in the parameter set -> (ps, ci, c), from the circuit
-# nodes alone (they carry model, class_index and class_name)
+# nodes alone (they carry model, class_index and class_name); a class's latest circuit by reduce,
+# not by sorting every circuit (ArcadeDB sorts slowly: 15-55 ms for 1,000 circuits)
 _PICK_PER_CLASS = param_set() + (
     "MATCH (c:Circuit {status: 'complete'})\n"
     "WHERE c.model = $model AND c.params_hash = ps\n"
-    "WITH ps, c ORDER BY c.completed_at DESC\n"
-    "WITH ps, c.class_index AS ci, collect(c)[0] AS c\n"
+    "WITH ps, c.class_index AS ci, collect(c) AS cs\n"
+    "WITH ps, ci, reduce(b = cs[0], x IN cs | CASE WHEN x.completed_at > b.completed_at THEN x ELSE b END) AS c\n"
 )
+
+
+def _channels_of(carry: str) -> str:
+    """Cypher lines binding `channels` to circuit c's critical channels of $layer (kept lists;
+    the layer's position computed once, its list bound to a name first), keeping `carry`."""
+    return (
+        f"WITH {carry}, c, c.critical_layers AS l0, c.critical_offsets AS o0\n"
+        f"WITH {carry}, c, o0, [i IN range(0, size(coalesce(l0, [])) - 1) WHERE l0[i] = $layer] AS at0\n"
+        f"WITH {carry}, c, CASE WHEN size(at0) = 0 THEN [] ELSE c.critical_channels[o0[at0[0]]..o0[at0[0] + 1]] END AS channels\n"
+    )
+
 
 # the chosen circuit's critical channels of layer $layer, from the lists kept on the circuit node
 # (ingest/aggregates.py): one node per class instead of the INCLUDES of every circuit
@@ -115,17 +127,29 @@ _JACCARD = "CASE WHEN {a} + {b} - {s} = 0 THEN 0.0 ELSE toFloat({s}) / ({a} + {b
 
 
 # Two circuits' critical neurons come from the lists on their nodes, compared layer by layer (a
-# layer holds at most a few dozen); their FEEDS from the sorted integer keys the writer keeps per
-# circuit (CircuitFeeds, ingest/aggregates.py: depth * 2^32 + upper * 2^16 + lower), tagged 1 (A),
-# 2 (B) and grouped in memory: 3 = both.  Reading both circuits' FEEDS and the neurons at their
-# ends cost 0.5 s at 300 classes.  Every side returns its full count and one page of items, in
-# key order (depth, upper channel, lower channel); only the page is turned into uid strings.
-# Keys compare by depth: two parameter sets with different layer lists are compared depth by depth.
+# layer holds at most a few dozen); their FEEDS from the lists the writer keeps per circuit
+# (CircuitFeeds, ingest/aggregates.py: sorted upper neurons depth * 2^16 + channel, each with its
+# sorted lower channels), compared upper neuron by upper neuron (tau lower channels each), all in
+# memory.  Reading both circuits' FEEDS and the neurons at their ends cost 0.5 s at 300 classes;
+# grouping their 9k edges in one UNWIND went past ArcadeDB's 2 GB query heap budget (it charges
+# every grouped row with the list it came from).  Every side returns its full count and one page
+# of items in (depth, upper channel, lower channel) order; only the page becomes uid strings.
+# FEEDS compare by depth: two parameter sets with different layer lists compare depth by depth.
 _DIFF_LAYERS = "coalesce(ca.critical_layers, []) + [x IN coalesce(cb.critical_layers, []) WHERE NOT (x IN coalesce(ca.critical_layers, []))]"
-_K = 4294967296  # 2^32
 _KEY_TO_UID = (
-    "m + '/' + {L}[k / {K} + 1] + '/' + toString(k % 65536) + '->' + m + '/' + {L}[k / {K}] + '/' + toString((k / 65536) % 65536)"
+    "m + '/' + {L}[k / 4294967296 + 1] + '/' + toString(k % 65536) + '->' + m + '/' + {L}[k / 4294967296] + '/' "
+    "+ toString((k / 65536) % 65536)"
 )
+
+
+def _feeds_side(x: str, y: str) -> str:
+    """Cypher: per upper neuron of side x, [upper, its lower channels, the same upper's lower
+    channels on side y (empty when y lacks it)]."""
+    return (
+        f"[i IN range(0, size(u{x}) - 1) | [u{x}[i], v{x}[o{x}[i]..o{x}[i + 1]], "
+        f"reduce(s = [], j IN [j IN range(0, size(u{y}) - 1) WHERE u{y}[j] = u{x}[i]] | v{y}[o{y}[j]..o{y}[j + 1]])]]"
+    )
+
 
 _CIRCUIT_DIFF = (
     param_set("coalesce($params_a, $params_b)")
@@ -137,18 +161,20 @@ WHERE cb.params_hash = coalesce($params_b, ps)
 WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
 OPTIONAL MATCH (fa:CircuitFeeds {uid: ca.uid})
 OPTIONAL MATCH (fb:CircuitFeeds {uid: cb.uid})
-WITH ca, cb, [k IN coalesce(fa.keys, []) | [k, 1]] + [k IN coalesce(fb.keys, []) | [k, 2]] AS tagged
-UNWIND CASE WHEN size(tagged) = 0 THEN [[null, 0]] ELSE tagged END AS t
-WITH ca, cb, t[0] AS k, sum(t[1]) AS side
-ORDER BY k
-WITH ca, cb, side, collect(k) AS keys
-WITH ca, cb, collect([side, keys]) AS sides
-WITH ca, cb, ca.model AS m, coalesce(ca.critical_layers, []) AS la0, coalesce(cb.critical_layers, []) AS lb0,
-     [x IN sides WHERE x[0] = 1][0][1] AS fa, [x IN sides WHERE x[0] = 2][0][1] AS fb, [x IN sides WHERE x[0] = 3][0][1] AS fab,
-     """
+WITH ca, cb, coalesce(fa.uppers, []) AS ua, coalesce(fa.offsets, []) AS oa, coalesce(fa.lowers, []) AS va,
+     coalesce(fb.uppers, []) AS ub, coalesce(fb.offsets, []) AS ob, coalesce(fb.lowers, []) AS vb
+WITH ca, cb, """
+    + _feeds_side("a", "b")
+    + " AS pa, "
+    + _feeds_side("b", "a")
+    + """ AS pb
+WITH ca, cb, reduce(acc = [], x IN pa | acc + [v IN x[1] WHERE NOT (v IN x[2]) | x[0] * 65536 + v]) AS fa,
+     reduce(acc = [], x IN pb | acc + [v IN x[1] WHERE NOT (v IN x[2]) | x[0] * 65536 + v]) AS fb,
+     reduce(acc = [], x IN pa | acc + [v IN x[1] WHERE v IN x[2] | x[0] * 65536 + v]) AS fab
+WITH ca, cb, fa, fb, fab, ca.model AS m, coalesce(ca.critical_layers, []) AS la0, coalesce(cb.critical_layers, []) AS lb0, """
     + _DIFF_LAYERS
     + """ AS layers
-WITH ca, cb, m, la0, lb0, coalesce(fa, []) AS fa, coalesce(fb, []) AS fb, coalesce(fab, []) AS fab,
+WITH ca, cb, m, la0, lb0, fa, fb, fab,
      [lay IN layers | [m + '/' + lay + '/', """
     + _channels("ca", "lay")
     + ", "
@@ -165,11 +191,11 @@ UNWIND [
   {kind: 'neuron', side: 'only_b', count: size(nb), items: CASE WHEN $limit IS NULL THEN nb[$skip..] ELSE nb[$skip..$skip + $limit] END},
   {kind: 'neuron', side: 'both', count: size(nab), items: CASE WHEN $limit IS NULL THEN nab[$skip..] ELSE nab[$skip..$skip + $limit] END},
   {kind: 'feeds', side: 'only_a', count: size(fa),
-   items: [k IN CASE WHEN $limit IS NULL THEN fa[$skip..] ELSE fa[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="la0", K=_K) + """]},
+   items: [k IN CASE WHEN $limit IS NULL THEN fa[$skip..] ELSE fa[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="la0") + """]},
   {kind: 'feeds', side: 'only_b', count: size(fb),
-   items: [k IN CASE WHEN $limit IS NULL THEN fb[$skip..] ELSE fb[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="lb0", K=_K) + """]},
+   items: [k IN CASE WHEN $limit IS NULL THEN fb[$skip..] ELSE fb[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="lb0") + """]},
   {kind: 'feeds', side: 'both', count: size(fab),
-   items: [k IN CASE WHEN $limit IS NULL THEN fab[$skip..] ELSE fab[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="la0", K=_K) + """]}
+   items: [k IN CASE WHEN $limit IS NULL THEN fab[$skip..] ELSE fab[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="la0") + """]}
 ] AS r
 RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side, r.count AS count, r.items AS items
 """
@@ -280,10 +306,9 @@ ORDER BY depth
         # reads the lists kept on each circuit node (ingest/aggregates.py), not the INCLUDES of
         # every circuit, and circuit nodes only (no Class-HAS_CIRCUIT walk)
         cypher=_PICK_PER_CLASS
-        + """WITH ci, c WHERE $classes IS NULL OR ci IN $classes
-RETURN ci AS class_index, c.class_name AS class_name, c.uid AS circuit, """
-        + _channels()
-        + """ AS channels
+        + "WITH ci, c WHERE $classes IS NULL OR ci IN $classes\n"
+        + _channels_of("ci")
+        + """RETURN ci AS class_index, c.class_name AS class_name, c.uid AS circuit, channels
 ORDER BY class_index
 """,
         params={"model": None, "layer": None, "params": None, "classes": None},
@@ -302,10 +327,8 @@ ORDER BY class_index
         # UNWIND keeps list order).  Lists bound to names once (ArcadeDB re-reads a map entry
         # inside a list comprehension for every element).
         cypher=_PICK_PER_CLASS
-        + "WITH ci, c.class_name AS name, "
-        + _channels()
-        + """ AS chans
-WITH ci, name, chans ORDER BY ci
+        + _channels_of("ci")
+        + """WITH ci, c.class_name AS name, channels AS chans ORDER BY ci
 WITH collect([ci, name, chans]) AS classes
 UNWIND CASE WHEN $limit IS NULL THEN classes[$skip..] ELSE classes[$skip..$skip + $limit] END AS a
 UNWIND classes AS b
@@ -505,6 +528,11 @@ def get_query(name: str) -> Query:
 
 
 def run_query(store: Any, name: str, **params: Any) -> list[dict[str, Any]]:
-    """Run a library query on a `Store` (writer or read-only); rows as dicts."""
+    """Run a library query on a `Store` (writer or read-only); rows as dicts.  Through the store
+    code's one execute path (`ingest.session`), in a read transaction, whose row conversion
+    skips the driver's per-element walk of list values."""
+    from ingest.session import Runner
+
     q = get_query(name)
-    return store.run(q.cypher, q.bind(**params))
+    with Runner(store) as runner:
+        return runner.read(q.cypher, q.bind(**params))
