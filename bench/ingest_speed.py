@@ -8,7 +8,8 @@ folded, channels-last, IG batches sized from free memory, the lower maps kept fr
 activation pass, every neuron at the full step
 count (ours-exact, `--exact-ig`); the same with adaptive IG step counts (ours-adaptive,
 neurflow/adaptive.py); and the same with bf16 IG whose close calls are redone in fp32.  The
-model, layers, images, crops and clustering are the same; the fp32 runs must give identical
+model, layers, images, crops and clustering are the same; wall and CPU seconds of this
+process are printed (on a shared machine CPU time moves less with other jobs' load); the fp32 runs must give identical
 core sets (members and ranks), the bf16 run the same core sets (members), and the adaptive
 run's stored importances and edge weights must lie within its tolerance (1 %) of the
 full-step values of ours-exact.  Per-phase seconds show where the time goes; the adaptive
@@ -55,11 +56,12 @@ def phase_timer(times: dict[str, float]):
 
     def timed(label, fn):
         def run(*a, **kw):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **kw)
             finally:
                 times[label] += time.perf_counter() - t
+                times[label + " cpu"] += time.process_time() - c
         return run
 
     def counted(*a, **kw):
@@ -124,13 +126,14 @@ def run(label, loaded, images, args, device):
         with phase_timer(times):
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             circuit = method.build_circuit(loaded.module, layers_from_args(args, loaded.spec), images,
                                            args.class_index, params_from_args(args), model_uid=loaded.uid,
                                            device=device, budget=RUNS[label][1], progress=False)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times["total"] = time.perf_counter() - t
+            times["total cpu"] = time.process_time() - c
     finally:
         method.layer_attributions = original
     return circuit, times
@@ -190,6 +193,12 @@ def main() -> int:
         else:
             check = "reference"
         print(f"{label:<13} {t['total']:8.2f} {t['IG']:8.2f} {t['activations']:8.2f} {other:8.2f} {ratio:>8}  {check}")
+    if base:  # the machine may be shared: CPU seconds of this process move less with other jobs' load than wall time
+        for label, (_, t) in results.items():
+            print(f"{label}: CPU s total {t['total cpu']:.2f}, IG {t['IG cpu']:.2f}, activations {t['activations cpu']:.2f}; "
+                  f"speed-up by CPU time {base[1]['total cpu'] / t['total cpu']:.2f}x "
+                  f"(IG {base[1]['IG cpu'] / max(t['IG cpu'], 1e-9):.2f}x, "
+                  f"activations {base[1]['activations cpu'] / max(t['activations cpu'], 1e-9):.2f}x)")
     for label, (circuit, t) in results.items():
         print(f"{label}: of the IG phase's {t['IG']:.2f} s, {t['maps']:.2f} s read lower-layer maps (forward passes of the top crops)")
     for label, (circuit, t) in results.items():
