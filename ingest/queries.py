@@ -127,29 +127,20 @@ _JACCARD = "CASE WHEN {a} + {b} - {s} = 0 THEN 0.0 ELSE toFloat({s}) / ({a} + {b
 
 
 # Two circuits' critical neurons come from the lists on their nodes, compared layer by layer (a
-# layer holds at most a few dozen); their FEEDS from the lists the writer keeps per circuit
-# (CircuitFeeds, ingest/aggregates.py: sorted upper neurons depth * 2^16 + channel, each with its
-# sorted lower channels), compared upper neuron by upper neuron (tau lower channels each), all in
-# memory.  Reading both circuits' FEEDS and the neurons at their ends cost 0.5 s at 300 classes;
-# grouping their 9k edges in one UNWIND went past ArcadeDB's 2 GB query heap budget (it charges
-# every grouped row with the list it came from).  Every side returns its full count and one page
-# of items in (depth, upper channel, lower channel) order; only the page becomes uid strings.
-# FEEDS compare by depth: two parameter sets with different layer lists compare depth by depth.
+# layer holds at most a few dozen); their FEEDS from the sorted integer keys the writer keeps per
+# circuit (CircuitFeeds, ingest/aggregates.py: depth * 2^32 + upper * 2^16 + lower), compared
+# with IN, which ArcadeDB evaluates natively: two 4.6k-key lists in a few milliseconds.  Reading
+# both circuits' FEEDS and the neurons at their ends cost 0.5 s at 300 classes; grouping their
+# keys in one UNWIND went past ArcadeDB's 2 GB query heap budget (it charges every grouped row
+# with the list it came from); looking keys up by index in a comprehension took 100+ ms.  Every
+# side returns its full count and one page of items in key order (depth, upper channel, lower
+# channel); only the page becomes uid strings.  FEEDS compare by depth: two parameter sets with
+# different layer lists compare depth by depth.
 _DIFF_LAYERS = "coalesce(ca.critical_layers, []) + [x IN coalesce(cb.critical_layers, []) WHERE NOT (x IN coalesce(ca.critical_layers, []))]"
 _KEY_TO_UID = (
     "m + '/' + {L}[k / 4294967296 + 1] + '/' + toString(k % 65536) + '->' + m + '/' + {L}[k / 4294967296] + '/' "
     "+ toString((k / 65536) % 65536)"
 )
-
-
-def _feeds_side(x: str, y: str) -> str:
-    """Cypher: per upper neuron of side x, [upper, its lower channels, the same upper's lower
-    channels on side y (empty when y lacks it)]."""
-    return (
-        f"[i IN range(0, size(u{x}) - 1) | [u{x}[i], v{x}[o{x}[i]..o{x}[i + 1]], "
-        f"reduce(s = [], j IN [j IN range(0, size(u{y}) - 1) WHERE u{y}[j] = u{x}[i]] | v{y}[o{y}[j]..o{y}[j + 1]])]]"
-    )
-
 
 _CIRCUIT_DIFF = (
     param_set("coalesce($params_a, $params_b)")
@@ -161,40 +152,33 @@ WHERE cb.params_hash = coalesce($params_b, ps)
 WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
 OPTIONAL MATCH (fa:CircuitFeeds {uid: ca.uid})
 OPTIONAL MATCH (fb:CircuitFeeds {uid: cb.uid})
-WITH ca, cb, coalesce(fa.uppers, []) AS ua, coalesce(fa.offsets, []) AS oa, coalesce(fa.lowers, []) AS va,
-     coalesce(fb.uppers, []) AS ub, coalesce(fb.offsets, []) AS ob, coalesce(fb.lowers, []) AS vb
-WITH ca, cb, """
-    + _feeds_side("a", "b")
-    + " AS pa, "
-    + _feeds_side("b", "a")
-    + """ AS pb
-WITH ca, cb, reduce(acc = [], x IN pa | acc + [v IN x[1] WHERE NOT (v IN x[2]) | x[0] * 65536 + v]) AS fa,
-     reduce(acc = [], x IN pb | acc + [v IN x[1] WHERE NOT (v IN x[2]) | x[0] * 65536 + v]) AS fb,
-     reduce(acc = [], x IN pa | acc + [v IN x[1] WHERE v IN x[2] | x[0] * 65536 + v]) AS fab
-WITH ca, cb, fa, fb, fab, ca.model AS m, coalesce(ca.critical_layers, []) AS la0, coalesce(cb.critical_layers, []) AS lb0, """
+WITH ca, cb, coalesce(fa.keys, []) AS ka, coalesce(fb.keys, []) AS kb
+WITH ca, cb, [k IN ka WHERE NOT (k IN kb)] AS fa, [k IN kb WHERE NOT (k IN ka)] AS fb, [k IN ka WHERE k IN kb] AS fab
+WITH ca, cb, size(fa) AS n_fa, size(fb) AS n_fb, size(fab) AS n_fab, fa, fb, fab
+WITH ca, cb, n_fa, n_fb, n_fab, fa, fb, fab, ca.model AS m, coalesce(ca.critical_layers, []) AS la0, coalesce(cb.critical_layers, []) AS lb0, """
     + _DIFF_LAYERS
     + """ AS layers
-WITH ca, cb, m, la0, lb0, fa, fb, fab,
+WITH ca, cb, m, la0, lb0, n_fa, n_fb, n_fab, fa, fb, fab,
      [lay IN layers | [m + '/' + lay + '/', """
     + _channels("ca", "lay")
     + ", "
     + _channels("cb", "lay")
     + """]] AS sides
-WITH ca, cb, m, la0, lb0, fa, fb, fab,
+WITH ca, cb, m, la0, lb0, n_fa, n_fb, n_fab, fa, fb, fab,
      [x IN sides | [[ch IN x[1] WHERE NOT (ch IN x[2]) | x[0] + toString(ch)],
                     [ch IN x[2] WHERE NOT (ch IN x[1]) | x[0] + toString(ch)],
                     [ch IN x[1] WHERE ch IN x[2] | x[0] + toString(ch)]]] AS per
-WITH ca, cb, m, la0, lb0, fa, fb, fab, reduce(acc = [], p IN per | acc + p[0]) AS na, reduce(acc = [], p IN per | acc + p[1]) AS nb,
+WITH ca, cb, m, la0, lb0, n_fa, n_fb, n_fab, fa, fb, fab, reduce(acc = [], p IN per | acc + p[0]) AS na, reduce(acc = [], p IN per | acc + p[1]) AS nb,
      reduce(acc = [], p IN per | acc + p[2]) AS nab
 UNWIND [
   {kind: 'neuron', side: 'only_a', count: size(na), items: CASE WHEN $limit IS NULL THEN na[$skip..] ELSE na[$skip..$skip + $limit] END},
   {kind: 'neuron', side: 'only_b', count: size(nb), items: CASE WHEN $limit IS NULL THEN nb[$skip..] ELSE nb[$skip..$skip + $limit] END},
   {kind: 'neuron', side: 'both', count: size(nab), items: CASE WHEN $limit IS NULL THEN nab[$skip..] ELSE nab[$skip..$skip + $limit] END},
-  {kind: 'feeds', side: 'only_a', count: size(fa),
+  {kind: 'feeds', side: 'only_a', count: n_fa,
    items: [k IN CASE WHEN $limit IS NULL THEN fa[$skip..] ELSE fa[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="la0") + """]},
-  {kind: 'feeds', side: 'only_b', count: size(fb),
+  {kind: 'feeds', side: 'only_b', count: n_fb,
    items: [k IN CASE WHEN $limit IS NULL THEN fb[$skip..] ELSE fb[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="lb0") + """]},
-  {kind: 'feeds', side: 'both', count: size(fab),
+  {kind: 'feeds', side: 'both', count: n_fab,
    items: [k IN CASE WHEN $limit IS NULL THEN fab[$skip..] ELSE fab[$skip..$skip + $limit] END | """ + _KEY_TO_UID.format(L="la0") + """]}
 ] AS r
 RETURN ca.uid AS circuit_a, cb.uid AS circuit_b, r.kind AS kind, r.side AS side, r.count AS count, r.items AS items
@@ -471,8 +455,8 @@ WITH n, cl, c, i ORDER BY cl.index
         # instead of every group of every circuit.
         cypher="""MATCH (c:Circuit {status: 'complete'})
 WHERE ($model IS NULL OR c.model = $model) AND ($params IS NULL OR c.params_hash = $params)
-WITH c ORDER BY c.completed_at DESC
-WITH c.model AS model, c.class_index AS ci, collect(c)[0] AS c
+WITH c.model AS model, c.class_index AS ci, collect(c) AS cs
+WITH model, ci, reduce(b = cs[0], x IN cs | CASE WHEN x.completed_at > b.completed_at THEN x ELSE b END) AS c
 WITH model, ci, c, coalesce(c.labels_text, []) AS texts, toLower($text) AS needle
 WITH model, ci, c, [i IN range(0, size(texts) - 1) WHERE toLower(texts[i]) CONTAINS needle] AS hits
 WHERE size(hits) > 0
