@@ -226,8 +226,7 @@ def stat_rows(rows: dict[str, Any]) -> list[dict[str, Any]]:
 
 # A complete circuit's FEEDS as sorted integer keys depth * 2^32 + upper * 2^16 + lower
 # (`ingest.circuit_rows.feed_keys`), one node per circuit (uid = the circuit's): `circuit_diff`
-# compares two such lists with IN, which ArcadeDB evaluates natively (two 4.6k-key lists in a
-# few milliseconds; an index-walking comprehension over them took 100+ ms).
+# unwinds two of them and groups the keys in memory (7 ms at 1,000 classes).
 Q_FEEDS_KEYS = """
 MERGE (x:CircuitFeeds {uid: $circuit})
 SET x.model = $model, x.keys = $keys
