@@ -314,25 +314,30 @@ ORDER BY class_index
         description=(
             "Jaccard index of the critical neurons of pairs of classes of a model in one layer, rows "
             "$skip .. $skip + $limit of the matrix (class A in class order, every class B; diagonal "
-            "included).  A page holds limit x classes rows; the whole matrix is classes^2 rows, so "
+            "included; by default one row: class A's similarity to every class).  A page holds limit x "
+            "classes rows; the whole matrix is classes^2 rows, so "
             "Python users compute it from `class_channels` (`ingest.similarity.similarity_matrix`)."
         ),
         # Rows come out in (class_a, class_b) order by construction (the class list is sorted, and
         # UNWIND keeps list order).  Lists bound to names once (ArcadeDB re-reads a map entry
-        # inside a list comprehension for every element).
+        # inside a list comprehension for every element).  Class A's channels become a 0/1 list
+        # indexed by channel, so a pair costs one look-up per channel of B instead of |A| x |B|
+        # comparisons (0.25 s for a 2-row page at 1,000 classes).
         cypher=_PICK_PER_CLASS
         + _channels_of("ci")
         + """WITH ci, c.class_name AS name, channels AS chans ORDER BY ci
 WITH collect([ci, name, chans]) AS classes
 UNWIND CASE WHEN $limit IS NULL THEN classes[$skip..] ELSE classes[$skip..$skip + $limit] END AS a
+WITH classes, a, a[2] AS ac
+WITH classes, a, ac, [i IN range(0, reduce(m = -1, x IN ac | CASE WHEN x > m THEN x ELSE m END)) | CASE WHEN i IN ac THEN 1 ELSE 0 END] AS mask
 UNWIND classes AS b
-WITH a, b, a[2] AS ac, b[2] AS bc
-WITH a, b, size(ac) AS n_a, size(bc) AS n_b, size([x IN ac WHERE x IN bc]) AS shared
+WITH a, b, size(ac) AS n_a, b[2] AS bc, mask
+WITH a, b, n_a, size(bc) AS n_b, reduce(n = 0, x IN bc | n + coalesce(mask[x], 0)) AS shared
 RETURN a[0] AS class_a, a[1] AS name_a, b[0] AS class_b, b[1] AS name_b, n_a, n_b, shared AS n_shared, """
         + _JACCARD.format(a="n_a", b="n_b", s="shared")
         + """ AS jaccard
 """,
-        params={"model": None, "layer": None, "params": None, "skip": 0, "limit": 2},
+        params={"model": None, "layer": None, "params": None, "skip": 0, "limit": 1},
         returns=("class_a", "name_a", "class_b", "name_b", "n_a", "n_b", "n_shared", "jaccard"),
     ),
     Query(
