@@ -224,12 +224,13 @@ QUERIES: list[Query] = [
         name="models",
         title="Models",
         description="Every model in the store with its number of classes and of complete circuits.",
+        # complete circuits from the per-parameter-set counts the writer keeps on the Model node
+        # (ingest/aggregates.py), not by walking every class's circuits
         cypher="""
 MATCH (m:Model)
-OPTIONAL MATCH (m)-[:HAS_CLASS]->(cl:Class)
-OPTIONAL MATCH (cl)-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
 RETURN m.uid AS model, m.name AS name, m.arch AS arch, m.num_classes AS num_classes, m.input_size AS input_size,
-       count(DISTINCT cl) AS classes, count(DISTINCT c) AS complete_circuits
+       size([(m)-[:HAS_CLASS]->(cl:Class) | cl]) AS classes,
+       reduce(n = 0, x IN coalesce(m.ps_circuits, []) | n + x) AS complete_circuits
 ORDER BY model
 """,
         returns=("model", "name", "arch", "num_classes", "input_size", "classes", "complete_circuits"),
