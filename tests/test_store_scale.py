@@ -7,6 +7,8 @@ import pytest
 
 from bench.store_scale import Generator, ParamMaker, Shape, main, time_queries
 from ingest.queries import QUERIES, get_query, run_query
+from ingest.aggregates import differences
+from ingest.session import Runner
 from ingest.writer import write_circuit
 from tests.fixtures_store import expected_counts
 
@@ -38,6 +40,8 @@ def test_tiny_store_counts_and_every_query(store):
         assert st.action == "written"
     got = {k: v for k, v in store.counts().items() if v}
     assert got == {k: v for k, v in expected_counts(circuits).items() if v}
+    with Runner(store) as runner:  # the writer's aggregates agree with the raw relationships
+        assert differences(runner) == []
 
     critical = {c.class_index: {d: c.critical(d) for d in c.depths} for c in circuits}
     maker = ParamMaker(gen, list(range(SHAPE.classes)), critical)
