@@ -27,7 +27,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
 from neurflow.hooks import spatial_mean
-from neurflow.subnetwork import restrict_outputs
+from neurflow.subnetwork import input_taps, restrict_outputs
 
 QUADRATURE = "gausslegendre"  # captum's default rule (spec §3)
 
@@ -211,6 +211,7 @@ def layer_attributions(
         x = _path(maps, alphas, channels_last).requires_grad_(True)
         with _autocast(device, autocast_dtype):
             out = spatial_mean(net(x)).float()
+        taps = [t for t in input_taps(net) if t.last is not None]  # slices of x whose gradient autograd leaves to us
         if result is None:
             result = torch.empty((len(pairs), maps.shape[1]), dtype=torch.float32)
         passes = max(len(targets) for _, targets in chunk)
@@ -220,7 +221,11 @@ def layer_attributions(
             cols = torch.tensor([column[pairs[i][0]] for _, i in slots], device=device)
             grad_out = torch.zeros(len(chunk), steps, out.shape[1], device=device)
             grad_out[rows[:, None], torch.arange(steps, device=device)[None, :], cols[:, None]] = weights
-            (grad,) = torch.autograd.grad(out, x, grad_out.view_as(out), retain_graph=j < passes - 1)
+            grad, *tapped = torch.autograd.grad(out, [x] + [t.last for t in taps], grad_out.view_as(out),
+                                                retain_graph=j < passes - 1, allow_unused=True)
+            for tap, g in zip(taps, tapped):
+                if g is not None:
+                    grad[:, tap.channels] += g.to(grad.dtype)
             attr = _contract(grad, maps, steps)[rows].cpu()
             result[torch.tensor([i for _, i in slots])] = attr
             if on_rows:

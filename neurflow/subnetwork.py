@@ -365,6 +365,33 @@ _CHANNELWISE_FUNCTIONS = {
 _CHANNELWISE_METHODS = {"relu", "sigmoid", "tanh", "add", "mul", "sub"}
 
 
+class InputTap(nn.Module):
+    """`x -> x[:, channels]` for a restricted sub-network's own input (a residual block's identity
+    shortcut), read from a detached copy: autograd's backward of `index_select` would zero-fill a
+    full-size gradient of the input per backward pass and then add it to the input's gradient
+    (measured for the issue: 1.8 s of a 14.9 s ResNet50 IG phase at 50 steps).  Instead the slice
+    is a leaf of its own (`last`), and whoever takes the gradient with respect to the input asks
+    for this leaf's too and adds it into the input gradient's `channels` (`neurflow.attribution`).
+    With no gradient wanted it is a plain slice."""
+
+    def __init__(self, channels: list[int]):
+        super().__init__()
+        self.register_buffer("channels", torch.tensor(channels, dtype=torch.long), persistent=False)
+        self.last: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            self.last = None
+            return torch.index_select(x, 1, self.channels)
+        self.last = torch.index_select(x.detach(), 1, self.channels).requires_grad_(True)
+        return self.last
+
+
+def input_taps(net: nn.Module) -> list[InputTap]:
+    """The `InputTap`s of a restricted sub-network (none for any other module)."""
+    return [m for m in net.modules() if isinstance(m, InputTap)]
+
+
 def restrict_outputs(sub: nn.Module, channels: list[int]) -> nn.Module | None:
     """A copy of `sub` that computes only the output `channels` (in that order), or None.
 
@@ -416,6 +443,10 @@ def restrict_outputs(sub: nn.Module, channels: list[int]) -> nn.Module | None:
             args = tuple(sliced(a) for a in node.args)
             kwargs = {k: sliced(v) for k, v in node.kwargs.items()}
             return graph.create_node(node.op, node.target, args, kwargs)
+        if node.op == "placeholder":  # the sub-network's input: its gradient is added by the caller (InputTap)
+            if "_input_tap" not in dict(gm.named_modules()):
+                gm.add_submodule("_input_tap", InputTap(channels))
+            return graph.call_module("_input_tap", (node,))
         return graph.call_function(torch.index_select, (node, 1, index))
 
     output = next(n for n in graph.nodes if n.op == "output")

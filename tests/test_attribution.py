@@ -158,3 +158,28 @@ def test_ig_of_a_linear_map_is_the_known_answer():
         assert (got[:, 2] == 0).all()
         ref = integrated_gradients(sub, MAPS[[c for _, c in pairs]], torch.tensor([u for u, _ in pairs]), steps=steps)
         assert torch.allclose(ref, want, rtol=1e-5, atol=1e-7)
+
+
+def test_restricted_identity_shortcut_has_no_full_size_index_select_backward():
+    """The block's identity shortcut `+ x`, cut to the targets, is read through an InputTap: its
+    backward graph holds no IndexSelectBackward (which zero-fills a gradient of the whole input per
+    pass), and the attributions still equal the whole block's (test above)."""
+    from neurflow.subnetwork import input_taps
+
+    sub = fold_batchnorm(build_subnetworks(nn.Sequential(nn.Identity(), _block()), ["1", "0"], (6, 7, 7))[0])
+    small = restrict_outputs(sub, [4, 1])
+    assert len(input_taps(small)) == 1
+    x = MAPS.clone().requires_grad_(True)
+    seen, stack = set(), [small(x).sum().grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            stack += [f for f, _ in fn.next_functions]
+    names = {type(fn).__name__ for fn in seen}
+    assert not any("IndexSelect" in n for n in names) and any("Convolution" in n for n in names)
+    whole = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=64, device=torch.device("cpu"),
+                               restrict=False)
+    for max_rows in (12, 64):  # several backward passes per chunk (retain_graph) and one
+        got = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=max_rows, device=torch.device("cpu"))
+        torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-7)
