@@ -273,6 +273,31 @@ ORDER BY class_index, concept
 }
 
 
+# the stored evaluations of a model (the faithfulness page): the text of ingest.evaluations.Q_READ
+# (a test keeps them equal), held here because importing ingest.evaluations imports torch
+# (neurflow.evaluation): 1.6-1.8 s on the first visit of the page, for a read of stored rows
+APP_QUERIES["evaluations"] = """
+MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit)-[:HAS_EVALUATION]->(e:Evaluation)
+WHERE c.status = 'complete' AND ($params IS NULL OR c.params_hash = $params)
+RETURN e.circuit AS circuit, e.model AS model, e.class_index AS class_index, cl.name AS class_name,
+       e.kind AS kind, e.layer AS layer, e.depth AS depth, e.lower AS lower, e.mode AS mode, e.scope AS scope,
+       e.value AS value, e.value_std AS value_std, e.random_mean AS random_mean, e.random_std AS random_std,
+       e.baseline AS baseline, e.size AS size, e.n AS n, e.draws AS draws, e.seed AS seed,
+       c.completed_at AS completed_at, c.params_hash AS params_hash
+ORDER BY class_index, kind, depth, mode, scope
+"""
+
+
+def evaluations(model: str, params: str | None) -> list[dict[str, Any]]:
+    """Stored evaluations of the latest complete circuit of each class (in parameter set `params`),
+    as `ingest.evaluations.read_evaluations` returns them, cached."""
+    rows = app_query("evaluations", model=model, params=params)
+    latest: dict[int, str] = {}
+    for r in sorted(rows, key=lambda r: r.get("completed_at") or ""):
+        latest[int(r["class_index"])] = r["circuit"]
+    return [r for r in rows if latest.get(int(r["class_index"])) == r["circuit"]]
+
+
 # --------------------------------------------------------------------------- similarity
 def cluster_order(matrix: "np.ndarray") -> list[int]:
     """Row order that puts similar classes next to each other: the leaves of an average-linkage

@@ -659,3 +659,12 @@ def test_faithfulness_tables_have_no_none_cells():
     for table in (fid, pairs, stored_rows(rows)):
         cells = {str(v) for v in table.to_numpy().ravel()}
         assert not cells & {"None", "nan", "NaN", "<NA>"}, cells
+
+
+def test_faithfulness_page_reads_what_read_evaluations_reads():
+    """The app holds its own copy of the evaluations query (importing ingest.evaluations imports
+    torch); it must stay the library's text."""
+    from app.data import APP_QUERIES
+    from ingest.evaluations import Q_READ
+
+    assert APP_QUERIES["evaluations"].strip() == Q_READ.strip()

@@ -31,20 +31,12 @@ RATIO_CAP = 100.0  # ratios above this are shown as "≥ 100×": the random side
 
 
 def _read(model: str, params: str | None) -> list[dict]:
-    from ingest.evaluations import read_evaluations
-
     try:
-        return read_evaluations(data.store(), model, params)
+        return data.evaluations(model, params)
     except StoreError as exc:  # a store that never saw an Evaluation may not know the label
         if "Evaluation" in str(exc) or "HAS_EVALUATION" in str(exc):
             return []
         raise
-
-
-@st.cache_data(show_spinner=False, ttl=data.RESULT_TTL_S, max_entries=16)
-def _read_cached(version_key: str, model: str, params: str | None) -> list[dict]:  # noqa: ARG001 - the key only
-    """The evaluations, cached under the store's version like every other read of the app."""
-    return _read(model, params)
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -202,7 +194,7 @@ def render(url: UrlState, ctx: Context) -> None:
         "masked lower neurons (negative = faithful)."
     )
     with st.spinner("Reading the evaluations…"):
-        rows = _read_cached(data.version(), ctx.model, ctx.params)
+        rows = _read(ctx.model, ctx.params)
     if not rows:
         st.info(f"No evaluations of {ctx.model} in the store yet. Run "
                 f"`neurflow evaluate --model {ctx.model} --classes all --out report/`, then reload this page.",
