@@ -369,8 +369,9 @@ def fitted_range(matrix: Any) -> tuple[float, float]:
     if off.size == 0:
         return 0.0, 1.0
     lo, hi = float(off.min()), float(off.max())
-    if hi - lo < 0.01:  # (nearly) one value: a small band around it, so the scale still reads
-        lo, hi = max(0.0, lo - 0.005), lo + 0.005 if lo > 0.005 else 0.01
+    if hi - lo < 0.01:  # (nearly) one value: a band of 0.01 around it, so the scale still reads
+        lo = max(0.0, (lo + hi) / 2 - 0.005)
+        hi = lo + 0.01
     return lo, hi
 
 
