@@ -310,6 +310,8 @@ def test_hubs_ranked_by_classes_then_importance(synthetic):
     keys = list(zip(hubs["classes"], hubs["importance"]))
     assert keys == sorted(keys, key=lambda k: (-k[0], -k[1]))
     assert "ties (e.g. neurons every class shares) by **importance**" in texts(at)
+    later = next(df for df in frames(page("compare", classes="0,1", hubs=2, hub_from=3)) if "used by" in df.columns)
+    assert list(later["neuron"]) == list(hubs["neuron"][2:4]) and list(later["rank"]) == [3, 4]
 
 
 def test_reverse_lookup_pages(synthetic, monkeypatch):

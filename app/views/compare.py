@@ -255,21 +255,22 @@ def used_by(ctx: Context, class_indices: list[int], shown: int = HUB_CLASSES_SHO
 
 def _hubs(url: UrlState, ctx: Context) -> None:
     st.subheader("Hub neurons")
-    c1, c2 = st.columns([3, 1])
+    c1, c2, c3 = st.columns([3, 1, 1])
     layers = ["(all layers)"] + [row["name"] for row in ctx.layers if row["depth"] > 0]
     hub_layer = url.selectbox("Layer of the hubs", layers, key="hub_layer", container=c1)
     limit = url.number("How many", key="hubs", min_value=1, max_value=200, default=10, container=c2)
-    rows = data.lib("hub_neurons", model=ctx.model, params=ctx.params, limit=limit,
+    start = url.number("From rank", key="hub_from", min_value=1, max_value=1_000_000, default=1, container=c3)
+    rows = data.lib("hub_neurons", model=ctx.model, params=ctx.params, limit=limit, skip=start - 1,
                     layer=None if hub_layer == layers[0] else hub_layer)
     if not rows:
         st.caption("no hub neurons")
         return
     ranked = "importance" in rows[0]
     df = pd.DataFrame([{
-        "neuron": f"{r['layer']} #{r['channel']}", "classes": r["classes"],
+        "rank": start + i, "neuron": f"{r['layer']} #{r['channel']}", "classes": r["classes"],
         **({"importance": r["importance"]} if ranked else {}),
         "used by": used_by(ctx, r["class_indices"]),
-    } for r in rows])  # fmt: skip
+    } for i, r in enumerate(rows)])  # fmt: skip
     st.dataframe(df, hide_index=True, width="stretch", column_config={
         "classes": st.column_config.NumberColumn("classes", help="classes whose circuit includes the neuron"),
         "importance": st.column_config.NumberColumn("importance", format="%.3g",
