@@ -1,4 +1,4 @@
-"""`neurflow store start|stop|status`, `neurflow query` and `neurflow export`.
+"""`neurflow store start|stop|status|rebuild-aggregates`, `neurflow query` and `neurflow export`.
 
 Errors follow the command line's one contract (`cli.contract`): bad input (a bad option, a query
 the read-only console refuses) is one `error:` line and exit 2, a runtime failure (store down,
@@ -65,6 +65,36 @@ def cmd_store_status(args: argparse.Namespace) -> int:
     return 0 if info.get("running", True) else 1  # like `systemctl status`: 1 = not running
 
 
+# --------------------------------------------------------------------------- store rebuild-aggregates
+def cmd_store_rebuild_aggregates(args: argparse.Namespace) -> int:
+    """Rebuild the writer's aggregates from the raw relationships (a store written before the
+    writer kept them: opening it as the writer does this on its own when they are missing), or
+    with --check only compare them (exit 1 with one line when they differ)."""
+    from ingest.aggregates import FIX_COMMAND, differences, rebuild
+    from ingest.schema import ensure_schema
+    from ingest.session import Runner
+    from ingest.store import Store, start_store
+
+    with Store(start_store()) as store:
+        if args.check:
+            with Runner(store) as runner:
+                diff = differences(runner, args.model)
+            if diff:
+                raise NeurflowRuntimeError(
+                    f"the aggregates differ from the raw relationships in {len(diff)} place{'s' if len(diff) != 1 else ''} "
+                    f"(first: {diff[0]}): run `{FIX_COMMAND}`"
+                )
+            print("aggregates consistent with the raw relationships")
+            return 0
+        ensure_schema(store, aggregates=False)
+        with Runner(store) as runner:
+            n = rebuild(runner, args.model)
+            circuits = runner.read("MATCH (c:Circuit {status: 'complete'}) WHERE $model IS NULL OR c.model = $model "
+                                   "RETURN count(c) AS n", {"model": args.model})[0]["n"]  # fmt: skip
+    print(f"rebuilt the aggregates of {circuits} complete circuit{'s' if circuits != 1 else ''} ({n} neuron aggregates)")
+    return 0
+
+
 # --------------------------------------------------------------------------- query
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``k=v`` pairs; v is JSON when it parses (numbers, null, true, lists), else a string."""
@@ -96,6 +126,19 @@ def format_table(columns: list[str], rows: list[list[Any]], *, more: bool = Fals
     return "\n".join(out)
 
 
+def _require_aggregates() -> None:
+    """The library queries read the writer's aggregates; on a store written before them (which
+    this read-only account cannot rebuild) they would answer nothing: one line naming the fix."""
+    from ingest.aggregates import missing, missing_message
+    from ingest.session import Runner
+    from ingest.store import Store, start_store
+
+    with Store(start_store(), readonly=True) as store, Runner(store) as runner:
+        stale = missing(runner)
+    if stale:
+        raise NeurflowRuntimeError(missing_message(stale))
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     """Run read-only Cypher (or a library query) and print a table."""
     from ingest.queries import QUERIES, get_query
@@ -115,6 +158,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             cypher, params = q.cypher, q.bind(**params)
         except KeyError as exc:  # unknown query or parameter: the message names the known ones
             raise NeurflowInputError(exc.args[0] if exc.args else str(exc)) from None
+        _require_aggregates()
     elif args.cypher:
         cypher = args.cypher
     else:
@@ -148,8 +192,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- wiring
 def add_store_commands(subparsers: Any) -> None:
     """Add ``store``, ``query`` and ``export`` to an argparse subparsers object (each sets `func`)."""
-    store = subparsers.add_parser("store", help="manage the embedded graph store (start, stop, status)")
-    ssub = store.add_subparsers(dest="store_command", metavar="{start,stop,status}")
+    store = subparsers.add_parser("store", help="manage the graph store (start, stop, status, rebuild-aggregates)")
+    ssub = store.add_subparsers(dest="store_command", metavar="{start,stop,status,rebuild-aggregates}")
     ssub.required = True
     ssub.add_parser("start", help="start the embedded store in the background").set_defaults(func=cmd_store_start)
     ssub.add_parser("stop", help="stop the embedded store").set_defaults(func=cmd_store_stop)
@@ -157,6 +201,10 @@ def add_store_commands(subparsers: Any) -> None:
     st.add_argument("--json", action="store_true", help="print JSON")
     st.add_argument("--counts", action="store_true", help="also count nodes and relationships")
     st.set_defaults(func=cmd_store_status)
+    ra = ssub.add_parser("rebuild-aggregates", help="rebuild the aggregates the writer keeps (stores written before them)")
+    ra.add_argument("--check", action="store_true", help="only compare them with the raw relationships (exit 1 if they differ)")
+    ra.add_argument("--model", default=None, help="only this model")
+    ra.set_defaults(func=cmd_store_rebuild_aggregates)
 
     q = subparsers.add_parser("query", help="run read-only Cypher against the store and print a table")
     q.add_argument("cypher", nargs="?", help="the Cypher query (read-only)")

@@ -140,7 +140,8 @@ def _top(changed_layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # Per model, the complete circuits of each parameter set (`param_set()` of ingest/queries.py picks
 # the default set from them instead of scanning every circuit): lists on the Model node,
-# `ps_hashes`, `ps_circuits`, `ps_last` (latest completed_at).  A retract recounts its set.
+# `ps_hashes`, `ps_circuits`, `ps_last` (latest completed_at: a maximum, since concurrent
+# completions commit in any order of their timestamps).  A retract recounts its set.
 Q_SETS_ADD = """
 MATCH (m:Model {uid: $model})
 WITH m, coalesce(m.ps_hashes, []) AS hs, coalesce(m.ps_circuits, []) AS ns, coalesce(m.ps_last, []) AS ls
@@ -149,7 +150,8 @@ SET m.ps_hashes = CASE WHEN size(at) = 0 THEN hs + [$params_hash] ELSE hs END,
     m.ps_circuits = CASE WHEN size(at) = 0 THEN ns + [1]
                          ELSE [i IN range(0, size(ns) - 1) | ns[i] + CASE WHEN i = at[0] THEN 1 ELSE 0 END] END,
     m.ps_last = CASE WHEN size(at) = 0 THEN ls + [$completed_at]
-                     ELSE [i IN range(0, size(ls) - 1) | CASE WHEN i = at[0] THEN $completed_at ELSE ls[i] END] END
+                     ELSE [i IN range(0, size(ls) - 1) |
+                           CASE WHEN i = at[0] AND (ls[i] IS NULL OR ls[i] < $completed_at) THEN $completed_at ELSE ls[i] END] END
 RETURN count(m) AS n
 """
 Q_SETS_RECOUNT = """
@@ -242,9 +244,29 @@ RETURN u.depth AS depth, u.channel AS u, v.channel AS v
 """
 
 
+# The first statement of every transaction that changes the aggregates: a write on the Model node
+# before anything is read.  The aggregate statements read a node's lists and then SET them; on
+# Neo4j (read committed) two transactions completing circuits of one parameter set would both read
+# the old list and the second commit would lose the first one's update.  Neo4j takes a node's
+# write lock before reading only when the SET expression itself reads the property (as here), and
+# holds it to the commit, so every aggregate change of one model runs after the previous one
+# committed (they are short), always Model first, so no two of them wait on each other (no
+# deadlock).  ArcadeDB is optimistic instead: the second commit fails with a concurrent
+# modification, which `Runner.execute` retries (`ingest.session.is_transient_store_error`).
+Q_LOCK = "MATCH (m:Model {uid: $model}) SET m.agg_lock = coalesce(m.agg_lock, 0) + 1 RETURN count(m) AS n"
+Q_LOCK_OF = """
+MATCH (c:Circuit {uid: $circuit})
+MATCH (m:Model {uid: c.model})
+SET m.agg_lock = coalesce(m.agg_lock, 0) + 1
+RETURN count(m) AS n
+"""
+
+
 def complete_circuit(tx: Tx, rows: dict[str, Any], props: dict[str, Any]) -> None:
-    """Mark the circuit complete and count it into the aggregates: one transaction (see module doc)."""
+    """Mark the circuit complete and count it into the aggregates: one transaction (see module doc),
+    which first takes the model's lock (`Q_LOCK`)."""
     c = rows["circuit"]
+    tx.run(Q_LOCK, {"model": c["model"]})
     tx.run(Q_COMPLETE, {"circuit": c["uid"], "props": props})
     tx.run(Q_FEEDS_KEYS, {"circuit": c["uid"], "model": c["model"], "keys": rows["feed_keys"]})
     stats = stat_rows(rows)
@@ -261,7 +283,9 @@ def complete_circuit(tx: Tx, rows: dict[str, Any], props: dict[str, Any]) -> Non
 
 def retract_circuit(tx: Tx, uid: str) -> str | None:
     """Take circuit `uid` out of the aggregates if it is complete and mark it ``running``, in the
-    caller's transaction; returns the status it had (None: no such circuit)."""
+    caller's transaction (which first takes the model's lock, `Q_LOCK_OF`); returns the status it
+    had (None: no such circuit)."""
+    tx.run(Q_LOCK_OF, {"circuit": uid})
     found = tx.run(Q_CIRCUIT, {"circuit": uid})
     if not found:
         return None
@@ -518,6 +542,58 @@ def rebuild(runner: Runner, model: str | None = None) -> int:
     for i in range(0, len(lists), 1000):
         runner.write(Q_SET_LISTS, {"rows": lists[i : i + 1000]})
     return len(rows)
+
+
+# --------------------------------------------------------------------------- stores written before
+# A store written before the writer kept the aggregates has complete circuits without them: every
+# cross-class query would answer nothing (the default parameter set comes from the Model node's
+# `ps_*` lists).  One query tells, per model with complete circuits, how many there are, how many
+# how many lack the properties set with ``complete`` and whether the Model node has its
+# parameter-set lists at all; it reads one node per complete circuit (a few ms at 1,000 classes),
+# so it runs on every writer open (`ensure`).  Both marks are set in the very transaction that
+# marks a circuit complete (the lists stay, empty, when the last circuit leaves), so a writer
+# running at the same time can never make a store in step look stale (a mere count mismatch
+# could: the circuits and the Model node are read at different moments).
+Q_MISSING = """
+MATCH (c:Circuit {status: 'complete'})
+WITH c.model AS model, count(c) AS n, sum(CASE WHEN c.critical_layers IS NULL THEN 1 ELSE 0 END) AS bare
+OPTIONAL MATCH (m:Model {uid: model})
+RETURN model, n AS complete, bare, m.ps_hashes IS NULL AS uncounted
+"""
+
+FIX_COMMAND = "neurflow store rebuild-aggregates"
+
+
+def missing(runner: Runner) -> dict[str, int]:
+    """Models whose complete circuits lack their aggregates -> their number of complete circuits
+    (empty: none; a store in step with its writer)."""
+    return {r["model"]: r["complete"] for r in runner.read(Q_MISSING)
+            if r["model"] is not None and (r["bare"] > 0 or r["uncounted"])}  # fmt: skip
+
+
+def missing_message(stale: dict[str, int]) -> str:
+    """One line for a reader that cannot rebuild: what is wrong and the command that fixes it."""
+    n = sum(stale.values())
+    return (f"the store's aggregates are missing for {n} complete circuit{'s' if n != 1 else ''} "
+            f"(model{'s' if len(stale) != 1 else ''} {', '.join(sorted(stale))}; written before the writer kept them), "
+            f"so cross-class queries answer nothing: run `{FIX_COMMAND}` (or any `neurflow ingest`) with the writer account")
+
+
+def ensure(target: Any, *, say: Any = None) -> int:
+    """Rebuild the aggregates of every model whose complete circuits lack them (see `Q_MISSING`),
+    saying so in one line on stderr; returns the number of circuits rebuilt (0: nothing to do).
+    Runs when a writer opens the store (`ingest.schema.ensure_schema`)."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    with Runner(target) as runner:
+        stale = missing(runner)
+        if not stale:
+            return 0
+        n = sum(stale.values())
+        say(f"store: rebuilding the aggregates of {n} complete circuit{'s' if n != 1 else ''} "
+            f"(model{'s' if len(stale) != 1 else ''} {', '.join(sorted(stale))}), written before the writer kept them ...")
+        for model in sorted(stale):
+            rebuild(runner, model)
+    return n
 
 
 def critical_lists(layers: list[tuple[str, list[int]]]) -> dict[str, list]:

@@ -59,28 +59,10 @@ def thumbnail_source(circuit: Circuit, images, spec):
     return picture
 
 
-# Store errors that say "try again": a race between concurrent writers (ArcadeDB reports a MERGE
-# that lost the race on a unique index as a duplicated key, or a concurrent modification of the
-# same record), a deadlock, or a server that went away for a moment.  The writer is idempotent, so
-# writing the circuit again is safe.
-_TRANSIENT_MARKERS = (
-    "duplicated key", "concurrentmodification", "concurrent modification", "deadlock", "transienterror",
-    "neo.transienterror", "lock acquisition", "locked by",
-)  # fmt: skip
-
-
-def is_transient_store_error(exc: BaseException) -> bool:
-    """True for store errors worth retrying: unreachable server, write conflicts, deadlocks."""
-    from neo4j import exceptions as nx
-
-    from ingest.errors import StoreQueryError, StoreUnavailable
-
-    if isinstance(exc, (StoreUnavailable, nx.ServiceUnavailable, nx.SessionExpired, nx.TransientError)):
-        return True
-    if isinstance(exc, (StoreQueryError, nx.Neo4jError)):
-        text = " ".join(str(exc).split()).lower()
-        return any(marker in text for marker in _TRANSIENT_MARKERS)
-    return False
+# Store errors that say "try again" (a race between concurrent writers, a deadlock, a server that
+# went away for a moment): one definition, in ingest/session.py, whose `Runner.execute` also
+# retries a single transaction that lost such a race.
+from ingest.session import is_transient_store_error  # noqa: E402,F401 - re-exported (ray_executor, tests)
 
 
 def write_with_retries(store, circuit: Circuit, artifacts: Path, *, attempts: int = 6, **kwargs):

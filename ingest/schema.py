@@ -43,12 +43,22 @@ def constraint_statements() -> list[str]:
     return out
 
 
-def ensure_schema(store: Store, *, again: bool = False) -> None:
-    """Create the constraints and indexes (idempotent); once per `Store` object unless `again`."""
+def ensure_schema(store: Store, *, again: bool = False, aggregates: bool = True) -> None:
+    """Create the constraints and indexes (idempotent); once per `Store` object unless `again`.
+
+    Then, unless `aggregates` is False, rebuild the writer's aggregates if complete circuits lack
+    them (`ingest.aggregates.ensure`: a store written before they existed; one cheap query when
+    they are there): this is the writer's first use of the store (`open_store` for a writer,
+    `write_circuit`), so after an upgrade the first `neurflow ingest` / `demo` brings an old store
+    in step instead of every cross-class query answering nothing."""
     if getattr(store, "_schema_ready", False) and not again:
         return
     for statement in constraint_statements():
         store.run(statement)
+    if aggregates:
+        from ingest.aggregates import ensure
+
+        ensure(store)
     store._schema_ready = True
 
 

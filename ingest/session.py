@@ -11,6 +11,8 @@ its aggregates) passes a function that runs several statements in one transactio
 
 from __future__ import annotations
 
+import random
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
@@ -22,6 +24,41 @@ from ingest.store import Store, translate_error
 
 T = TypeVar("T")
 Rows = list[dict[str, Any]]
+
+# Store errors that say "try again": a race between concurrent writers (ArcadeDB reports a MERGE
+# that lost the race on a unique index as a duplicated key, and a commit that lost an optimistic
+# race on a record, such as two completions updating one model's aggregates, as a concurrent
+# modification), a deadlock, or a server that went away for a moment.  A transaction that failed
+# so was rolled back whole, so running it again is safe.
+_TRANSIENT_MARKERS = (
+    "duplicated key", "concurrentmodification", "concurrent modification", "deadlock", "transienterror",
+    "neo.transienterror", "lock acquisition", "locked by",
+)  # fmt: skip
+TX_ATTEMPTS = 6
+"""How often `Runner.execute` runs a write transaction that keeps losing races (then it raises)."""
+
+
+def is_transient_store_error(exc: BaseException) -> bool:
+    """True for store errors worth retrying: unreachable server, write conflicts, deadlocks."""
+    from neo4j import exceptions as nx
+
+    from ingest.errors import StoreQueryError, StoreUnavailable
+
+    if isinstance(exc, (StoreUnavailable, nx.ServiceUnavailable, nx.SessionExpired, nx.TransientError)):
+        return True
+    if isinstance(exc, (StoreQueryError, nx.Neo4jError)):
+        text = " ".join(str(exc).split()).lower()
+        return any(marker in text for marker in _TRANSIENT_MARKERS)
+    return False
+
+
+def _conflict(exc: BaseException) -> bool:
+    """A write transaction that lost a race with another one (not a server that went away: the
+    driver already retries those for its `max_transaction_retry_time`)."""
+    from neo4j import exceptions as nx
+
+    return isinstance(exc, nx.Neo4jError) and not isinstance(exc, (nx.ServiceUnavailable, nx.SessionExpired)) \
+        and is_transient_store_error(exc)
 
 
 class Tx:
@@ -71,12 +108,19 @@ class Runner:
             cypher = work
             work = lambda tx: tx.run(cypher, params)  # noqa: E731
         run = self.session.execute_write if write else self.session.execute_read
-        try:
-            return run(lambda tx: work(Tx(tx)))
-        except Exception as exc:
-            if self.config is not None:
-                raise translate_error(exc, self.config) from None
-            raise
+        for attempt in range(TX_ATTEMPTS):
+            try:
+                return run(lambda tx: work(Tx(tx)))
+            except Exception as exc:
+                # the driver retries what Neo4j calls transient; ArcadeDB reports an optimistic
+                # conflict (two writers on one record, e.g. the aggregates of one model) otherwise
+                if write and attempt < TX_ATTEMPTS - 1 and _conflict(exc):
+                    time.sleep(min(2.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
+                    continue
+                if self.config is not None:
+                    raise translate_error(exc, self.config) from None
+                raise
+        raise AssertionError("unreachable")
 
     def write(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
         return self.execute(cypher, params, write=True)

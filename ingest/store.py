@@ -227,8 +227,19 @@ class Store:
 
 
 def open_store(cfg: StoreConfig | None = None, *, readonly: bool = False) -> Store:
-    """Open the configured store (the embedded server is started when needed)."""
-    return Store(cfg or start_store(), readonly=readonly)
+    """Open the configured store (the embedded server is started when needed).  A writer's store
+    gets its schema and, on a store written before the writer kept its aggregates, those
+    (`ingest.schema.ensure_schema`) before anything else runs."""
+    store = Store(cfg or start_store(), readonly=readonly)
+    if not readonly:
+        from ingest.schema import ensure_schema
+
+        try:
+            ensure_schema(store)
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def iter_batches(rows: list[Any], size: int) -> Iterator[list[Any]]:
