@@ -37,8 +37,13 @@ offsets[i + 1]]``), set with ``complete``: `class_channels` reads one node per c
 the INCLUDES of every circuit.
 
 `recompute` rebuilds both from the raw relationships (the test suite compares them with what
-the writer kept); `rebuild` replaces the stored ones by it (stores written before the
-aggregates existed: ``python -m ingest.aggregates``).
+the writer kept); `rebuild` replaces the stored ones by it.  A store written before the
+aggregates existed gets them when a writer first opens it (`ensure`, from
+`ingest.schema.ensure_schema`); a reader that cannot rebuild names the command that does
+(`missing_message`: ``neurflow store rebuild-aggregates``; also ``python -m ingest.aggregates``).
+
+Every transaction that changes the aggregates first takes the model's write lock (`Q_LOCK`):
+without it, two completions of one parameter set on Neo4j would lose one's update (see there).
 """
 
 from __future__ import annotations
@@ -547,18 +552,22 @@ def rebuild(runner: Runner, model: str | None = None) -> int:
 # --------------------------------------------------------------------------- stores written before
 # A store written before the writer kept the aggregates has complete circuits without them: every
 # cross-class query would answer nothing (the default parameter set comes from the Model node's
-# `ps_*` lists).  One query tells, per model with complete circuits, how many there are, how many
-# how many lack the properties set with ``complete`` and whether the Model node has its
-# parameter-set lists at all; it reads one node per complete circuit (a few ms at 1,000 classes),
-# so it runs on every writer open (`ensure`).  Both marks are set in the very transaction that
-# marks a circuit complete (the lists stay, empty, when the last circuit leaves), so a writer
-# running at the same time can never make a store in step look stale (a mere count mismatch
-# could: the circuits and the Model node are read at different moments).
+# `ps_*` lists).  Its mark: a Model node without `ps_hashes` that has complete circuits.  The
+# writer sets `ps_hashes` in the very transaction that marks a model's first circuit complete
+# (and the list stays, empty, when the last one leaves), and a writer's open rebuilds before its
+# first completion, so a writer at work in parallel never makes a store in step look stale (a
+# count of circuits against the Model's counts could: they are read at different moments).  The
+# query reads the Model nodes only when the store is in step (median 2 ms on the 1,000-class
+# bench store, as much as `RETURN 1`; a look at every complete circuit took 13-30 ms), so it runs
+# on every writer open.  (`WITH collect(...)` first: otherwise ArcadeDB plans the circuits too.)
 Q_MISSING = """
+MATCH (m:Model)
+WHERE m.ps_hashes IS NULL
+WITH collect(m.uid) AS models
+UNWIND models AS model
 MATCH (c:Circuit {status: 'complete'})
-WITH c.model AS model, count(c) AS n, sum(CASE WHEN c.critical_layers IS NULL THEN 1 ELSE 0 END) AS bare
-OPTIONAL MATCH (m:Model {uid: model})
-RETURN model, n AS complete, bare, m.ps_hashes IS NULL AS uncounted
+WHERE c.model = model
+RETURN model, count(c) AS complete
 """
 
 FIX_COMMAND = "neurflow store rebuild-aggregates"
@@ -567,8 +576,7 @@ FIX_COMMAND = "neurflow store rebuild-aggregates"
 def missing(runner: Runner) -> dict[str, int]:
     """Models whose complete circuits lack their aggregates -> their number of complete circuits
     (empty: none; a store in step with its writer)."""
-    return {r["model"]: r["complete"] for r in runner.read(Q_MISSING)
-            if r["model"] is not None and (r["bare"] > 0 or r["uncounted"])}  # fmt: skip
+    return {r["model"]: r["complete"] for r in runner.read(Q_MISSING) if r["complete"] > 0}
 
 
 def missing_message(stale: dict[str, int]) -> str:
