@@ -128,3 +128,35 @@ def test_concurrent_completions_of_one_parameter_set(store, threads):
         ps = stored(r)
     shared = max(len(s["class_indices"]) for s in ps.values())
     assert shared >= threads  # the fixture's circuits share neurons: the updates did collide
+
+
+def test_every_aggregate_change_takes_the_model_lock_first(store, monkeypatch):
+    """On Neo4j the lock is what prevents lost updates (ArcadeDB's optimistic commits hide its
+    absence from the test above): every transaction that touches an aggregate, completing or
+    retracting, runs the Model lock as its first statement."""
+    import ingest.aggregates as agg
+    from ingest.session import Tx
+
+    aggregate = {agg.Q_ADD, agg.Q_RETRACT, agg.Q_LAYER_ADD, agg.Q_LAYER_RETRACT, agg.Q_LAYER_TOP, agg.Q_SETS_ADD,
+                 agg.Q_SETS_RECOUNT, agg.Q_FEEDS_KEYS, agg.Q_FEEDS_KEYS_DROP, agg.Q_COMPLETE}
+    runs: dict[int, list[str]] = {}
+    real = Tx.run
+
+    alive: list[Tx] = []  # one Tx per transaction; kept so that no id is reused
+
+    def spy(self, cypher, params=None):
+        if id(self) not in runs:
+            alive.append(self)
+        runs.setdefault(id(self), []).append(cypher)
+        return real(self, cypher, params)
+
+    monkeypatch.setattr(Tx, "run", spy)
+    c = make_circuit(0)
+    write_circuit(store, c, model_info=model_info())
+    write_circuit(store, c, model_info=model_info(), force=True)  # retract, then complete again
+    touched = [stmts for stmts in runs.values() if aggregate & set(stmts)]
+    assert len(touched) >= 3  # complete, retract, complete
+    assert all(stmts[0] in (agg.Q_LOCK, agg.Q_LOCK_OF) for stmts in touched), [s[0][:60] for s in touched]
+    assert any(agg.Q_RETRACT in stmts for stmts in touched)
+    with Runner(store) as r:
+        assert differences(r) == []
