@@ -38,6 +38,7 @@ class GNode:
     size: float = 14.0
     order: float = 0.0  # tie-break inside a layer (e.g. channel)
     short: str | None = None  # a shorter label for dense rows (e.g. "g3" for "g3 collar edges")
+    label_inside: bool = True  # may the label sit inside the marker (short ids); False: beside it only
 
 
 @dataclass
@@ -129,7 +130,7 @@ def label_plan(rows: dict[int, list[GNode]], *, width_px: float = PLOT_WIDTH_PX,
         chosen = None
         for texts in ([n.label for n in row], [n.short or n.label for n in row]):
             widest = max((text_px(t) for t in texts if t), default=0.0)
-            if all(text_px(t, 9) + 3 <= plan.size[n.id] for n, t in zip(row, texts)):
+            if all(n.label_inside and text_px(t, 9) + 3 <= plan.size[n.id] for n, t in zip(row, texts)):
                 chosen = (texts, ["inside"] * len(row))
             elif widest + 4 <= spacing:
                 chosen = (texts, ["above"] * len(row))
@@ -237,11 +238,13 @@ def layered_figure(
         colour = palette.get(cat, default_colours[i % len(default_colours)])
         traces.append(go.Scatter(
             x=[pos[n.id][0] for n in group], y=[pos[n.id][1] for n in group], mode="markers",
-            marker={"size": [plan.size[n.id] for n in group], "color": colour,
+            marker={"size": [plan.size[n.id] for n in group], "color": colour, "opacity": 1,
                     "line": {"width": [3 if n.id == selected else 0.5 for n in group],
                              "color": ["#d62728" if n.id == selected else "#ffffff" for n in group]}},
             hovertext=[n.hover or n.id for n in group], hoverinfo="text", customdata=[n.id for n in group],
             name=DIFF_NAMES.get(cat, cat), showlegend=len(cats) > 1,
+            # opaque whatever the click selection (plotly dims unselected points): edges stay behind the nodes
+            selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
         ))  # fmt: skip
     colour_of = {n.id: palette.get(n.category, default_colours[list(cats).index(n.category) % len(default_colours)]) for n in nodes}
     for place, textpos, font in (("inside", "middle center", {"size": 9}),
@@ -251,10 +254,11 @@ def layered_figure(
         if ids:
             if place == "inside":  # white on dark markers, near-black on light ones (orange, yellow)
                 font = {**font, "color": [_ink(colour_of[i]) for i in ids]}
-            traces.append(go.Scatter(
-                x=[pos[i][0] for i in ids], y=[pos[i][1] for i in ids], mode="text", text=[plan.text[i] for i in ids],
-                textposition=textpos, textfont=font, hoverinfo="skip", customdata=ids, showlegend=False,
-                name=f"labels {place}",
+            traces.append(go.Scatter(  # invisible markers of the nodes' sizes: plotly sets text off by them
+                x=[pos[i][0] for i in ids], y=[pos[i][1] for i in ids], mode="markers+text", text=[plan.text[i] for i in ids],
+                marker={"size": [plan.size[i] for i in ids], "opacity": 0}, textposition=textpos, textfont=font,
+                selected={"marker": {"opacity": 0}}, unselected={"marker": {"opacity": 0}},
+                hoverinfo="skip", customdata=ids, showlegend=False, name=f"labels {place}",
             ))  # fmt: skip
     names = layer_names or {}
     fig = go.Figure(traces)

@@ -108,9 +108,9 @@ def _groups(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> N
     nodes = [
         # a label is user text: escaped, so that plotly's HTML subset (links, styles) stays text
         GNode(id=g["uid"], depth=g["depth"], label=f"g{g['index']}" + (f" {html.escape(g['label'])}" if g.get("label") else ""),
-              short=f"g{g['index']}",
+              short=f"g{g['index']}", label_inside=False,
               hover=f"{g['layer']} g{g['index']}<br>{g['size']} concepts" + (f"<br>{html.escape(g['label'])}" if g.get("label") else ""),
-              size=10 + 3 * math.sqrt(max(1, g["size"] or 1)), order=g["index"])
+              size=12 + 3 * math.sqrt(max(1, g["size"] or 1)), order=g["index"])
         for g in groups if g["uid"] in shown or g["uid"] == picked_uid
     ]  # fmt: skip
     gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
