@@ -76,6 +76,10 @@ def cmd_store_rebuild_aggregates(args: argparse.Namespace) -> int:
     from ingest.store import Store, start_store
 
     with Store(start_store()) as store:
+        if args.model is not None:
+            models = [r["uid"] for r in store.run("MATCH (m:Model) RETURN m.uid AS uid ORDER BY uid")]
+            if args.model not in models:
+                raise NeurflowInputError(f"--model {args.model!r} is not in the store (models: {', '.join(models) or 'none'})")
         if args.check:
             with Runner(store) as runner:
                 diff = differences(runner, args.model)
@@ -193,7 +197,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_store_commands(subparsers: Any) -> None:
     """Add ``store``, ``query`` and ``export`` to an argparse subparsers object (each sets `func`)."""
     store = subparsers.add_parser("store", help="manage the graph store (start, stop, status, rebuild-aggregates)")
-    ssub = store.add_subparsers(dest="store_command", metavar="{start,stop,status,rebuild-aggregates}")
+    ssub = store.add_subparsers(dest="store_command", metavar="{start,stop,status}")
     ssub.required = True
     ssub.add_parser("start", help="start the embedded store in the background").set_defaults(func=cmd_store_start)
     ssub.add_parser("stop", help="stop the embedded store").set_defaults(func=cmd_store_stop)

@@ -95,6 +95,19 @@ def test_cli_check_rebuild_and_query_on_an_old_store(store, store_config, capsys
     assert main(["query", "--lib", "hub_neurons", "-p", f"model={circuits[0].model}", "--format", "json"]) == 0
     assert '"neuron"' in capsys.readouterr().out
     assert main(["store", "rebuild-aggregates", "--bogus"]) == 2
+    capsys.readouterr()
+    assert main(["store", "rebuild-aggregates", "--model", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --model 'nope' is not in the store (models: {circuits[0].model})"]
+
+
+def test_cli_rebuild_on_an_unreachable_store_is_one_line(capsys, monkeypatch):
+    from ingest.embedded import free_port
+
+    monkeypatch.setenv("NEURFLOW_STORE_URI", f"bolt://127.0.0.1:{free_port()}")
+    assert main(["store", "rebuild-aggregates", "--check"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
 
 
 @pytest.mark.parametrize("threads", [4])
