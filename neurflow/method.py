@@ -45,7 +45,7 @@ from neurflow.circuit import (
 from neurflow.concepts import neuron_concepts
 from neurflow.groups import group_edges, layer_groups
 from neurflow.hooks import capture, execution_order, spatial_mean, valid_layer_names
-from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops
+from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops, has_content
 from neurflow.precision import certify
 from neurflow.subnetwork import build_subnetworks, fold_batchnorm
 
@@ -226,11 +226,9 @@ def _content_mask(crops: "_CropSource", min_std: float, batch: int) -> np.ndarra
     `None` when the option is off (0), so the paper's rule runs exactly as before."""
     if min_std <= 0:
         return None
-    stds = []
-    for start in range(0, len(crops), batch):
-        x = crops.get(list(range(start, min(start + batch, len(crops)))))
-        stds.append(x.flatten(1).float().std(dim=1))
-    return (torch.cat(stds) >= min_std).numpy()
+    keep = [has_content(crops.get(list(range(start, min(start + batch, len(crops))))), min_std)
+            for start in range(0, len(crops), batch)]
+    return torch.cat(keep).numpy()
 
 
 class _CropSource:
