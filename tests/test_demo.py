@@ -40,9 +40,15 @@ def demo_store(store_server, tmp_path_factory):
 @pytest.mark.slow
 def test_demo_builds_evaluates_is_selective_and_reruns_for_free(demo_store, capsys):
     cfg, _ = demo_store
-    assert cli_main(ARGS) == 0
-    out = capsys.readouterr().out
-    assert "demo: evaluating 10 circuits" in out and "neurflow app" in out
+    assert cli_main([a for a in ARGS if a != "--quiet"]) == 0  # progress on: stderr is no terminal here
+    out, err = capsys.readouterr()
+    assert "demo: evaluating 10 circuits" in out
+    assert "class 9 (Ankle boot): written" in err and not any(e in err for e in ("\r", "\x1b["))  # plain lines
+    assert "class 9 (Ankle boot): " in out.split("demo: evaluating")[1]  # one line per evaluated class
+    tail = out.strip().splitlines()  # the closing lines: where the store is, what to run next
+    at = next(i for i, line in enumerate(tail) if line.startswith("store: "))
+    assert tail[at] == f"store: embedded ArcadeDB, data folder {cfg.data_dir}, {cfg.uri}, database {cfg.database}"
+    assert tail[at + 1] == "next:" and "neurflow app" in tail[at + 2] and any("neurflow query" in x for x in tail[at:])
 
     with Store(cfg) as store:
         circuits = store.run(

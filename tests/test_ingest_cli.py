@@ -15,6 +15,7 @@ import pytest
 
 from ingest.embedded import create_database
 from cli.ingest_commands import parse_classes
+from ingest.similarity import similarity_matrix
 from ingest.queries import run_query
 from ingest.store import Store
 from cli.main import main as cli_main
@@ -78,11 +79,14 @@ def test_library_queries_match_the_circuits(ingested):
                 assert sorted(rows[name]["shared_channels"]) == sorted(sa & sb)
                 assert rows[name]["jaccard"] == pytest.approx(len(sa & sb) / len(sa | sb) if sa | sb else 0.0)
         layer = circuits[0].layers[2].name
-        matrix = run_query(s, "similarity_matrix", model=model, layer=layer)
+        matrix = run_query(s, "similarity_matrix", model=model, layer=layer, limit=None)  # every row of the matrix
         got = {(r["class_a"], r["class_b"]): r["jaccard"] for r in matrix}
+        client = similarity_matrix(s, model=model, layer=layer)  # the same from one channel list per class
+        assert client.classes == list(range(10))
         for a, b in combinations(range(10), 2):
             sa, sb = set(circuits[a].critical(2)), set(circuits[b].critical(2))
             assert got[(a, b)] == pytest.approx(len(sa & sb) / len(sa | sb))
+            assert client.jaccard[a, b] == pytest.approx(len(sa & sb) / len(sa | sb))
         hubs = run_query(s, "hub_neurons", model=model, limit=5)
         expected = {}
         for c in circuits.values():
