@@ -19,6 +19,7 @@ from typing import Any
 
 import streamlit as st
 
+from ingest.evaluation_rows import Q_READ
 from ingest.config import StoreConfig
 from ingest.config import artifact_dir as config_artifact_dir
 from ingest.queries import get_query, run_query
@@ -271,31 +272,16 @@ RETURN c.class_index AS class_index, k.index AS concept, k.size AS size,
 ORDER BY class_index, concept
 """,
 }
-
-
-# the stored evaluations of a model (the faithfulness page): the text of ingest.evaluations.Q_READ
-# (a test keeps them equal), held here because importing ingest.evaluations imports torch
-# (neurflow.evaluation): 1.6-1.8 s on the first visit of the page, for a read of stored rows
-APP_QUERIES["evaluations"] = """
-MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit)-[:HAS_EVALUATION]->(e:Evaluation)
-WHERE c.status = 'complete' AND ($params IS NULL OR c.params_hash = $params)
-RETURN e.circuit AS circuit, e.model AS model, e.class_index AS class_index, cl.name AS class_name,
-       e.kind AS kind, e.layer AS layer, e.depth AS depth, e.lower AS lower, e.mode AS mode, e.scope AS scope,
-       e.value AS value, e.value_std AS value_std, e.random_mean AS random_mean, e.random_std AS random_std,
-       e.baseline AS baseline, e.size AS size, e.n AS n, e.draws AS draws, e.seed AS seed,
-       c.completed_at AS completed_at, c.params_hash AS params_hash
-ORDER BY class_index, kind, depth, mode, scope
-"""
+APP_QUERIES["evaluations"] = Q_READ  # the faithfulness page: the library's own read of stored evaluations
 
 
 def evaluations(model: str, params: str | None) -> list[dict[str, Any]]:
     """Stored evaluations of the latest complete circuit of each class (in parameter set `params`),
-    as `ingest.evaluations.read_evaluations` returns them, cached."""
-    rows = app_query("evaluations", model=model, params=params)
-    latest: dict[int, str] = {}
-    for r in sorted(rows, key=lambda r: r.get("completed_at") or ""):
-        latest[int(r["class_index"])] = r["circuit"]
-    return [r for r in rows if latest.get(int(r["class_index"])) == r["circuit"]]
+    as `ingest.evaluations.read_evaluations` returns them, cached.  `ingest.evaluation_rows` is the
+    torch-free half of the evaluations code, so the page does not import torch."""
+    from ingest.evaluation_rows import latest_per_class
+
+    return latest_per_class(app_query("evaluations", model=model, params=params))
 
 
 # --------------------------------------------------------------------------- similarity
