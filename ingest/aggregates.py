@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from ingest.session import Runner, Tx
 
@@ -314,15 +314,63 @@ def retract_circuit(tx: Tx, uid: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- checking, rebuilding
-Q_RAW = """
-MATCH (c:Circuit {status: 'complete'})-[i:INCLUDES]->(n:Neuron)
+# The raw relationships are read one complete circuit at a time: a statement over every circuit
+# (every INCLUDES, and the FEEDS of neurons every class shares) runs past ArcadeDB's 60 s command
+# timeout at 1,000 classes.  A circuit's FEEDS come through the `FEEDS.class_index` index.
+Q_COMPLETE_CIRCUITS = """
+MATCH (c:Circuit {status: 'complete'})
 WHERE $model IS NULL OR c.model = $model
-OPTIONAL MATCH (n)-[f:FEEDS]->()
-WHERE f.circuit = c.uid
-WITH c, n, sum(coalesce(f.importance, 0.0)) AS imp
-RETURN c.uid AS circuit, c.model AS model, c.params_hash AS params_hash, c.class_index AS class_index,
-       n.uid AS neuron, n.layer AS layer, n.depth AS depth, n.channel AS channel, imp AS importance
+RETURN c.uid AS uid, c.model AS model, c.params_hash AS params_hash, c.class_index AS class_index
+ORDER BY uid
 """
+Q_CIRCUIT_INCLUDES = """
+MATCH (:Circuit {uid: $circuit})-[:INCLUDES]->(n:Neuron)
+RETURN n.uid AS neuron, n.layer AS layer, n.depth AS depth, n.channel AS channel
+"""
+Q_CIRCUIT_FEEDS = """
+MATCH (v)-[f:FEEDS]->(u)
+WHERE f.class_index = $class_index AND f.circuit = $circuit
+RETURN v.uid AS lower, u.depth AS depth, u.channel AS u, v.channel AS v, coalesce(f.importance, 0.0) AS importance
+"""
+
+
+def raw_circuits(runner: Runner, model: str | None = None) -> Iterator[dict[str, Any]]:
+    """Per complete circuit, what its raw relationships say: its neurons (with their importance,
+    the sum of ``I_u(v)`` over their FEEDS in the circuit, and the number of those FEEDS) and its
+    FEEDS keys (`ingest.circuit_rows.feed_keys`)."""
+    from ingest.circuit_rows import KEY_BASE
+
+    for c in runner.read(Q_COMPLETE_CIRCUITS, {"model": model}):
+        imp: dict[str, float] = {}
+        up: dict[str, int] = {}
+        keys = []
+        for f in runner.read(Q_CIRCUIT_FEEDS, {"circuit": c["uid"], "class_index": c["class_index"]}):
+            imp[f["lower"]] = imp.get(f["lower"], 0.0) + f["importance"]
+            up[f["lower"]] = up.get(f["lower"], 0) + 1
+            keys.append((f["depth"] * KEY_BASE + f["u"]) * KEY_BASE + f["v"])
+        neurons = [{**n, "importance": imp.get(n["neuron"], 0.0), "up": up.get(n["neuron"], 0)}
+                   for n in runner.read(Q_CIRCUIT_INCLUDES, {"circuit": c["uid"]})]  # fmt: skip
+        yield {**c, "neurons": neurons, "keys": sorted(keys)}
+
+
+def _stats(circuits: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """NeuronStat rows by uid from `raw_circuits`."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in circuits:
+        for n in c["neurons"]:
+            uid = stat_uid(n["neuron"], c["params_hash"])
+            s = out.setdefault(uid, {
+                "uid": uid, "model": c["model"], "params_hash": c["params_hash"], "neuron": n["neuron"], "layer": n["layer"],
+                "depth": n["depth"], "channel": n["channel"], "circuits": 0, "importance": 0.0, "class_indices": [],
+            })  # fmt: skip
+            s["circuits"] += 1
+            s["importance"] += n["importance"]
+            s["class_indices"].append(c["class_index"])
+    for s in out.values():
+        s["class_indices"].sort()
+        s["classes"] = len(set(s["class_indices"]))
+    return out
+
 
 Q_STORED = """
 MATCH (s:NeuronStat)
@@ -373,20 +421,7 @@ RETURN c.uid AS circuit, c.critical_layers AS layers, c.critical_offsets AS offs
 
 def recompute(runner: Runner, model: str | None = None) -> dict[str, dict[str, Any]]:
     """The `NeuronStat` aggregates as the raw relationships say they should be, by uid."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in runner.read(Q_RAW, {"model": model}):
-        uid = stat_uid(r["neuron"], r["params_hash"])
-        s = out.setdefault(uid, {
-            "uid": uid, "model": r["model"], "params_hash": r["params_hash"], "neuron": r["neuron"], "layer": r["layer"],
-            "depth": r["depth"], "channel": r["channel"], "circuits": 0, "importance": 0.0, "class_indices": [],
-        })  # fmt: skip
-        s["circuits"] += 1
-        s["importance"] += r["importance"]
-        s["class_indices"].append(r["class_index"])
-    for s in out.values():
-        s["class_indices"].sort()
-        s["classes"] = len(set(s["class_indices"]))
-    return out
+    return _stats(raw_circuits(runner, model))
 
 
 def stored(runner: Runner, model: str | None = None) -> dict[str, dict[str, Any]]:
@@ -483,41 +518,44 @@ CREATE (s:NeuronStat {uid: r.uid, model: r.model, params_hash: r.params_hash, ne
                       importance: r.importance, class_indices: r.class_indices})
 """
 Q_SET_INCLUDES = """
-MATCH (c:Circuit {status: 'complete'})-[i:INCLUDES]->(n:Neuron)
-WHERE $model IS NULL OR c.model = $model
-OPTIONAL MATCH (n)-[f:FEEDS]->()
-WHERE f.circuit = c.uid
-WITH i, sum(coalesce(f.importance, 0.0)) AS imp, count(f) AS up
-SET i.importance = imp, i.feeds_up = up
+MATCH (:Circuit {uid: $circuit})-[i:INCLUDES]->(n:Neuron)
+SET i.importance = coalesce($importance[n.uid], 0.0), i.feeds_up = coalesce($up[n.uid], 0)
+RETURN count(i) AS n
+"""
+Q_DROP_FEEDS_KEYS = """
+MATCH (x:CircuitFeeds)
+WHERE ($model IS NULL OR x.model = $model) AND NOT x.uid IN $keep
+DELETE x
+RETURN count(*) AS n
 """
 Q_SET_LISTS = """
 UNWIND $rows AS r
 MATCH (c:Circuit {uid: r.circuit})
 SET c.critical_layers = r.layers, c.critical_offsets = r.offsets, c.critical_channels = r.channels
 """
-Q_LAYER_ORDER = """
-MATCH (c:Circuit {status: 'complete'})-[:INCLUDES]->(n:Neuron)
-WHERE $model IS NULL OR c.model = $model
-RETURN DISTINCT c.uid AS circuit, n.layer AS layer, n.depth AS depth
-"""
-
-
-def rebuild(runner: Runner, model: str | None = None) -> int:
+def rebuild(runner: Runner, model: str | None = None, *, progress: Any = None) -> int:
     """Replace the kept aggregates by ones recomputed from the raw relationships (for a store
-    written before the writer kept them); returns the number of `NeuronStat` nodes."""
-    from ingest.circuit_rows import KEY_BASE
-
-    runner.write(Q_SET_INCLUDES, {"model": model})
+    written before the writer kept them); returns the number of `NeuronStat` nodes.  One circuit
+    at a time for what reads relationships (see `raw_circuits`); `progress(done, total)` is called
+    every 100 circuits."""
+    circuits = []
+    for c in raw_circuits(runner, model):
+        circuits.append(c)
+        runner.write(Q_SET_INCLUDES, {"circuit": c["uid"], "importance": {n["neuron"]: n["importance"] for n in c["neurons"]},
+                                      "up": {n["neuron"]: n["up"] for n in c["neurons"]}})  # fmt: skip
+        runner.write(Q_FEEDS_KEYS, {"circuit": c["uid"], "model": c["model"], "keys": c["keys"]})
+        if progress is not None and len(circuits) % 100 == 0:
+            progress(len(circuits))
+    runner.write(Q_DROP_FEEDS_KEYS, {"model": model, "keep": [c["uid"] for c in circuits]})
     while runner.write(Q_DROP, {"model": model})[0]["n"]:
         pass
     runner.write(Q_DROP_LAYERS, {"model": model})
     runner.write(Q_CLASS_NAMES, {"model": model})
     from ingest.group_labels import Q_REFRESH
 
-    circuits = [r["circuit"] for r in runner.read(Q_LABEL_LISTS, {"model": model})]
-    for i in range(0, len(circuits), 500):
-        runner.write(Q_REFRESH, {"circuits": circuits[i : i + 500]})
-    rows = list(recompute(runner, model).values())
+    for i in range(0, len(circuits), 100):
+        runner.write(Q_REFRESH, {"circuits": [c["uid"] for c in circuits[i : i + 100]]})
+    rows = list(_stats(circuits).values())
     for i in range(0, len(rows), 5000):
         runner.write(Q_PUT, {"rows": rows[i : i + 5000]})
     sizes = {(r["model"], r["name"]): r["channels"] for r in runner.read(Q_LAYER_SIZES, {"model": model})}
@@ -528,22 +566,16 @@ def rebuild(runner: Runner, model: str | None = None) -> int:
         layers = runner.write(Q_LAYER_ADD, {"rows": _layer_rows(m, ph, changed, {n: c for (mm, n), c in sizes.items() if mm == m}),
                                             "model": m, "params_hash": ph})
         runner.write(Q_LAYER_TOP, {"rows": _top(layers)})
-    for r in runner.read("MATCH (c:Circuit {status: 'complete'}) WHERE $model IS NULL OR c.model = $model "
-                         "RETURN c.uid AS uid, c.class_index AS ci, c.model AS model", {"model": model}):
-        keys = sorted((f["depth"] * KEY_BASE + f["u"]) * KEY_BASE + f["v"]
-                      for f in runner.read(Q_FEEDS_RAW, {"circuit": r["uid"], "class_index": r["ci"]}))
-        runner.write(Q_FEEDS_KEYS, {"circuit": r["uid"], "model": r["model"], "keys": keys})
     for r in runner.read(Q_SETS_RAW, {"model": model}):
         runner.write("MATCH (m:Model {uid: $model}) SET m.ps_hashes = $hs, m.ps_circuits = $ns, m.ps_last = $ls",
                      {"model": r["model"], "hs": r["raw_hs"], "ns": r["raw_ns"], "ls": r["raw_ls"]})
-    depth_of: dict[str, dict[str, int]] = {}
-    for r in runner.read(Q_LAYER_ORDER, {"model": model}):
-        depth_of.setdefault(r["circuit"], {})[r["layer"]] = r["depth"]
-    _, raw = circuit_lists(runner, model)
     lists = []
-    for c, layers in raw.items():
-        names = sorted(layers, key=lambda n: depth_of.get(c, {}).get(n, 0))
-        lists.append({"circuit": c, **critical_lists([(n, layers[n]) for n in names])})
+    for c in circuits:
+        by_layer: dict[str, tuple[int, list[int]]] = {}
+        for n in c["neurons"]:
+            by_layer.setdefault(n["layer"], (n["depth"], []))[1].append(n["channel"])
+        names = sorted(by_layer, key=lambda name: by_layer[name][0])
+        lists.append({"circuit": c["uid"], **critical_lists([(name, sorted(by_layer[name][1])) for name in names])})
     for i in range(0, len(lists), 1000):
         runner.write(Q_SET_LISTS, {"rows": lists[i : i + 1000]})
     return len(rows)
