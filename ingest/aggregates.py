@@ -647,16 +647,17 @@ def critical_lists(layers: list[tuple[str, list[int]]]) -> dict[str, list]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ingest.aggregates [--model M] [--check]``: rebuild (or only check) the aggregates."""
+    """``python -m ingest.aggregates [--model M] [--check]``: rebuild (or only check) the aggregates
+    (the command line's ``neurflow store rebuild-aggregates`` does the same)."""
     import argparse
 
-    from ingest.store import open_store
+    from ingest.store import Store, start_store
 
     ap = argparse.ArgumentParser(description="Rebuild or check the aggregates the writer keeps (NeuronStat, critical lists).")
     ap.add_argument("--model", default=None)
     ap.add_argument("--check", action="store_true", help="only compare them with the raw relationships")
     args = ap.parse_args(argv)
-    with open_store() as store, Runner(store) as runner:
+    with Store(start_store()) as store, Runner(store) as runner:  # not open_store: it would rebuild first
         if args.check:
             diff = differences(runner, args.model)
             print("\n".join(diff[:50]) if diff else "aggregates consistent with the raw relationships")
