@@ -197,7 +197,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_store_commands(subparsers: Any) -> None:
     """Add ``store``, ``query`` and ``export`` to an argparse subparsers object (each sets `func`)."""
     store = subparsers.add_parser("store", help="manage the graph store (start, stop, status, rebuild-aggregates)")
-    ssub = store.add_subparsers(dest="store_command", metavar="{start,stop,status}")
+    ssub = store.add_subparsers(dest="store_command", metavar="{start,stop,status,rebuild-aggregates}")
     ssub.required = True
     ssub.add_parser("start", help="start the embedded store in the background").set_defaults(func=cmd_store_start)
     ssub.add_parser("stop", help="stop the embedded store").set_defaults(func=cmd_store_stop)
