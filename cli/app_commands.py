@@ -77,6 +77,24 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _bring_up_to_date(cfg) -> None:
+    """Open the store once as the writer before the app starts: a store written by an earlier
+    version gets the aggregates the app's queries read (ingest.aggregates; one line on stderr
+    while it rebuilds).  The app itself reads with a read-only account, which cannot; without
+    usable writer credentials the app still starts and its pages name the command that fixes it."""
+    from neo4j.exceptions import Neo4jError
+
+    from ingest.errors import StoreError
+    from ingest.store import open_store
+
+    try:
+        with open_store(cfg):
+            pass
+    except (StoreError, Neo4jError) as exc:  # e.g. a writer account without schema rights on Neo4j
+        print(f"note: could not open the store as the writer to check its aggregates ({exc}); "
+              "if pages come up empty, run `neurflow store rebuild-aggregates`", file=sys.stderr)
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     """Start the app on the configured store; returns Streamlit's exit status."""
     from ingest.store import start_store
@@ -84,6 +102,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     from neurflow.images import NeurflowInputError
 
     cfg = start_store()  # starts the embedded store when needed (StoreError: one line, exit 1)
+    _bring_up_to_date(cfg)
     readonly_store(cfg)  # fail now, with the fix named, rather than in the browser
     if not _port_free(args.host, args.port):
         raise NeurflowInputError(f"port {args.port} on {args.host} is in use: pass --port with a free port")

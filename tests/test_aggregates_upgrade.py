@@ -66,6 +66,20 @@ def test_writer_open_rebuilds_an_old_store(store, store_config, capsys):
         assert capsys.readouterr().err == ""
 
 
+def test_neurflow_app_brings_an_old_store_up_to_date_before_starting(store, store_config, capsys):
+    """`neurflow app` reads with a read-only account, which cannot rebuild: it opens the store once
+    as the writer first (cli.app_commands._bring_up_to_date)."""
+    from cli.app_commands import _bring_up_to_date
+
+    circuits, hubs = write_old_store(store)
+    capsys.readouterr()
+    _bring_up_to_date(store_config)
+    assert "rebuilding the aggregates of 4 complete circuits" in capsys.readouterr().err
+    with Runner(store) as r:
+        assert missing(r) == {}
+    assert rounded(run_query(store, "hub_neurons", model=circuits[0].model, limit=50)) == rounded(hubs)
+
+
 def test_in_step_store_is_not_rebuilt(store, store_config, capsys):
     write_circuit(store, make_circuit(0), model_info=model_info())
     with Runner(store) as r:
