@@ -314,7 +314,7 @@ def _similarity(version_key: str, model: str, layer: str, params: str | None) ->
 def similarity(model: str, layer: str, params: str | None) -> dict[str, Any]:
     """Every class's Jaccard similarity to every other in one layer, cached: `classes` (indices),
     `matrix` (float32, classes x classes), `order` (positions in cluster order), `sizes`.  One
-    channel list per class from the store (`class_channels`), the matrix in numpy
+    channel list per class from the store (`class_channels`: one row of per-class lists), the matrix in numpy
     (`ingest.similarity`): the store never returns classes^2 rows."""
     return _similarity(version(), model, layer, params)
 

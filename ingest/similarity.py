@@ -4,10 +4,10 @@
     m = similarity_matrix(store, model="resnet50-imagenet", layer="layer4.2")
     m.classes, m.names, m.jaccard      # class indices, names, (n, n) float array
 
-The `similarity_matrix` library query returns classes^2 rows (a million at 1,000 classes, two
-minutes on the embedded store); the `class_channels` query returns one sorted channel list per
-class (classes rows), and the matrix follows from it with numpy in milliseconds: a 0/1
-class-by-channel matrix M, intersections M M^T, unions |A| + |B| - |A and B|.
+The whole matrix from the `similarity_matrix` library query is classes rows of classes values (a
+million pairs at 1,000 classes, computed in the store); the `class_channels` query returns one row
+holding one sorted channel list per class, and the matrix follows from it with numpy in
+milliseconds: a 0/1 class-by-channel matrix M, intersections M M^T, unions |A| + |B| - |A and B|.
 """
 
 from __future__ import annotations
@@ -29,19 +29,42 @@ class Similarity:
     jaccard: np.ndarray  # (n, n) |A and B| / |A or B| (0 when both are empty)
 
     def rows(self) -> list[dict[str, Any]]:
-        """The matrix as the `similarity_matrix` query's rows (class_a, name_a, class_b, ...)."""
-        n = len(self.classes)
+        """The matrix as the `similarity_matrix` query's rows: one per class A (class_a, name_a,
+        n_a) with lists over every class B (classes_b, names_b, n_b, n_shared, jaccard)."""
+        n_b = [int(x) for x in self.sizes]
         return [
-            {"class_a": self.classes[i], "name_a": self.names[i], "class_b": self.classes[j], "name_b": self.names[j],
-             "n_a": int(self.sizes[i]), "n_b": int(self.sizes[j]), "n_shared": int(self.shared[i, j]),
-             "jaccard": float(self.jaccard[i, j])}
-            for i in range(n) for j in range(n)
+            {"class_a": self.classes[i], "name_a": self.names[i], "n_a": int(self.sizes[i]), "classes_b": list(self.classes),
+             "names_b": list(self.names), "n_b": n_b, "n_shared": [int(x) for x in self.shared[i]],
+             "jaccard": [float(x) for x in self.jaccard[i]]}
+            for i in range(len(self.classes))
         ]  # fmt: skip
 
 
+def per_class(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`class_channels` rows as one dict per class ({class_index, class_name, circuit, channels}).
+
+    The query returns one row of parallel lists (classes, names, circuits, channels); rows that
+    already hold one class each ({class_index, class_name, channels}) pass through, so a caller
+    can build its own."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if "classes" in r:
+            names = r.get("names") or [None] * len(r["classes"])
+            circuits = r.get("circuits") or [None] * len(r["classes"])
+            channels = r.get("channels") or [[]] * len(r["classes"])
+            if not len(names) == len(circuits) == len(channels) == len(r["classes"]):
+                raise ValueError("per_class: the lists of a class_channels row differ in length")
+            out += [{"class_index": ci, "class_name": n, "circuit": c, "channels": ch}
+                    for ci, n, c, ch in zip(r["classes"], names, circuits, channels)]  # fmt: skip
+        else:
+            out.append(r)
+    return out
+
+
 def jaccard_matrix(rows: Iterable[dict[str, Any]]) -> Similarity:
-    """The similarity of `class_channels` rows ({class_index, class_name, channels}), in class order."""
-    rows = sorted(rows, key=lambda r: r["class_index"])
+    """The similarity of the classes in `class_channels` rows (its one row of lists, or rows of one
+    class each: {class_index, class_name, channels}), in class order."""
+    rows = sorted(per_class(rows), key=lambda r: r["class_index"])
     classes = [int(r["class_index"]) for r in rows]
     if len(set(classes)) != len(classes):
         raise ValueError("jaccard_matrix: a class appears twice in the rows (one channel list per class expected)")

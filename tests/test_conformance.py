@@ -116,7 +116,8 @@ def test_conformance(target, tmp_path):
             sa, sb = set(a.critical(r["depth"])), set(b.critical(r["depth"]))
             assert r["shared_channels"] == sorted(sa & sb)
             assert r["jaccard"] == pytest.approx(len(sa & sb) / len(sa | sb))
-        assert len(results["similarity_matrix"]) == 9
+        assert [len(r["jaccard"]) for r in results["similarity_matrix"]] == [3, 3, 3]  # a row per class, 3 values each
+        assert [len(x) for x in results["class_channels"][0]["channels"]] == [len(c.critical(2)) for c in circuits[:3]]
         diff = {(r["kind"], r["side"]): set(r["items"]) for r in results["circuit_diff"]}
         assert diff[("feeds", "both")] | diff[("feeds", "only_a")] == {
             f"{model}/{a.layer_name(x.depth + 1)}/{x.lower_channel}->{model}/{a.layer_name(x.depth)}/{x.channel}" for x in a.core

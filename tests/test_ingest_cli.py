@@ -80,7 +80,7 @@ def test_library_queries_match_the_circuits(ingested):
                 assert rows[name]["jaccard"] == pytest.approx(len(sa & sb) / len(sa | sb) if sa | sb else 0.0)
         layer = circuits[0].layers[2].name
         matrix = run_query(s, "similarity_matrix", model=model, layer=layer, limit=None)  # every row of the matrix
-        got = {(r["class_a"], r["class_b"]): r["jaccard"] for r in matrix}
+        got = {(r["class_a"], b): j for r in matrix for b, j in zip(r["classes_b"], r["jaccard"], strict=True)}
         client = similarity_matrix(s, model=model, layer=layer)  # the same from one channel list per class
         assert client.classes == list(range(10))
         for a, b in combinations(range(10), 2):

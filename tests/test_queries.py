@@ -9,6 +9,8 @@ each class's latest complete circuit.
 
 from __future__ import annotations
 
+import math
+
 import uuid
 from itertools import product
 from types import SimpleNamespace
@@ -154,31 +156,39 @@ def test_similarity_matrix(world, layer):
     from ingest.similarity import similarity_matrix
 
     rows = q(world, "similarity_matrix", layer=layer, limit=None)
-    assert len(rows) == 16
+    assert [r["class_a"] for r in rows] == [0, 1, 2, 3]  # one row per class A, its values in lists
     depth = [rec.depth for rec in world.old[0].layers if rec.name == layer][0]
     for r in rows:
-        sa, sb = set(world.old[r["class_a"]].critical(depth)), set(world.old[r["class_b"]].critical(depth))
-        assert r["jaccard"] == pytest.approx(jaccard(sa, sb)) and r["n_shared"] == len(sa & sb)
-    assert [(r["class_a"], r["class_b"]) for r in rows] == list(product(range(4), range(4)))
+        assert r["classes_b"] == [0, 1, 2, 3] and r["names_b"] == [world.old[b].class_name for b in range(4)]
+        sa = set(world.old[r["class_a"]].critical(depth))
+        assert r["n_a"] == len(sa) and r["name_a"] == world.old[r["class_a"]].class_name
+        for b, n_b, n_shared, jac in zip(r["classes_b"], r["n_b"], r["n_shared"], r["jaccard"], strict=True):
+            sb = set(world.old[b].critical(depth))
+            assert jac == pytest.approx(jaccard(sa, sb)) and n_shared == len(sa & sb) and n_b == len(sb)
     # paged by rows of the matrix: the default page is the first row
-    assert q(world, "similarity_matrix", layer=layer) == rows[:4]
-    assert q(world, "similarity_matrix", layer=layer, skip=1, limit=2) == rows[4:12]
+    assert q(world, "similarity_matrix", layer=layer) == rows[:1]
+    assert q(world, "similarity_matrix", layer=layer, skip=1, limit=2) == rows[1:3]
+    assert q(world, "similarity_matrix", layer=layer, skip=4) == []
     # the client-side matrix from one channel list per class is the same matrix
     m = similarity_matrix(world.store, model=M, layer=layer)
     assert m.classes == [0, 1, 2, 3]
     got = m.rows()
     assert [{k: v for k, v in r.items() if k != "jaccard"} for r in got] == [{k: v for k, v in r.items() if k != "jaccard"} for r in rows]
-    assert [r["jaccard"] for r in got] == pytest.approx([r["jaccard"] for r in rows])
+    for g, r in zip(got, rows, strict=True):
+        assert g["jaccard"] == pytest.approx(r["jaccard"])
 
 
 def test_class_channels(world):
-    rows = q(world, "class_channels", layer="layer3")
-    assert [r["class_index"] for r in rows] == [0, 1, 2, 3]  # the default parameter set: class 1's P1 circuit
-    for r in rows:
-        assert r["circuit"] == world.old[r["class_index"]].uid and r["channels"] == world.old[r["class_index"]].critical(1)
-    assert [r["class_index"] for r in q(world, "class_channels", layer="layer3", classes=[3, 1])] == [1, 3]
-    assert [r["channels"] for r in q(world, "class_channels", layer="layer3", params=world.p2)] == [world.newer.critical(1)]
-    assert all(r["channels"] == [] for r in q(world, "class_channels", layer="no such layer"))
+    (row,) = q(world, "class_channels", layer="layer3")  # one row of parallel lists, one entry per class
+    assert row["classes"] == [0, 1, 2, 3]  # the default parameter set: class 1's P1 circuit
+    assert row["names"] == [world.old[c].class_name for c in range(4)]
+    assert row["circuits"] == [world.old[c].uid for c in range(4)]
+    assert row["channels"] == [world.old[c].critical(1) for c in range(4)]
+    assert q(world, "class_channels", layer="layer3", classes=[3, 1])[0]["classes"] == [1, 3]
+    assert q(world, "class_channels", layer="layer3", params=world.p2)[0]["channels"] == [world.newer.critical(1)]
+    none = q(world, "class_channels", layer="no such layer")[0]
+    assert none["classes"] == [0, 1, 2, 3] and none["channels"] == [[], [], [], []]
+    assert q(world, "class_channels", layer="layer3", classes=[99]) == [{"classes": [], "names": [], "circuits": [], "channels": []}]
 
 
 def test_jaccard_matrix_by_hand():
@@ -192,6 +202,12 @@ def test_jaccard_matrix_by_hand():
     assert m.jaccard[0, 0] == 1.0 and m.jaccard[2, 2] == 0.0 and m.jaccard[0, 2] == 0.0
     with pytest.raises(ValueError, match="appears twice"):
         jaccard_matrix([{"class_index": 1, "channels": [1]}, {"class_index": 1, "channels": [2]}])
+    # the query's shape: one row of parallel lists
+    same = jaccard_matrix([{"classes": [5, 2, 3], "names": ["e", "b", "c"], "circuits": ["x", "y", "z"],
+                            "channels": [[], [1, 2, 3], [2, 3, 4, 9]]}])  # fmt: skip
+    assert same.classes == m.classes and same.names == m.names and (same.jaccard == m.jaccard).all()
+    with pytest.raises(ValueError, match="differ in length"):
+        jaccard_matrix([{"classes": [1, 2], "names": ["a"], "circuits": ["x", "y"], "channels": [[1], [2]]}])
 
 
 def test_comparisons_never_mix_parameter_sets(world):
@@ -207,7 +223,7 @@ def test_comparisons_never_mix_parameter_sets(world):
 
 def test_similarity_matrix_with_params(world):
     rows = q(world, "similarity_matrix", layer="layer3", params=world.p2, limit=None)
-    assert {(r["class_a"], r["class_b"]) for r in rows} == {(1, 1)}  # only class 1 has a P2 circuit
+    assert [(r["class_a"], r["classes_b"]) for r in rows] == [(1, [1])]  # only class 1 has a P2 circuit
 
 
 def test_hub_neurons(world):
@@ -303,6 +319,14 @@ def test_strongest_paths(world, depth):
     assert best["path"] == [f"{M}/{c.layer_name(d)}/{ch}" for d, ch in want[0][0]]
     assert len(best["importances"]) == depth and best["circuit"] == c.uid
     assert depth <= MAX_PATH_DEPTH
+    # only the extensions that can reach the top `limit` are unwound (a floor from the best
+    # prefix): every limit, below and above a neuron's fan-in and the number of paths, is exact
+    for limit in (1, 2, 3, len(want), len(want) + 10):
+        rows = q(world, "strongest_paths", class_index=3, depth=depth, limit=limit)
+        assert [r["score"] for r in rows] == pytest.approx([s for _, s in want[:limit]])
+        for r in rows:
+            assert r["score"] == pytest.approx(math.prod(r["importances"]))
+            assert len(r["path"]) == depth + 1 and r["path"][0] == f"{M}/{c.layer_name(0)}/3"
 
 
 def test_reverse_lookup(world):
