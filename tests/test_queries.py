@@ -382,3 +382,30 @@ def test_library_queries_run_on_the_readonly_account(world):
             assert [dict(zip(cols, r)) for r in rows] == run_query(world.store, name, **params)
     finally:
         ro.close()
+
+
+def test_strongest_paths_with_negative_importances(store_server):
+    """The floor that prunes the last level assumes importances >= 0 (mean absolute
+    attributions); a circuit with a negative one must still get the exact top paths."""
+    import dataclasses
+
+    name = "tqn_" + uuid.uuid4().hex[:10]
+    create_database(store_server, name)
+    store = Store(store_server.with_database(name))
+    try:
+        ensure_schema(store)
+        c = make_circuit(3)
+        c.core[:] = [dataclasses.replace(r, importance=-r.importance) if i % 3 == 1 else r for i, r in enumerate(c.core)]
+        write_circuit(store, c, model_info=model_info())
+        for depth in (1, 2, 3):
+            paths = [([(0, 3)], 1.0)]
+            for _ in range(depth):
+                paths = [(p + [(p[-1][0] + 1, r.lower_channel)], s * r.importance) for p, s in paths for r in c.core_of(*p[-1])]
+            want = sorted(s for _, s in paths)[::-1]
+            assert min(want) < 0 < max(want)
+            for limit in (1, 3, len(want)):
+                rows = run_query(store, "strongest_paths", model=M, class_index=3, depth=depth, limit=limit)
+                assert [r["score"] for r in rows] == pytest.approx(want[:limit])
+    finally:
+        store.close()
+        drop_database(store_server, name)
