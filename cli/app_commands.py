@@ -85,7 +85,7 @@ def _bring_up_to_date(cfg) -> None:
     from neo4j.exceptions import Neo4jError
 
     from ingest.errors import StoreError
-    from ingest.store import open_store
+    from ingest.connect import open_store
 
     try:
         with open_store(cfg):
@@ -140,7 +140,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from cli.ingest_commands import format_table, print_notes
     from ingest.evaluations import circuits_to_evaluate, evaluate_stored
     from ingest.pipeline import ingest_classes
-    from ingest.store import open_store
+    from ingest.connect import open_store
     from cli.options import budget_from_args, layers_from_args, params_from_args
     from neurflow.models.registry import load_model, resolve_device
 

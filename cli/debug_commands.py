@@ -10,7 +10,7 @@ from neurflow.errors import NeurflowInputError
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from ingest.store import open_store
+    from ingest.connect import open_store
     from neurflow.models.registry import load_model, resolve_device
 
     loaded = load_model(args.model, args.weights, device=str(resolve_device(args.device)), train_if_missing=False)

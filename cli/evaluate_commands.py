@@ -43,7 +43,7 @@ def run_evaluate(args: argparse.Namespace) -> list[dict]:
         evaluate_stored, export, format_summary, read_evaluations, save_plots, stored_circuits, summary_table,
     )  # fmt: skip
     from cli.ingest_commands import resolve_run
-    from ingest.store import open_store
+    from ingest.connect import open_store
     from neurflow.evaluation import KINDS
 
     settings = settings_from_args(args)

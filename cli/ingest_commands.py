@@ -67,7 +67,7 @@ def resolve_run(args: argparse.Namespace, what: str = "images", *, device: str |
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.pipeline import ingest_classes
-    from ingest.store import open_store
+    from ingest.connect import open_store
     from neurflow.datasets import load_images
 
     if args.executor == "ray":
@@ -90,7 +90,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
     """The Ray driver: checks the model, the classes (one image each), the layers, the store and
     the options before any task runs; skips complete circuits; one Ray task per other class."""
     from ingest.ray_executor import ClassInputError, RayOptions, ingest_on_ray, pending_classes, require_ray
-    from ingest.store import open_store
+    from ingest.connect import open_store
     from neurflow.datasets import load_images
     from neurflow.method import validate_layers
 

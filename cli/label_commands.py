@@ -19,7 +19,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from ingest.config import artifact_dir
     from cli.ingest_commands import parse_classes
     from ingest.labelling import ChatClient, label_groups, llm_config
-    from ingest.store import open_store
+    from ingest.connect import open_store
     from neurflow.cache import cache_dir
 
     if args.concurrency < 1:

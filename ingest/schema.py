@@ -48,7 +48,7 @@ def ensure_schema(store: Store, *, again: bool = False, aggregates: bool = True)
 
     Then, unless `aggregates` is False, rebuild the writer's aggregates if complete circuits lack
     them (`ingest.aggregates.ensure`: a store written before they existed; one cheap query when
-    they are there): this is the writer's first use of the store (`open_store` for a writer,
+    they are there): this is the writer's first use of the store (`ingest.connect.open_store` for a writer,
     `write_circuit`), so after an upgrade the first `neurflow ingest` / `demo` brings an old store
     in step instead of every cross-class query answering nothing."""
     if getattr(store, "_schema_ready", False) and not again:

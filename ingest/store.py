@@ -1,6 +1,6 @@
-"""Opening the store: one `neo4j` driver, errors mapped to typed one-line `StoreError`s.
+"""Connections to the store: one `neo4j` driver, errors mapped to typed one-line `StoreError`s.
 
-    with open_store() as store:            # from the environment (embedded by default)
+    with open_store() as store:            # ingest.connect: from the environment (embedded by default)
         rows = store.run("MATCH (c:Circuit) RETURN c.uid AS uid")
 """
 
@@ -224,22 +224,6 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.config!r})"
-
-
-def open_store(cfg: StoreConfig | None = None, *, readonly: bool = False) -> Store:
-    """Open the configured store (the embedded server is started when needed).  A writer's store
-    gets its schema and, on a store written before the writer kept its aggregates, those
-    (`ingest.schema.ensure_schema`) before anything else runs."""
-    store = Store(cfg or start_store(), readonly=readonly)
-    if not readonly:
-        from ingest.schema import ensure_schema
-
-        try:
-            ensure_schema(store)
-        except BaseException:
-            store.close()
-            raise
-    return store
 
 
 def iter_batches(rows: list[Any], size: int) -> Iterator[list[Any]]:

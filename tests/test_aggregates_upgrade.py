@@ -15,7 +15,7 @@ from cli.main import main
 from ingest.aggregates import differences, missing, stored
 from ingest.queries import run_query
 from ingest.session import Runner
-from ingest.store import open_store
+from ingest.connect import open_store
 from ingest.writer import write_circuit
 from tests.fixtures_store import LAYERS, make_circuit, model_info
 
