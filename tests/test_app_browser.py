@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.browser import settle as wait_until_settled
+
 pytest.importorskip("streamlit")
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -81,20 +83,8 @@ def browser():
 
 
 def settle(page, timeout: float = 30.0) -> None:
-    """Wait until Streamlit has finished the run: no skeleton / running widget, DOM size stable."""
-    page.wait_for_selector("[data-testid=stMain] [data-testid=stHeading]", timeout=timeout * 1000)
-    start, last, same = time.monotonic(), None, 0
-    while time.monotonic() - start < timeout:
-        busy = page.evaluate("() => !!document.querySelector('[data-testid=stSkeleton], [data-testid=stStatusWidget]')")
-        n = page.evaluate("() => document.querySelectorAll('*').length")
-        if not busy and n == last:
-            same += 1
-            if same >= 2:
-                break
-        else:
-            same = 0
-        last = n
-        page.wait_for_timeout(250)
+    """Wait until Streamlit has finished the run (bench.browser.settle), then: no exception box."""
+    wait_until_settled(page, timeout)
     assert page.get_by_test_id("stException").count() == 0, page.get_by_test_id("stException").first.inner_text()
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.browser import settle  # noqa: E402
+
 VIEWS = {
     "overview": "page=overview",
     "circuit": "page=circuit&class=0&level=group",
@@ -40,26 +42,6 @@ VIEWS = {
 }
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]  # fmt: skip
-
-
-def settle(page, timeout: float = 60.0) -> float:
-    """Wait until Streamlit finished the run (no skeleton, no running indicator, DOM size stable
-    for half a second); returns the seconds it took."""
-    t0 = time.monotonic()
-    page.wait_for_selector("[data-testid=stMain] [data-testid=stHeading]", timeout=timeout * 1000)
-    last, same = None, 0
-    while time.monotonic() - t0 < timeout:
-        busy = page.evaluate("() => !!document.querySelector('[data-testid=stSkeleton], [data-testid=stStatusWidget], [data-testid=stSpinner]')")
-        n = page.evaluate("() => document.querySelectorAll('*').length")
-        if not busy and n == last:
-            same += 1
-            if same >= 2:
-                break
-        else:
-            same = 0
-        last = n
-        page.wait_for_timeout(250)
-    return time.monotonic() - t0 - 0.5
 
 
 def start_app(port: int) -> subprocess.Popen:
