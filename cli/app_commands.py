@@ -9,7 +9,7 @@
     neurflow demo [--device auto] [--no-app] [--no-evaluate] [method options of `neurflow ingest`]
         ingests the ten Fashion-MNIST classes of fashion-resnet (weights shipped, nothing to train)
         into the store (classes already complete are skipped), evaluates the circuits that have no
-        evaluations yet (lighter settings than `neurflow evaluate`'s, DEMO_EVAL), then starts the
+        evaluations yet (lighter settings than `neurflow evaluate`'s, `demo_eval_settings`), then starts the
         app.  Method defaults differ from `neurflow ingest`'s (DEMO_DEFAULTS): chosen so the
         circuits are selective and their crops show garment parts (docs/demo-model.md), and so the
         demo builds in minutes on a CPU.
@@ -127,9 +127,11 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def demo_eval_settings():
-    """`neurflow evaluate`'s measurements with fewer images and random sets (about 10 s a class on
-    2 cores instead of about 45 s) so that `make demo` fills the faithfulness page within its few
-    minutes; `neurflow evaluate` with its defaults overwrites them with the full ones."""
+    """`neurflow evaluate`'s measurements with fewer images and random sets (1.7-7 s a class on 2
+    lightly loaded cores, where the defaults took 45-95 s under load) so that `make demo` fills the
+    faithfulness page in seconds; `neurflow evaluate` with its defaults overwrites them with the
+    full ones.  Noisier: at these settings block4's retain ratio read 2.4x where the full run says
+    3.7x (README, "The demo store")."""
     from neurflow.evaluation import EvalSettings
 
     return EvalSettings(draws=3, test_images=100, crop_images=6, opt_neurons=3, opt_random=20, edge_sets=10)
