@@ -673,3 +673,14 @@ def test_faithfulness_page_reads_stored_evaluations_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(MAIN).parent.parent))
     assert out.stdout.strip() == "False"
+
+
+def test_faithfulness_page_says_how_its_numbers_were_measured():
+    """The demo stores lighter evaluations than `neurflow evaluate`'s defaults: the page says which."""
+    from app.views.faithfulness import measured_with
+
+    rows = [{"kind": "fidelity", "draws": 3, "n": 100}, {"kind": "fidelity", "draws": 3, "n": 98},
+            {"kind": "optimality", "draws": 3, "n": 3}]
+    text = measured_with(rows)
+    assert "3 random draws on 98-100 held-out images per class (2 rows)" in text
+    assert measured_with([{"kind": "optimality", "draws": 5, "n": 3}]) == "Measured settings: no fidelity rows."

@@ -187,5 +187,6 @@ def test_app_page_shows_the_stored_evaluations(evaluated, ingested, ingested_art
     assert not at.exception
     assert [h.value for h in at.header] == ["Is it faithful?"]
     assert len(at.dataframe) >= 1 and not at.info
+    assert any("random draws on" in c.value for c in at.caption)  # how the shown numbers were measured
     at.selectbox(key="w:eval_class").set_value(3).run()
     assert not at.exception and at.query_params["eval_class"] == "3"

@@ -184,6 +184,21 @@ def stored_rows(rows: list[dict]) -> pd.DataFrame:
     return df.apply(lambda col: col.map(cell)) if not df.empty else df
 
 
+def measured_with(rows: list[dict]) -> str:
+    """How the shown numbers were measured (random draws, held-out images per class): the demo
+    stores lighter evaluations than `neurflow evaluate`'s defaults, and a reader comparing pages
+    with the README should see which."""
+    fid = [r for r in rows if r["kind"] == "fidelity"]
+    draws = sorted({int(r["draws"]) for r in fid if r.get("draws") is not None})
+    images = sorted({int(r["n"]) for r in fid if r.get("n") is not None})
+    if not fid:
+        return "Measured settings: no fidelity rows."
+    span = lambda v: str(v[0]) if len(v) == 1 else f"{v[0]}-{v[-1]}"  # noqa: E731
+    return (f"Fidelity measured with {span(draws) if draws else '?'} random draws on {span(images) if images else '?'} "
+            f"held-out images per class ({len(fid)} rows); `neurflow evaluate` at its defaults uses 5 draws on 300 "
+            "images and overwrites these.")
+
+
 def render(url: UrlState, ctx: Context) -> None:
     st.header("Is it faithful?")
     st.caption(
@@ -205,6 +220,7 @@ def render(url: UrlState, ctx: Context) -> None:
                            format_func=lambda c: f"all {len(classes)} classes (mean)" if c == ALL else ctx.class_label(c))
     sel = rows if choice == ALL else [r for r in rows if int(r["class_index"]) == choice]
     channels = {row["name"]: row["channels"] for row in ctx.layers}
+    st.caption(measured_with(sel))
     base = _mean([r for r in sel if r["kind"] == "fidelity"], "baseline")
 
     st.subheader("Fidelity of the critical sets, per layer")
