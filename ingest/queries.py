@@ -130,10 +130,12 @@ _JACCARD = "CASE WHEN {a} + {b} - {s} = 0 THEN 0.0 ELSE toFloat({s}) / ({a} + {b
 # Two circuits' critical neurons come from the lists on their nodes, compared layer by layer (a
 # layer holds at most a few dozen); their FEEDS from the sorted integer keys the writer keeps per
 # circuit (CircuitFeeds, ingest/aggregates.py: depth * 2^32 + upper * 2^16 + lower), unwound from
-# the two nodes and grouped: a key in both sums to 3.  Measured at 1,000 classes: 7 ms; reading
-# both circuits' FEEDS and the neurons at their ends cost 0.3-0.5 s, comparing the key lists with
-# IN 0.7 s, and grouping them from one list built in the query went past ArcadeDB's 2 GB query
-# heap budget (it charges every unwound row with the list it came from).  Every side returns its
+# the two nodes and grouped: a key in both sums to 3.  The rows are unwound from an index range
+# and carry only the key, never a list: ArcadeDB charges every unwound row with the list it came
+# from, so unwinding [side, keys] pairs needed more than the 1 GB query heap budget of the
+# embedded default heap (2g) at 1,000 classes, and grouping one list built in the query more than
+# 2 GB.  Measured at 1,000 classes: 7 ms; reading both circuits' FEEDS and the neurons at their
+# ends cost 0.3-0.5 s, comparing the key lists with IN 0.7 s.  Every side returns its
 # full count and one page of items; the items are in key order (depth, upper channel, lower
 # channel) because each stored list is sorted and the grouping keeps first-seen order (an ORDER
 # BY of the 9k keys cost 50 ms); only the page becomes uid strings.  FEEDS compare by depth: two
@@ -155,9 +157,10 @@ WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
 WITH ca.uid AS a, cb.uid AS b
 OPTIONAL MATCH (fa:CircuitFeeds {uid: a})
 OPTIONAL MATCH (fb:CircuitFeeds {uid: b})
-UNWIND [[1, coalesce(fa.keys, [])], [2, coalesce(fb.keys, [])], [0, [-1]]] AS part
-WITH a, b, part[0] AS side, part[1] AS keys
-UNWIND keys AS k
+WITH a, b, coalesce(fa.keys, []) AS ka, coalesce(fb.keys, []) AS kb
+UNWIND range(0, size(ka) + size(kb)) AS i
+WITH a, b, CASE WHEN i < size(ka) THEN ka[i] WHEN i < size(ka) + size(kb) THEN kb[i - size(ka)] ELSE -1 END AS k,
+     CASE WHEN i < size(ka) THEN 1 WHEN i < size(ka) + size(kb) THEN 2 ELSE 0 END AS side
 WITH a, b, k, sum(side) AS s
 WITH a, b, s, collect(k) AS ks
 WITH a, b, collect([s, ks]) AS parts
