@@ -138,7 +138,8 @@ class DebugReport:
 def debug_image(store, loaded, image, *, true_class: int | None = None, params: str | None = None,
                 ablate: str | None = None, threshold: float | None = None, source: str = "") -> DebugReport:
     """Predict, score the groups of the predicted (and true) class's circuit, optionally ablate a group."""
-    from neurflow.debugging import DEBUG_GRANULARITIES, THRESHOLD, ablate_group, logits, query_crops, score_groups
+    from neurflow.debugging import DEBUG_GRANULARITIES, THRESHOLD, ablate_group, logits, score_groups
+    from neurflow.images import crop_boxes
 
     threshold = THRESHOLD if threshold is None else threshold
     out = logits(loaded.module, image)
@@ -154,7 +155,7 @@ def debug_image(store, loaded, image, *, true_class: int | None = None, params: 
         granularities = built.granularities if built else DEBUG_GRANULARITIES
         scores = score_groups(loaded.module, image, groups, granularities=granularities, threshold=threshold,
                               min_crop_std=built.min_crop_std if built else 0.0) if groups else []
-        boxes = list(query_crops(image, granularities)[1])
+        boxes = crop_boxes(int(image.shape[-1]), tuple(granularities))  # what score_groups cut; no second cut
         report.circuits.append(CircuitDebug(c, role, circuit, scores, boxes))
         report.boxes = report.boxes or boxes
     if ablate:
