@@ -2,12 +2,15 @@
 
 The baseline is what the reference code does: one captum IG call per upper neuron with
 that neuron's top samples, plain NCHW fp32 forward passes, BatchNorm left in the IG
-sub-networks, the top crops' lower maps read by a second forward pass.  Ours: one forward pass
-per crop shared by all its IG targets (chunks of crops with equal target counts), BatchNorm
-folded, channels-last, IG batches sized from free memory, the lower maps kept from the
-activation pass, every neuron at the full step
-count (ours-exact, `--exact-ig`); the same with adaptive IG step counts (ours-adaptive,
-neurflow/adaptive.py); and the same with bf16 IG whose close calls are redone in fp32.  The
+sub-networks, the top crops' lower maps read by a second forward pass, in a process with
+glibc's default malloc (it runs first: our runs set the allocator thresholds for the process,
+neurflow/allocator.py; `baseline-alloc` is the baseline with them, to show their share).
+Ours: one forward pass per crop shared by all its IG targets (chunks of crops with equal
+target counts), BatchNorm folded, channels-last, IG batches sized from free memory, the lower
+maps kept from the activation pass, freed memory kept for the next batch, every neuron at the
+full step count (ours-exact, `--exact-ig`); the same with adaptive IG step counts
+(ours-adaptive, the default, neurflow/adaptive.py); and the same with bf16 IG whose close
+calls are redone in fp32.  The
 model, layers, images, crops and clustering are the same; wall and CPU seconds of this
 process are printed (on a shared machine CPU time moves less with other jobs' load); the fp32 runs must give identical
 core sets (members and ranks), the bf16 run the same core sets (members), and the adaptive
@@ -28,6 +31,7 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
@@ -36,12 +40,16 @@ from neurflow.adaptive import TOLERANCE
 from neurflow.attribution import per_neuron_attributions
 from cli.options import add_method_args, add_model_args, layers_from_args, params_from_args
 from neurflow.circuit import Params
+from neurflow.allocator import thresholds_set
 from neurflow.method import Budget
 
 
-BASELINE = Budget(crop_batch=512, channels_last=False, fold_batchnorm=False, reuse_maps=False)
+BASELINE = Budget(crop_batch=512, channels_last=False, fold_batchnorm=False, reuse_maps=False, adaptive_ig=False,
+                  keep_freed_memory=False)
 RUNS = {
-    "baseline": ("one captum IG call per neuron, NCHW, BatchNorm", BASELINE),
+    "baseline": ("one captum IG call per neuron, NCHW, BatchNorm, glibc's default malloc", BASELINE),
+    "baseline-alloc": ("the baseline with our allocator setting (neurflow/allocator.py)",
+                       replace(BASELINE, keep_freed_memory=True)),
     "ours-exact": ("shared IG paths, target channels only, BN folded, channels-last from 64 px", Budget(adaptive_ig=False)),
     "ours-adaptive": ("the same, adaptive certified IG step counts", Budget(adaptive_ig=True)),
     "ours-bf16": ("the same, bf16 IG + fp32 close calls", Budget(autocast_dtype=torch.bfloat16)),
@@ -165,14 +173,21 @@ def main() -> int:
     p.add_argument("--class", dest="class_index", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="read at most this many images of the class")
     p.add_argument("--photos", type=int, default=0, help="use N scikit-image photos as the class's images")
-    p.add_argument("--runs", default="baseline,ours-exact,ours-adaptive,ours-bf16", help=f"comma list of {', '.join(RUNS)}")
+    p.add_argument("--runs", default="baseline,ours-exact,ours-adaptive,ours-bf16",
+                   help=f"comma list of {', '.join(RUNS)} (the baseline always runs first)")
     args = p.parse_args()
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = [r for r in runs if r not in RUNS]
+    if unknown:
+        p.error(f"unknown run(s) {unknown}; choose from {', '.join(RUNS)}")
+    # glibc's thresholds, once set, stay set for the process: the baseline runs before any run that sets them
+    runs.sort(key=lambda r: r != "baseline")
     if args.photos:
         args.all_images = True
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     loaded, images, device = load_inputs(args)
     results = {}
-    for label in [r.strip() for r in args.runs.split(",") if r.strip()]:
+    for label in runs:
         print(f"running {label}: {RUNS[label][0]} ...", flush=True)
         results[label] = run(label, loaded, images, args, device)
     c0 = next(iter(results.values()))[0]
@@ -186,7 +201,7 @@ def main() -> int:
         other = t["total"] - t["IG"] - t["activations"]
         ratio = f"{base[1]['total'] / t['total']:.2f}x" if base else "-"
         if base and label != "baseline":
-            ranks = label in ("ours-exact", "ours-adaptive")
+            ranks = label in ("ours-exact", "ours-adaptive", "baseline-alloc")
             same = core(base[0], ranks) == core(circuit, ranks)
             ok &= same
             check = f"{'identical' if same else 'DIFFERENT'} {'(members and ranks)' if ranks else '(members)'}"
@@ -199,6 +214,12 @@ def main() -> int:
                   f"speed-up by CPU time {base[1]['total cpu'] / t['total cpu']:.2f}x "
                   f"(IG {base[1]['IG cpu'] / max(t['IG cpu'], 1e-9):.2f}x, "
                   f"activations {base[1]['activations cpu'] / max(t['activations cpu'], 1e-9):.2f}x)")
+    if "baseline" in results and "baseline-alloc" in results:
+        t0, t1 = results["baseline"][1]["total"], results["baseline-alloc"][1]["total"]
+        print(f"allocator: the baseline takes {t0:.2f} s with glibc's default malloc and {t1:.2f} s with the thresholds "
+              f"our runs set ({t0 / t1:.2f}x); the ratios above are against the baseline as the reference code runs "
+              "(default malloc)")
+    print(f"allocator thresholds set in this process after the baseline: {thresholds_set()}")
     for label, (circuit, t) in results.items():
         print(f"{label}: of the IG phase's {t['IG']:.2f} s, {t['maps']:.2f} s read lower-layer maps (forward passes of the top crops)")
     for label, (circuit, t) in results.items():

@@ -55,7 +55,8 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     ig.add_argument("--exact-ig", dest="adaptive_ig", action="store_false", default=adaptive,
                     help="every neuron's IG at --ig-steps" + (" (default: adaptive)" if adaptive else " (the default)"))
     ig.add_argument("--adaptive-ig", dest="adaptive_ig", action="store_true", default=adaptive,
-                    help="IG step counts 4, 8, ... up to --ig-steps, each neuron stopping where its core set, "
+                    help="IG on a ladder of path points (the 7-point Gauss-Kronrod pair, 12, 24, ... up to --ig-steps), "
+                         "each neuron stopping where its core set, "
                          "ranks and stored values (1 %% tolerance) are certified (see README, Ingestion speed)" + (" (the default)" if adaptive else ""))
 
 

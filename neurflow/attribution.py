@@ -19,8 +19,10 @@ as captum computes it with a zero baseline (tested against captum).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from captum.attr import IntegratedGradients
 from captum.attr._utils.approximation_methods import approximation_parameters
@@ -111,6 +113,51 @@ def quadrature(steps: int, device: torch.device | str = "cpu") -> tuple[torch.Te
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _kronrod_nodes(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gauss-Kronrod on [-1, 1]: the `2n + 1` nodes, their Kronrod weights and the `n`-point
+    Gauss weights on the same nodes (0 at the nodes Kronrod added).
+
+    Kronrod's rule keeps Gauss's `n` nodes and adds the `n + 1` roots of the Stieltjes polynomial
+    `E` (monic, degree `n + 1`, orthogonal to `P_n x^k` for `k <= n`); its weights make it exact
+    for polynomials up to degree `3n + 1` (checked in tests/test_attribution.py)."""
+    from numpy.polynomial import legendre, polynomial
+
+    xg, _ = legendre.leggauss(n)
+    pn = legendre.leg2poly([0] * n + [1])
+
+    def integral(p) -> float:
+        antiderivative = polynomial.polyint(p)
+        return float(polynomial.polyval(1.0, antiderivative) - polynomial.polyval(-1.0, antiderivative))
+
+    a, b = np.zeros((n + 1, n + 1)), np.zeros(n + 1)
+    for k in range(n + 1):
+        base = polynomial.polymul(pn, [0] * k + [1])
+        a[k] = [integral(polynomial.polymul(base, [0] * i + [1])) for i in range(n + 1)]
+        b[k] = -integral(polynomial.polymul(base, [0] * (n + 1) + [1]))
+    coefficients = np.linalg.lstsq(a, b, rcond=None)[0]  # half the rows vanish by parity
+    added = np.real(polynomial.polyroots(np.concatenate([coefficients, [1.0]])))
+    added[np.abs(added) < 1e-12] = 0.0
+    x = np.sort(np.concatenate([xg, added]))
+    moments = np.array([legendre.legval(x, [0] * j + [1]) for j in range(2 * n + 1)])
+    wk = np.linalg.solve(moments, np.eye(2 * n + 1)[0] * 2.0)
+    _, wg_sorted = legendre.leggauss(n)
+    wg = np.zeros_like(x)
+    for node, weight in zip(xg, wg_sorted):
+        wg[np.argmin(np.abs(x - node))] = weight
+    return x, wk, wg
+
+
+def kronrod_quadrature(n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """IG nodes on `[0, 1]` of the `(n, 2n + 1)` Gauss-Kronrod pair and its two weight rows:
+    `weights[0]` Kronrod's, `weights[1]` Gauss's `n`-point rule (captum's nodes and weights for
+    `n` steps, up to rounding).  One pass over the `2n + 1` path points gives both integrals:
+    the Kronrod value and an estimate of its error, `|Kronrod - Gauss|` (adaptive IG's first rung)."""
+    x, wk, wg = _kronrod_nodes(n)
+    return (torch.tensor(0.5 * (x + 1.0), dtype=torch.float32, device=device),
+            torch.tensor(np.stack([0.5 * wk, 0.5 * wg]), dtype=torch.float32, device=device))
+
+
 def plan_chunks(pairs: list[tuple[int, int]], steps: int, max_rows: int) -> list[list[tuple[int, list[int]]]]:
     """Group pair indices by crop, then crops with the same number of targets into batches of at
     most `max_rows` path points.
@@ -152,11 +199,17 @@ def _features_last(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).transpose(1, 2) if t.ndim == 3 else t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, t.shape[1])
 
 
-def _contract(grad: torch.Tensor, maps: torch.Tensor, steps: int) -> torch.Tensor:
-    """`attr[c, v] = mean_pos h[c, v, pos] * sum_s grad[c * steps + s, v, pos]`, read in memory order."""
+def _contract(grad: torch.Tensor, maps: torch.Tensor, steps: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """`attr[c, v] = mean_pos h[c, v, pos] * sum_s grad[c * steps + s, v, pos]`, read in memory order.
+
+    With `weights` `(R, steps)` (the gradients then carry no quadrature weight), one such sum per
+    weight row: `(R, n, C)` instead of `(n, C)`."""
     g = _features_last(grad.float())
-    g = g.reshape(maps.shape[0], steps, *g.shape[1:]).sum(dim=1)
-    return (_features_last(maps) * g).mean(dim=1)
+    g = g.reshape(maps.shape[0], steps, *g.shape[1:])
+    if weights is None:
+        return (_features_last(maps) * g.sum(dim=1)).mean(dim=1)
+    summed = torch.einsum("rs,nspc->rnpc", weights.to(g.dtype), g)
+    return (_features_last(maps)[None] * summed).mean(dim=2)
 
 
 def _target_network(
@@ -193,18 +246,25 @@ def layer_attributions(
     restrict: bool = True,
     on_rows: Callable[[int], None] | None = None,
     targets: list[int] | None = None,
+    kronrod: bool = False,
 ) -> torch.Tensor:
     """Attributions for every `(upper channel, crop id)` pair, in the order given: `(P, C_lower)`.
 
     `lower_maps(crop_ids)` returns the lower layer's full outputs of those crops; `max_rows`
     bounds the path points per forward pass (see `auto_max_rows`); `restrict` computes only
     the target channels of the upper layer (`restrict_outputs`): those of `pairs`, or `targets`
-    (a superset) so that calls on subsets of a layer's pairs run the same sub-network."""
+    (a superset) so that calls on subsets of a layer's pairs run the same sub-network.
+
+    With `kronrod`, the path points are those of the `(steps, 2 steps + 1)` Gauss-Kronrod pair
+    (`kronrod_quadrature`) and the result is `(2, P, C_lower)`: Kronrod's attributions, then the
+    `steps`-point Gauss rule's from the same gradients.  Otherwise the gradients carry captum's
+    weights exactly as `--exact-ig` has always computed them."""
     device = torch.device(device)
-    alphas, weights = quadrature(steps, device)
+    alphas, weights = kronrod_quadrature(steps, device) if kronrod else quadrature(steps, device)
+    points = alphas.numel()
     result: torch.Tensor | None = None
     net, column = None, {}
-    for chunk in plan_chunks(pairs, steps, max_rows):
+    for chunk in plan_chunks(pairs, points, max_rows):
         maps = lower_maps([crop for crop, _ in chunk]).to(device).float()
         if net is None:
             net, column = _target_network(sub, sorted(set(targets or ()) | {u for u, _ in pairs}), maps[:2], restrict)
@@ -213,21 +273,24 @@ def layer_attributions(
             out = spatial_mean(net(x)).float()
         taps = [t for t in input_taps(net) if t.last is not None]  # slices of x whose gradient autograd leaves to us
         if result is None:
-            result = torch.empty((len(pairs), maps.shape[1]), dtype=torch.float32)
+            result = torch.empty(((2,) if kronrod else ()) + (len(pairs), maps.shape[1]), dtype=torch.float32)
         passes = max(len(targets) for _, targets in chunk)
         for j in range(passes):
             slots = [(c, targets[j]) for c, (_, targets) in enumerate(chunk) if j < len(targets)]
             rows = torch.tensor([c for c, _ in slots], device=device)
             cols = torch.tensor([column[pairs[i][0]] for _, i in slots], device=device)
-            grad_out = torch.zeros(len(chunk), steps, out.shape[1], device=device)
-            grad_out[rows[:, None], torch.arange(steps, device=device)[None, :], cols[:, None]] = weights
+            grad_out = torch.zeros(len(chunk), points, out.shape[1], device=device)
+            grad_out[rows[:, None], torch.arange(points, device=device)[None, :], cols[:, None]] = 1.0 if kronrod else weights
             grad, *tapped = torch.autograd.grad(out, [x] + [t.last for t in taps], grad_out.view_as(out),
                                                 retain_graph=j < passes - 1, allow_unused=True)
             for tap, g in zip(taps, tapped):
                 if g is not None:
                     grad[:, tap.channels] += g.to(grad.dtype)
-            attr = _contract(grad, maps, steps)[rows].cpu()
-            result[torch.tensor([i for _, i in slots])] = attr
+            which = torch.tensor([i for _, i in slots])
+            if kronrod:
+                result[:, which] = _contract(grad, maps, points, weights)[:, rows].cpu()
+            else:
+                result[which] = _contract(grad, maps, steps)[rows].cpu()
             if on_rows:
                 on_rows(len(slots))
         del out, x

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurflow.adaptive import TOLERANCE, accept, adaptive_attributions, ladder
+from neurflow.adaptive import FIRST_RUNG, TOLERANCE, accept, adaptive_attributions, ladder
 from neurflow.attribution import layer_attributions
 from neurflow.circuit import Params
 from neurflow.method import Budget, build_circuit
@@ -39,11 +39,13 @@ def _assert_within_tolerance(adaptive, exact):
         assert abs(e.weight - weights[(e.depth, e.channel, e.concept, e.lower_channel)]) <= TOLERANCE
 
 
-def test_ladder_ends_at_the_requested_steps():
-    assert ladder(16) == [4, 8, 16]
-    assert ladder(50) == [4, 8, 16, 50]  # 32 would cost more than half of 50 for a neuron that may go on
-    assert ladder(24) == [4, 8, 24] and ladder(12) == [4, 8, 12]
-    assert ladder(4) == [4] and ladder(1) == [1] and ladder(5) == [4, 5]
+def test_ladder_starts_with_the_kronrod_pair_and_ends_at_the_requested_steps():
+    assert FIRST_RUNG == 3
+    assert ladder(16) == [7, 16]  # (3, 7) Gauss-Kronrod, then the requested steps
+    assert ladder(50) == [7, 12, 24, 50]  # 48 would cost more than half of 50 for a neuron that may go on
+    assert ladder(24) == [7, 12, 24] and ladder(23) == [7, 23] and ladder(8) == [7, 8]
+    assert ladder(7) == [7] and ladder(4) == [4] and ladder(1) == [1]  # the pair would cost as much: exact
+    assert ladder(16, first=4) == [9, 16]
 
 
 def _converging(neurons=12, k=5, channels=10, seed=0):
@@ -61,21 +63,30 @@ def _converging(neurons=12, k=5, channels=10, seed=0):
     return exact, at
 
 
+def _rules(at, calls):
+    """`attribute` of adaptive_attributions from `steps -> attributions`: the Kronrod rung gives
+    the 9-point values with the 4-point ones (as one pass over 9 points does)."""
+
+    def attribute(idx, steps, kronrod):
+        calls.append((list(idx), steps, kronrod))
+        return (at(2 * steps + 1)[idx], at(steps)[idx]) if kronrod else at(steps)[idx]
+
+    return attribute
+
+
 def test_near_ties_escalate_and_end_exact():
     exact, at = _converging()
     calls = []
-
-    def attribute(idx, steps):
-        calls.append((list(idx), steps))
-        return at(steps)[idx]
+    attribute = _rules(at, calls)
 
     out, report = adaptive_attributions(attribute, len(exact), TAU, 16)
     assert report.neurons == len(exact) and sum(report.accepted.values()) == len(exact)
     assert report.accepted.get(16, 0) >= len(exact) // 2  # the near ties go up to the requested steps
     assert np.array_equal(out[1::2], exact[1::2])  # ... and store exactly the full-step values
     assert report.escalated >= len(exact) // 2
-    assert calls[0] == ([0, 1], 4) and calls[1] == ([0, 1], 8)  # the probe; neuron 0 stops at 8 ...
-    assert (list(range(2, len(exact))), 4) in calls  # ... so the others climb the ladder too
+    assert calls[0] == ([0, 1], 3, True) and calls[1] == ([1], 16, False)  # the probe; neuron 0 stops at 7 ...
+    assert report.accepted[7] >= 1
+    assert (list(range(2, len(exact))), 3, True) in calls  # ... so the others climb the ladder too
     assert report.direct == 0
     imp, want = np.abs(out).mean(axis=1), np.abs(exact).mean(axis=1)
     for a, b in zip(imp, want):
@@ -85,28 +96,24 @@ def test_near_ties_escalate_and_end_exact():
 
 def test_a_probe_that_needs_every_step_sends_the_layer_to_the_full_steps():
     """When no probe neuron stops below ig_steps (the demo model's layers), the others run at
-    ig_steps at once: they pay 16 points, not 4 + 8 + 16, and store exactly the full-step values."""
+    ig_steps at once: they pay 16 points, not 7 + 16, and store exactly the full-step values."""
     exact, _ = _converging()
 
-    def slow(steps):  # 10 % off at 4 steps, 5 % at 8: nothing is certified early
+    def slow(steps):  # 13 % off at 3 steps, 5.7 % at 7: nothing is certified early
         return exact * (1 + 0.4 / steps if steps < 16 else 1.0)
 
     calls = []
-
-    def attribute(idx, steps):
-        calls.append((list(idx), steps))
-        return slow(steps)[idx]
-
+    attribute = _rules(slow, calls)
     out, report = adaptive_attributions(attribute, len(exact), TAU, 16)
     rest = list(range(2, len(exact)))
-    assert calls == [([0, 1], 4), ([0, 1], 8), ([0, 1], 16), (rest, 16)]
+    assert calls == [([0, 1], 3, True), ([0, 1], 16, False), (rest, 16, False)]
     assert report.direct == len(rest) and report.accepted == {16: len(exact)}
     assert np.array_equal(out, exact)
     assert not report.converging  # build_circuit then runs the layers below at 16 directly:
     calls.clear()
     out, below = adaptive_attributions(attribute, len(exact), TAU, 16, direct=True)
-    assert calls == [(list(range(len(exact))), 16)] and below.direct == len(exact) and np.array_equal(out, exact)
-    every, _ = adaptive_attributions(lambda idx, steps: slow(steps)[idx], len(exact), TAU, 16, probe=0)
+    assert calls == [(list(range(len(exact))), 16, False)] and below.direct == len(exact) and np.array_equal(out, exact)
+    every, _ = adaptive_attributions(_rules(slow, []), len(exact), TAU, 16, probe=0)
     assert np.array_equal(every, exact)  # probe=0: every neuron climbs, same values
 
 

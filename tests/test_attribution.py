@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from neurflow.attribution import auto_max_rows, integrated_gradients, layer_attributions, plan_chunks
+from neurflow.attribution import (
+    _kronrod_nodes,
+    auto_max_rows,
+    integrated_gradients,
+    kronrod_quadrature,
+    layer_attributions,
+    plan_chunks,
+    quadrature,
+)
 from neurflow.subnetwork import build_subnetworks, fold_batchnorm, restrict_outputs
 
 
@@ -62,6 +70,37 @@ def test_shared_paths_equal_captum(channels_last, max_rows):
     assert ours.shape == (len(PAIRS), 6)
     assert sum(seen) == len(PAIRS)
     torch.testing.assert_close(ours, _captum(sub, PAIRS), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_kronrod_pair_integrates_polynomials_to_degree_3n_plus_1(n):
+    """The (n, 2n + 1) Gauss-Kronrod pair on [0, 1]: Kronrod exact to degree 3n + 1, its Gauss row
+    is captum's n-point Gauss-Legendre rule on the shared nodes."""
+    x, wk, _ = _kronrod_nodes(n)  # float64 on [-1, 1]
+    for degree in range(3 * n + 2):
+        assert float((wk * x**degree).sum()) == pytest.approx((1 - (-1) ** (degree + 1)) / (degree + 1), abs=1e-12)
+    even = 3 * n + 2 + (3 * n + 2) % 2  # the first even degree above 3n + 1 (odd ones vanish by symmetry)
+    assert abs(float((wk * x**even).sum()) - 2 / (even + 1)) > 1e-9  # and no further
+    alphas, weights = kronrod_quadrature(n)
+    assert alphas.shape == (2 * n + 1,) and weights.shape == (2, 2 * n + 1) and torch.all(alphas[1:] > alphas[:-1])
+    assert float(weights[0].sum()) == pytest.approx(1.0, abs=1e-6) and float(weights[1].sum()) == pytest.approx(1.0, abs=1e-6)
+    gauss_alphas, gauss_weights = quadrature(n)
+    used = weights[1] != 0
+    assert int(used.sum()) == n
+    torch.testing.assert_close(alphas[used], torch.sort(gauss_alphas).values, rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights[1][used], gauss_weights[torch.argsort(gauss_alphas)], rtol=0, atol=1e-6)
+
+
+def test_kronrod_pass_gives_the_gauss_attributions_and_a_closer_kronrod_value():
+    """One pass over the 9 Kronrod points: its Gauss row equals the 4-step attributions (up to
+    rounding: the weights are applied after the gradients), its Kronrod row is closer to 64 steps."""
+    sub = _block()
+    run = dict(lower_maps=lambda ids: MAPS[ids], max_rows=256, device=torch.device("cpu"))
+    pair = layer_attributions(sub, PAIRS, steps=4, kronrod=True, **run)
+    assert pair.shape == (2, len(PAIRS), 6)
+    four, fine = (layer_attributions(sub, PAIRS, steps=s, **run) for s in (4, 64))
+    torch.testing.assert_close(pair[1], four, rtol=1e-5, atol=1e-7)
+    assert (pair[0] - fine).abs().sum() < (four - fine).abs().sum()
 
 
 def test_completeness_holds_per_pair():

@@ -59,9 +59,10 @@ def test_equality_ignores_timing_but_not_results(tiny):
 
 def test_uid_is_known_before_the_build(tiny):
     c = tiny.circuit
-    identity = Identity(tiny.params, tuple(tiny.layers), tiny.images.origin, data_fingerprint(tiny.images.sha256))
+    default = "fp32+adaptive-ig-tol0.01"  # adaptive IG is the default; `--exact-ig` builds "fp32"
+    identity = Identity(tiny.params, tuple(tiny.layers), tiny.images.origin, data_fingerprint(tiny.images.sha256), default)
     assert c.uid == circuit_uid("tiny", CLASS, identity) == f"tiny/{CLASS}/{identity.hash}"
-    assert c.identity == identity and c.method_version == METHOD_VERSION and c.precision == "fp32"
+    assert c.identity == identity and c.method_version == METHOD_VERSION and c.precision == default
     assert c.data_fingerprint == data_fingerprint(tiny.images.sha256)
 
 
