@@ -1,9 +1,12 @@
 """One prepared GPU check: correctness against CPU, then timings, within a time budget.
 
-1. Demo model (fashion-cnn): circuits of a few classes on CUDA and on the CPU; core sets must match.
+1. Demo model (fashion-resnet, shipped weights, the demo's settings): circuits of a few classes
+   on CUDA and on the CPU; core sets must match.
 2. ResNet50 (random weights, generated images, the default layer list): one class circuit on
-   CUDA in fp32 (TF32 off), TF32 and bf16 (both with fp32 close calls); seconds per class, the
-   IG phase's achieved FLOP/s against the card's peak, and whether TF32/bf16 kept the core sets.
+   CUDA in fp32 with exact IG (`--exact-ig`, TF32 off), fp32 with adaptive IG (the default),
+   TF32 and bf16 (both with fp32 close calls); seconds per class, the IG phase's achieved FLOP/s
+   against the card's peak (counted at the full step count: an upper bound for adaptive IG),
+   and whether adaptive, TF32 and bf16 kept the exact run's core sets.
 3. ResNet50 CPU-vs-GPU core sets on a reduced parameter set (the CPU is too slow for defaults).
 
     python bench/gpu_check.py [--budget-s 480] [--out results.json]
@@ -91,9 +94,9 @@ def main() -> int:
     from neurflow.datasets import load_images
     from neurflow.models.registry import load_model
 
-    loaded = load_model("fashion-cnn", train_if_missing=False)
+    loaded = load_model("fashion-resnet")
     layers = list(loaded.spec.layers)
-    params = Params(tau=16, k=50, ig_steps=50, max_images=50)
+    params = Params(tau=3, k=20, ig_steps=16, max_images=60, granularities=(1.0, 0.5), min_crop_std=0.2)
     for c in range(args.fashion_classes):
         if left() < 120:
             break
@@ -119,7 +122,8 @@ def main() -> int:
     images = ImageSet(pixels, [f"generated:{i}" for i in range(len(pixels))], [0] * len(pixels))
     full = Params(predicted_only=False)
     runs = {}
-    budgets = {"fp32": Budget(), "tf32": Budget(tf32=True), "bf16": Budget(autocast_dtype=torch.bfloat16)}
+    budgets = {"fp32": Budget(adaptive_ig=False), "fp32-adaptive": Budget(adaptive_ig=True),
+               "tf32": Budget(tf32=True), "bf16": Budget(autocast_dtype=torch.bfloat16)}
     for label, budget in budgets.items():
         if left() < 150:
             break
@@ -137,7 +141,7 @@ def main() -> int:
                                   "ig_tflop": round(flops / 1e12, 1),
                                   "achieved_tflops_upper_bound": round(flops / 1e12 / seconds, 1),
                                   "peak_tflops": peak})
-    for label in ("tf32", "bf16"):
+    for label in ("fp32-adaptive", "tf32", "bf16"):
         if "fp32" in runs and label in runs:  # certified modes: must be 1.0
             log(f"resnet50 {label} vs fp32 core agreement", agreement(runs["fp32"], runs[label]))
 
