@@ -208,8 +208,8 @@ def _contract(grad: torch.Tensor, maps: torch.Tensor, steps: int, weights: torch
     g = g.reshape(maps.shape[0], steps, *g.shape[1:])
     if weights is None:
         return (_features_last(maps) * g.sum(dim=1)).mean(dim=1)
-    summed = torch.einsum("rs,nspc->rnpc", weights.to(g.dtype), g)
-    return (_features_last(maps)[None] * summed).mean(dim=2)
+    per_point = (_features_last(maps)[:, None] * g).mean(dim=2)  # (n, steps, C): the spatial mean first
+    return torch.einsum("rs,nsc->rnc", weights.to(per_point.dtype), per_point)
 
 
 def _target_network(
