@@ -108,6 +108,11 @@ class Escalation:
         return any(s < self.rungs[-1] for s in self.accepted)
 
     @property
+    def settled(self) -> bool:
+        """Whether every neuron stopped below the full step count."""
+        return bool(self.accepted) and all(s < self.rungs[-1] for s in self.accepted)
+
+    @property
     def escalated(self) -> int:
         """Neurons that needed more than the first rung (the Gauss-Kronrod pair)."""
         return sum(n for s, n in self.accepted.items() if s > self.rungs[0])

@@ -91,24 +91,50 @@ def capture(
     return out
 
 
-def execution_order(model: nn.Module, x: torch.Tensor, names: Iterable[str]) -> list[str]:
-    """The order in which the named modules fire on `x` (each must fire exactly once)."""
-    order: list[str] = []
+def run_once(model: nn.Module, x: torch.Tensor, names: Iterable[str]) -> tuple[list[str], dict[str, object], object]:
+    """One forward pass: the firing order of the named modules (a module that fires twice is
+    listed twice), their last raw outputs, and the model output.  What `execution_order`,
+    `capture` and the logits check of `neurflow.method` each ran a pass for, read from one."""
+    fired: list[str] = []
+    outputs: dict[str, object] = {}
     handles = []
-    for name in names:
-        if name == LOGITS:
-            continue
-        handles.append(module_of(model, name).register_forward_hook(lambda _m, _i, _o, n=name: order.append(n)))
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            fired.append(name)
+            outputs[name] = output
+
+        return hook
+
+    for name in dict.fromkeys(names):
+        if name != LOGITS:
+            handles.append(module_of(model, name).register_forward_hook(make_hook(name)))
     try:
-        with torch.no_grad():
-            model(x)
+        result = model(x)
     finally:
         for h in handles:
             h.remove()
-    repeated = sorted({n for n in order if order.count(n) > 1})
+    return fired, outputs, result
+
+
+def as_tensor(output) -> torch.Tensor:
+    """A layer's output as a tensor (a model output object's `logits`, a tuple's first item)."""
+    return _as_tensor(output)
+
+
+def execution_order(model: nn.Module, x: torch.Tensor, names: Iterable[str]) -> list[str]:
+    """The order in which the named modules fire on `x` (each must fire exactly once)."""
+    with torch.no_grad():
+        fired, _, _ = run_once(model, x, names)
+    return fired_once(fired)
+
+
+def fired_once(fired: list[str]) -> list[str]:
+    """`fired` (a firing order from `run_once`) if no module in it fired twice."""
+    repeated = sorted({n for n in fired if fired.count(n) > 1})
     if repeated:
         raise NeurflowInputError(f"layer(s) {repeated} run more than once per forward pass; pick modules that run once")
-    return order
+    return fired
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from torch import nn
 from neurflow.progress import tqdm
 
 from neurflow import __version__
-from neurflow.adaptive import DEFAULT_ON as _ADAPTIVE_DEFAULT, TOLERANCE, adaptive_attributions
+from neurflow.adaptive import DEFAULT_ON as _ADAPTIVE_DEFAULT, PROBE, TOLERANCE, adaptive_attributions
 from neurflow.allocator import keep_freed_memory
 from neurflow.attribution import auto_max_rows, available_bytes, layer_attributions
 from neurflow.circuit import (
@@ -45,7 +45,7 @@ from neurflow.circuit import (
 )
 from neurflow.concepts import neuron_concepts
 from neurflow.groups import group_edges, layer_groups
-from neurflow.hooks import capture, execution_order, spatial_mean, valid_layer_names
+from neurflow.hooks import as_tensor, capture, fired_once, run_once, spatial_mean, valid_layer_names
 from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops, has_content
 from neurflow.precision import certify
 from neurflow.subnetwork import build_subnetworks, fold_batchnorm
@@ -112,33 +112,39 @@ def validate_layers(model: nn.Module, layers: list[str], example: torch.Tensor) 
     return resolve_layers(model, layers, example)[0]
 
 
-def model_output_layer(model: nn.Module, name: str, example: torch.Tensor) -> bool:
-    """True when module `name`'s output *is* the model's output (e.g. `fc` of a torchvision ResNet)."""
-    if name == LOGITS or name not in dict(model.named_modules()):
-        return False
-    with torch.no_grad():
-        out = capture(model, example, [LOGITS, name], reduce=False, stop_early=False)
-    return out[name].shape == out[LOGITS].shape and torch.equal(out[name], out[LOGITS])
-
-
 def resolve_layers(model: nn.Module, layers: list[str], example: torch.Tensor) -> tuple[list[str], list[str]]:
     """`(full layer list with logits first, notes)` after checking names and top-to-bottom order.
 
     A first layer whose output is the model output (the paper's code writes `fc` for a ResNet)
     is the logits: it is taken as the logits pseudo-layer, with a note, instead of becoming an
     extra identity layer whose core sets would be filled with zero-importance channels."""
+    return _resolve_layers(model, layers, example)[:2]
+
+
+def _resolve_layers(
+    model: nn.Module, layers: list[str], example: torch.Tensor
+) -> tuple[list[str], list[str], dict[str, torch.Tensor]]:
+    """`resolve_layers`, plus `example`'s spatial means at every resolved layer and its logits,
+    all from one forward pass of `example` (it used to take three)."""
     layers, notes = list(layers), []
     if layers and layers[0] == LOGITS:
         layers = layers[1:]
-    if layers and model_output_layer(model, layers[0], example):
-        notes.append(f"layer {layers[0]!r} outputs the model's logits: it is the class-logit layer, not a layer below it")
-        layers = layers[1:]
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        fired, outputs, result = run_once(model, example, [n for n in layers if n in modules])
+    logits = as_tensor(result)
+    if layers and layers[0] in modules:
+        if layers[0] not in outputs:
+            raise NeurflowInputError(f"layer(s) {[layers[0]]} never ran in the model's forward pass")
+        first = as_tensor(outputs[layers[0]])
+        if first.shape == logits.shape and torch.equal(first, logits):
+            notes.append(f"layer {layers[0]!r} outputs the model's logits: it is the class-logit layer, not a layer below it")
+            layers = layers[1:]
     layers = [LOGITS] + layers
     if len(layers) < 2:
         raise NeurflowInputError("give at least one layer below the logits")
     if len(set(layers)) != len(layers):
         raise NeurflowInputError(f"layer list has duplicates: {layers}")
-    modules = dict(model.named_modules())
     unknown = [n for n in layers[1:] if n not in modules]
     if unknown:
         raise NeurflowInputError(f"unknown layer(s) {unknown}; valid layers: {', '.join(valid_layer_names(model))}")
@@ -146,12 +152,14 @@ def resolve_layers(model: nn.Module, layers: list[str], example: torch.Tensor) -
         for b in layers[1:]:
             if a != b and b.startswith(a + "."):
                 raise NeurflowInputError(f"layer {b!r} lies inside layer {a!r}; analyse one or the other")
-    order = execution_order(model, example, layers[1:])
+    analysed = set(layers[1:])
+    order = fired_once([n for n in fired if n in analysed])
     if list(reversed(order)) != layers[1:]:
         raise NeurflowInputError(
             f"layer list must be ordered top to bottom (output side first): expected {list(reversed(order))}, got {layers[1:]}"
         )
-    return layers, notes
+    means = {LOGITS: logits, **{n: spatial_mean(as_tensor(outputs[n])) for n in layers[1:]}}
+    return layers, notes, means
 
 
 def check_tau(tau: int, layers: list[str], channels: list[int]) -> None:
@@ -344,9 +352,8 @@ def build_circuit(
                 f"images have {images.pixels.shape[1]} channel(s) but the model expects {expected}"
             )
         example = _to_device(images.pixels[:1], device, budget.channels_last)
-        layers, notes = resolve_layers(model, layers, example)
-        with torch.no_grad():  # one image through every analysed layer: class and channel counts, cheaply
-            first = capture(model, example, layers, stop_early=False)
+        # one image through every analysed layer: names, order, class and channel counts, cheaply
+        layers, notes, first = _resolve_layers(model, layers, example)
         num_classes = first[LOGITS].shape[1]
         if not 0 <= class_index < num_classes:
             raise NeurflowInputError(f"class index {class_index} out of range: the model has classes 0..{num_classes - 1}")
@@ -530,9 +537,14 @@ def _analyse_layer(
             return attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], False, report, steps, kronrod)
 
         state = ig_state if ig_state is not None else {}
+        # the layer above had more neurons than a probe and every one settled below ig_steps: no
+        # probe here, every neuron climbs at once (one pass over each top crop serves all its
+        # targets instead of two); the class logit alone is no evidence
+        probe = 0 if state.get("settled") else PROBE
         attributions, escalation = adaptive_attributions(at_steps, len(upper), tau, params.ig_steps,
-                                                         direct=state.get("direct", False))
+                                                         direct=state.get("direct", False), probe=probe)
         state["direct"] = state.get("direct", False) or not escalation.converging  # a failed probe: exact below
+        state["settled"] = escalation.settled and len(upper) > PROBE
         log.info("%s: adaptive IG, %d neurons accepted: %s", name, escalation.neurons, escalation)
     else:
         attributions = attribute(pairs, budget.low_precision, on_rows)

@@ -117,6 +117,15 @@ def test_a_probe_that_needs_every_step_sends_the_layer_to_the_full_steps():
     assert np.array_equal(every, exact)  # probe=0: every neuron climbs, same values
 
 
+def test_settled_means_every_neuron_stopped_below_the_full_steps():
+    """`build_circuit` skips the next layer's probe after a settled layer of more than PROBE neurons."""
+    exact, at = _converging()
+    _, report = adaptive_attributions(_rules(lambda steps: exact, []), len(exact), TAU, 16)
+    assert report.settled and report.accepted == {7: len(exact)}
+    _, report = adaptive_attributions(_rules(at, []), len(exact), TAU, 16)
+    assert report.converging and not report.settled  # the near ties went to 16
+
+
 def test_accept_rejects_a_close_rank_inside_the_core_set():
     a = np.array([[3.0, 2.9, 1.0, 0.1]])
     assert accept(a, a, 2)  # no change between rungs: safe
