@@ -42,7 +42,8 @@ def spatial_mean(t: torch.Tensor) -> torch.Tensor:
     raise NeurflowInputError(f"layer output of shape {tuple(t.shape)} is not (B, C[, H, W])")
 
 
-def _as_tensor(output) -> torch.Tensor:
+def output_tensor(output) -> torch.Tensor:
+    """A layer's or the model's output as a tensor (an output object's `logits`, a tuple's first item)."""
     if isinstance(output, torch.Tensor):
         return output
     if hasattr(output, "logits"):
@@ -67,7 +68,7 @@ def capture(
 
     def make_hook(name: str):
         def hook(_module, _inputs, output):
-            t = _as_tensor(output)
+            t = output_tensor(output)
             out[name] = spatial_mean(t) if reduce else t
             if stop_early and LOGITS not in names and wanted.issubset(out):
                 raise _StopForward
@@ -79,7 +80,7 @@ def capture(
     try:
         result = model(x)
         if LOGITS in names:
-            out[LOGITS] = _as_tensor(result)
+            out[LOGITS] = output_tensor(result)
     except _StopForward:
         pass
     finally:
@@ -117,11 +118,6 @@ def run_once(model: nn.Module, x: torch.Tensor, names: Iterable[str]) -> tuple[l
     return fired, outputs, result
 
 
-def as_tensor(output) -> torch.Tensor:
-    """A layer's output as a tensor (a model output object's `logits`, a tuple's first item)."""
-    return _as_tensor(output)
-
-
 def execution_order(model: nn.Module, x: torch.Tensor, names: Iterable[str]) -> list[str]:
     """The order in which the named modules fire on `x` (each must fire exactly once)."""
     with torch.no_grad():
@@ -147,7 +143,7 @@ def masked_channels(model: nn.Module, masks: dict[str, torch.Tensor]) -> Iterato
 
     def make_hook(mask: torch.Tensor):
         def hook(_module, _inputs, output):
-            t = _as_tensor(output)
+            t = output_tensor(output)
             m = mask.to(device=t.device, dtype=t.dtype)
             shape = (1 if m.ndim == 1 else m.shape[0], m.shape[-1]) + (1,) * (t.ndim - 2)
             return t * m.reshape(shape)

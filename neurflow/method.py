@@ -45,7 +45,7 @@ from neurflow.circuit import (
 )
 from neurflow.concepts import neuron_concepts
 from neurflow.groups import group_edges, layer_groups
-from neurflow.hooks import as_tensor, capture, fired_once, run_once, spatial_mean, valid_layer_names
+from neurflow.hooks import capture, fired_once, output_tensor, run_once, spatial_mean, valid_layer_names
 from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops, has_content
 from neurflow.precision import certify
 from neurflow.subnetwork import build_subnetworks, fold_batchnorm
@@ -132,11 +132,11 @@ def _resolve_layers(
     modules = dict(model.named_modules())
     with torch.no_grad():
         fired, outputs, result = run_once(model, example, [n for n in layers if n in modules])
-    logits = as_tensor(result)
+    logits = output_tensor(result)
     if layers and layers[0] in modules:
         if layers[0] not in outputs:
             raise NeurflowInputError(f"layer(s) {[layers[0]]} never ran in the model's forward pass")
-        first = as_tensor(outputs[layers[0]])
+        first = output_tensor(outputs[layers[0]])
         if first.shape == logits.shape and torch.equal(first, logits):
             notes.append(f"layer {layers[0]!r} outputs the model's logits: it is the class-logit layer, not a layer below it")
             layers = layers[1:]
@@ -158,7 +158,7 @@ def _resolve_layers(
         raise NeurflowInputError(
             f"layer list must be ordered top to bottom (output side first): expected {list(reversed(order))}, got {layers[1:]}"
         )
-    means = {LOGITS: logits, **{n: spatial_mean(as_tensor(outputs[n])) for n in layers[1:]}}
+    means = {LOGITS: logits, **{n: spatial_mean(output_tensor(outputs[n])) for n in layers[1:]}}
     return layers, notes, means
 
 

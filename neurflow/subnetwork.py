@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from neurflow.circuit import LOGITS
-from neurflow.hooks import _as_tensor, _StopForward, module_of
+from neurflow.hooks import _StopForward, module_of, output_tensor
 from neurflow.images import NeurflowInputError
 
 
@@ -200,7 +200,7 @@ def _shape_specs(gm: fx.GraphModule, cut: _Cut, input_shape: tuple[int, ...]) ->
             for n in _PROBE_BATCHES:
                 x = torch.empty((n, *input_shape), dtype=dtype, device="meta")
                 lower, values = torch.func.functional_call(probe, meta, (x,))
-                lowers.append(_as_tensor(lower).shape[0])
+                lowers.append(output_tensor(lower).shape[0])
                 samples.append(values)
     except Exception as exc:  # code that needs tensor values fails on the meta device, in many ways
         raise _ShapesUnknown(f"{type(exc).__name__}: {exc}") from exc
@@ -299,14 +299,14 @@ class HookSubnetwork(nn.Module):
             return lower_output
 
         def read(_m, _i, output):
-            captured["out"] = _as_tensor(output)
+            captured["out"] = output_tensor(output)
             raise _StopForward
 
         handles = [module_of(self.model, self.lower).register_forward_hook(substitute)]
         if self.upper != LOGITS:
             handles.append(module_of(self.model, self.upper).register_forward_hook(read))
         try:
-            captured["out"] = _as_tensor(self.model(dummy))
+            captured["out"] = output_tensor(self.model(dummy))
         except _StopForward:
             pass
         finally:
