@@ -8,12 +8,14 @@ neurflow/allocator.py; `baseline-alloc` is the baseline with them, to show their
 Ours: one forward pass per crop shared by all its IG targets (chunks of crops with equal
 target counts), BatchNorm folded, channels-last, IG batches sized from free memory, the lower
 maps kept from the activation pass, freed memory kept for the next batch, every neuron at the
-full step count (ours-exact, `--exact-ig`); the same with adaptive IG step counts
-(ours-adaptive, the default, neurflow/adaptive.py); and the same with bf16 IG whose close
+full step count (ours-exact, `--exact-ig`); the same with adaptive IG step counts, IG in closed
+form where a sub-network crosses at most one ReLU (neurflow/closed_form.py) and BatchNorm folded
+in the activation pass too (ours-adaptive, the default, neurflow/adaptive.py); and the same with bf16 IG whose close
 calls are redone in fp32.  The
 model, layers, images, crops and clustering are the same; wall and CPU seconds of this
 process are printed (on a shared machine CPU time moves less with other jobs' load); the fp32 runs must give identical
-core sets (members and ranks), the bf16 run the same core sets (members), and the adaptive
+core sets (members and ranks), the bf16 run the same core sets (members), every run the same
+top samples (crops and ranks), and the adaptive
 run's stored importances and edge weights must lie within its tolerance (1 %) of the
 full-step values of ours-exact.  Per-phase seconds show where the time goes; the adaptive
 run also prints how many neurons were accepted at which step count.
@@ -51,7 +53,8 @@ RUNS = {
     "baseline-alloc": ("the baseline with our allocator setting (neurflow/allocator.py)",
                        replace(BASELINE, keep_freed_memory=True)),
     "ours-exact": ("shared IG paths, target channels only, BN folded, channels-last from 64 px", Budget(adaptive_ig=False)),
-    "ours-adaptive": ("the same, adaptive certified IG step counts", Budget(adaptive_ig=True)),
+    "ours-adaptive": ("the same, adaptive certified IG step counts or IG's closed form, BN folded in the forward passes",
+                      Budget(adaptive_ig=True)),
     "ours-bf16": ("the same, bf16 IG + fp32 close calls", Budget(autocast_dtype=torch.bfloat16)),
 }
 
@@ -77,6 +80,7 @@ def phase_timer(times: dict[str, float]):
         for steps, n in report.accepted.items():
             times[f"accepted at {steps}"] += n
         times["direct"] += report.direct
+        times["closed form"] += report.closed_form
         return out, report
 
     for label, name in wrapped.items():
@@ -151,6 +155,11 @@ def core(circuit, ranks: bool):
     return {(r.depth, r.channel, r.lower_channel) + ((r.rank,) if ranks else ()) for r in circuit.core}
 
 
+def top_samples(circuit):
+    """Every critical neuron's top crops with their ranks (the activation pass's result)."""
+    return {(r.depth, r.channel, r.rank, r.crop_id) for r in circuit.top_samples}
+
+
 def deviation(circuit, exact) -> tuple[float, float]:
     """Largest relative deviation from `exact` (same core sets): of the stored importances, and of
     the edge weights relative to their concept's total |weight| (the weights are normalised to 1)."""
@@ -194,7 +203,7 @@ def main() -> int:
     print(f"\nmodel={args.model} class={args.class_index} layers={len(c0.layers) - 1} tau={args.tau} k={args.k} "
           f"steps={args.ig_steps} images={len(c0.images)} critical={len(c0.neurons)} threads={torch.get_num_threads()} "
           f"device={device}")
-    print(f"{'run':<13} {'total s':>8} {'IG s':>8} {'activ. s':>8} {'other s':>8} {'speed-up':>8}  core sets")
+    print(f"{'run':<13} {'total s':>8} {'IG s':>8} {'activ. s':>8} {'other s':>8} {'speed-up':>8}  core sets; top samples (crops and ranks)")
     base = results.get("baseline")
     ok = True
     for label, (circuit, t) in results.items():
@@ -203,8 +212,10 @@ def main() -> int:
         if base and label != "baseline":
             ranks = label in ("ours-exact", "ours-adaptive", "baseline-alloc")
             same = core(base[0], ranks) == core(circuit, ranks)
-            ok &= same
-            check = f"{'identical' if same else 'DIFFERENT'} {'(members and ranks)' if ranks else '(members)'}"
+            tops = top_samples(base[0]) == top_samples(circuit)
+            ok &= same and tops
+            check = (f"{'identical' if same else 'DIFFERENT'} {'(members and ranks)' if ranks else '(members)'}; "
+                     f"top samples {'identical' if tops else 'DIFFERENT'}")
         else:
             check = "reference"
         print(f"{label:<13} {t['total']:8.2f} {t['IG']:8.2f} {t['activations']:8.2f} {other:8.2f} {ratio:>8}  {check}")
@@ -225,9 +236,10 @@ def main() -> int:
     for label, (circuit, t) in results.items():
         accepted = sorted((int(key.split()[-1]), int(n)) for key, n in t.items() if key.startswith("accepted at"))
         if accepted:
-            direct = int(t.get("direct", 0))
+            direct, closed = int(t.get("direct", 0)), int(t.get("closed form", 0))
             print(f"{label}: neurons accepted per IG step count: "
                   + ", ".join(f"{n} at {s}" for s, n in accepted) + f" (of {sum(n for _, n in accepted)}"
+                  + (f"; {closed} of them in closed form, one path point per crop" if closed else "")
                   + (f"; {direct} of them run at {args.ig_steps} directly after a failed probe" if direct else "") + ")")
         if label == "ours-adaptive" and "ours-exact" in results:
             d_imp, d_w = deviation(circuit, results["ours-exact"][0])

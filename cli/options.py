@@ -53,11 +53,14 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
 
     ig = p.add_mutually_exclusive_group()
     ig.add_argument("--exact-ig", dest="adaptive_ig", action="store_false", default=adaptive,
-                    help="every neuron's IG at --ig-steps" + (" (default: adaptive)" if adaptive else " (the default)"))
+                    help="today's exact path: every neuron's IG step by step at --ig-steps, the forward passes "
+                         "with BatchNorm as the model has it" + (" (default: adaptive)" if adaptive else " (the default)"))
     ig.add_argument("--adaptive-ig", dest="adaptive_ig", action="store_true", default=adaptive,
                     help="IG on a ladder of path points (the 7-point Gauss-Kronrod pair, 12, 24, ... up to --ig-steps), "
                          "each neuron stopping where its core set, "
-                         "ranks and stored values (1 %% tolerance) are certified (see README, Ingestion speed)" + (" (the default)" if adaptive else ""))
+                         "ranks and stored values (1 %% tolerance) are certified, or in closed form (one path point) "
+                         "where a layer pair crosses at most one ReLU; BatchNorm folded in the forward passes "
+                         "(see README, Ingestion speed)" + (" (the default)" if adaptive else ""))
 
 
 def params_from_args(args: argparse.Namespace) -> Params:

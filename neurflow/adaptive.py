@@ -36,6 +36,12 @@ with `probe=0`: all its neurons climb together, so each top crop goes forward on
 targets instead of once for the probe's and once for the others' (ResNet50 bench: IG 0.99 ->
 0.92-0.94 s).
 
+Where the sub-network has IG's closed form (at most one ReLU on the path: a VGG-style conv
+layer, a classifier head; `neurflow.closed_form`), there is no ladder: one path point per crop
+gives the `ig_steps`-point sum itself, equal to the step-by-step sum up to float rounding
+(demo CNN: 1e-7 of a row's L1 norm).  Such a layer says nothing about how the next one
+converges, so it leaves the probe's verdicts as they were.
+
 `TOLERANCE` is what the store records (`Circuit.ig_tolerance`, in the precision string) and what
 `bench/ingest_speed.py` checks against the full-step values: importances and edge weights
 within 1 %.
@@ -107,6 +113,7 @@ class Escalation:
     rungs: list[int]
     accepted: dict[int, int] = field(default_factory=dict)
     direct: int = 0
+    closed_form: int = 0  # of those at the full step count: computed in closed form (neurflow.closed_form)
 
     @property
     def converging(self) -> bool:
@@ -125,6 +132,8 @@ class Escalation:
 
     def __str__(self) -> str:
         text = ", ".join(f"{n} at {s} steps" for s, n in sorted(self.accepted.items()))
+        if self.closed_form:
+            return text + " (in closed form: one path point per crop)"
         return text + (f" ({self.direct} of them run at {self.rungs[-1]} directly after the probe)" if self.direct else "")
 
 
@@ -139,6 +148,7 @@ def adaptive_attributions(
     tolerance: float = TOLERANCE / REL_SAFETY,
     probe: int = PROBE,
     direct: bool = False,
+    closed: Callable[[list[int]], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, Escalation]:
     """`(neurons, k, C)` attributions, each neuron's from the lowest rung that `accept`s it.
 
@@ -147,9 +157,14 @@ def adaptive_attributions(
     first points)` computed on the Kronrod points.
     The first `probe` neurons climb first; if none of them stops below `steps`, the others are
     computed at `steps` directly (`probe=0` or `probe >= neurons`: every neuron climbs).  With
-    `direct`, every neuron is computed at `steps` at once (a layer above failed its probe)."""
+    `direct`, every neuron is computed at `steps` at once (a layer above failed its probe).  With
+    `closed` (the sub-network has IG's closed form, `neurflow.closed_form`), `closed(neuron
+    indices)` gives every neuron's `steps`-point values for the cost of one point: no ladder."""
     rungs = ladder(steps, first)
     report = Escalation(neurons, rungs)
+    if closed is not None:
+        report.accepted[steps] = report.closed_form = neurons
+        return closed(list(range(neurons))), report
     if len(rungs) == 1 or direct:
         report.accepted[steps] = neurons
         report.direct = neurons if len(rungs) > 1 else 0

@@ -20,6 +20,7 @@ as captum computes it with a zero baseline (tested against captum).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -28,10 +29,14 @@ from captum.attr import IntegratedGradients
 from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
+from neurflow.closed_form import closed_form_network
 from neurflow.hooks import spatial_mean
 from neurflow.subnetwork import input_taps, restrict_outputs
 
 QUADRATURE = "gausslegendre"  # captum's default rule (spec §3)
+# the closed form must match the step-by-step sum on a probe crop to this fraction of a row's L1
+# norm (float rounding differs; a pre-activation within rounding of 0 may move one point's weight)
+CLOSED_FORM_CHECK = 1e-3
 
 
 class _NeuronActivation(nn.Module):
@@ -247,6 +252,7 @@ def layer_attributions(
     on_rows: Callable[[int], None] | None = None,
     targets: list[int] | None = None,
     kronrod: bool = False,
+    closed_form: bool = False,
 ) -> torch.Tensor:
     """Attributions for every `(upper channel, crop id)` pair, in the order given: `(P, C_lower)`.
 
@@ -257,17 +263,48 @@ def layer_attributions(
 
     With `kronrod`, the path points are those of the `(steps, 2 steps + 1)` Gauss-Kronrod pair
     (`kronrod_quadrature`) and the result is `(2, P, C_lower)`: Kronrod's attributions, then the
-    `steps`-point Gauss rule's from the same gradients.  Otherwise the gradients carry captum's
+    `steps`-point Gauss rule's from the same gradients.  With `closed_form`, the `steps`-point
+    sum comes from one path point per crop where the sub-network allows it
+    (`neurflow.closed_form`), checked on the first crop against the step-by-step sum; elsewhere,
+    or if the check fails, it is computed step by step.  Otherwise the gradients carry captum's
     weights exactly as `--exact-ig` has always computed them."""
     device = torch.device(device)
     alphas, weights = kronrod_quadrature(steps, device) if kronrod else quadrature(steps, device)
+    chunks = plan_chunks(pairs, alphas.numel(), max_rows)
+    first = chunks[0][:2] if chunks else []
+    probe = lower_maps([crop for crop, _ in first]).to(device).float()
+    net, column = _target_network(sub, sorted(set(targets or ()) | {u for u, _ in pairs}), probe, restrict)
+    if closed_form and not kronrod:
+        closed = closed_form_network(net, alphas, weights, probe)
+        if closed is not None:
+            check = [i for i in first[0][1]]  # the first crop's pairs: both ways, compared
+            run = dict(lower_maps=lower_maps, steps=steps, max_rows=max_rows, device=device, channels_last=channels_last,
+                       restrict=restrict, targets=targets)
+            stepwise = layer_attributions(sub, [pairs[i] for i in check], **run)
+            result = _run_chunks(closed.net, column, pairs, plan_chunks(pairs, 1, max_rows), lower_maps,
+                                 torch.ones(1, device=device), torch.full((1,), closed.scale, device=device),
+                                 device, None, channels_last, on_rows, kronrod=False)
+            if _agree(result[check], stepwise):
+                return result
+            warnings.warn("IG's closed form disagreed with the step-by-step sum on a probe crop; "
+                          "computing this layer step by step")
+    return _run_chunks(net, column, pairs, chunks, lower_maps, alphas, weights, device, autocast_dtype, channels_last,
+                       on_rows, kronrod)
+
+
+def _agree(closed: torch.Tensor, stepwise: torch.Tensor, tolerance: float = CLOSED_FORM_CHECK) -> bool:
+    """Whether every row of the closed form is within `tolerance` of the step-by-step row (L1)."""
+    diff = (closed - stepwise).abs().sum(dim=1)
+    return bool((diff <= tolerance * stepwise.abs().sum(dim=1) + 1e-30).all())
+
+
+def _run_chunks(net, column, pairs, chunks, lower_maps, alphas, weights, device, autocast_dtype, channels_last,
+                on_rows, kronrod) -> torch.Tensor:
+    """The forward and backward passes of `layer_attributions` over its planned chunks."""
     points = alphas.numel()
     result: torch.Tensor | None = None
-    net, column = None, {}
-    for chunk in plan_chunks(pairs, points, max_rows):
+    for chunk in chunks:
         maps = lower_maps([crop for crop, _ in chunk]).to(device).float()
-        if net is None:
-            net, column = _target_network(sub, sorted(set(targets or ()) | {u for u, _ in pairs}), maps[:2], restrict)
         x = _path(maps, alphas, channels_last).requires_grad_(True)
         with _autocast(device, autocast_dtype):
             out = spatial_mean(net(x)).float()
@@ -290,7 +327,7 @@ def layer_attributions(
             if kronrod:
                 result[:, which] = _contract(grad, maps, points, weights)[:, rows].cpu()
             else:
-                result[which] = _contract(grad, maps, steps)[rows].cpu()
+                result[which] = _contract(grad, maps, points)[rows].cpu()
             if on_rows:
                 on_rows(len(slots))
         del out, x

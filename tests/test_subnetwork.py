@@ -197,3 +197,17 @@ def test_fold_model_batchnorm_keeps_layer_names_and_outputs():
     for name in names:
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5)
     assert fold_model_batchnorm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())) is None  # nothing to fold
+    # only the module tree and the folded convs are new: a weight the folding leaves alone is shared
+    assert folded.fc.weight is model.fc.weight
+
+
+def test_the_default_path_runs_the_folded_copy_and_exact_ig_the_model():
+    """`Budget.fold_model_batchnorm` follows adaptive IG unless set: `--exact-ig` is today's path."""
+    from neurflow.method import Budget, _forward_model
+
+    model = tiny_resnet(0).eval()
+    assert _forward_model(model, Budget(adaptive_ig=False)) is model
+    assert _forward_model(model, Budget(adaptive_ig=True, fold_model_batchnorm=False)) is model
+    folded = _forward_model(model, Budget(adaptive_ig=True))
+    assert folded is not model and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert _forward_model(model, Budget(adaptive_ig=False, fold_model_batchnorm=True)) is not model
