@@ -71,7 +71,7 @@ class _MaskedReLU(torch.autograd.Function):
 class QuadratureReLU(nn.Module):
     """The ReLU IG's path crosses, evaluated at `h` with the derivative of every path point summed:
     `M = sum_s w_s [z0 + alpha_s (z - z0) > 0]`.  `z0` (the pre-activation at the zero input) is
-    read by one forward pass of zeros (`calibrate`)."""
+    read by one forward pass of zeros with `calibrating` set (`closed_form_network` does that)."""
 
     def __init__(self, alphas: torch.Tensor, weights: torch.Tensor):
         super().__init__()
@@ -85,7 +85,7 @@ class QuadratureReLU(nn.Module):
             self.z0 = z.detach().clone()
             return z.clamp_min(0)
         if self.z0 is None:
-            raise RuntimeError("QuadratureReLU used before calibrate()")
+            raise RuntimeError("QuadratureReLU used before its calibration pass (closed_form_network runs it)")
         if not (z.requires_grad and torch.is_grad_enabled()):
             return z.clamp_min(0)
         with torch.no_grad():
@@ -101,7 +101,8 @@ class QuadratureReLU(nn.Module):
 class ClosedForm:
     """A sub-network whose one backward pass at `h` gives the quadrature's weighted gradient sum:
     the gradient times `scale` (`sum_s w_s` when no ReLU is crossed, else 1: the weights are in
-    the mask)."""
+    the mask; a branch that bypasses the ReLU after it is then taken at weight 1, which the
+    Gauss-Legendre weights sum to up to rounding)."""
 
     net: nn.Module
     scale: float
