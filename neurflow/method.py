@@ -373,7 +373,7 @@ def build_circuit(
         if budget.fold_batchnorm:
             subs = [fold_batchnorm(sub) for sub in subs]
 
-        forward = _forward_model(model, budget)
+        forward = _forward_model(model, budget, layers)
         images = _select_images(forward, images, class_index, params, device, budget)
         boxes = crop_boxes(images.size, params.granularities)
         crops = _CropSource(images.pixels, boxes)
@@ -448,13 +448,14 @@ def _blank_note(keep: np.ndarray | None, params: Params) -> str | None:
             f"(pixel std < {params.min_crop_std:g}, min_crop_std)")
 
 
-def _forward_model(model: nn.Module, budget: Budget) -> nn.Module:
+def _forward_model(model: nn.Module, budget: Budget, layers: list[str]) -> nn.Module:
     """The model the forward passes over images and crops run: on the default path a copy with
     eval BatchNorm folded into the convolutions (`Budget.fold_model_batchnorm`; ResNet50 crops:
-    the activation pass 6-9 % faster), sharing the weights it does not change; else the model."""
+    the activation pass 6-9 % faster), sharing the weights it does not change, and leaving alone
+    a convolution whose own output is an analysed layer; else the model."""
     if not budget.fold_activations:
         return model
-    folded = fold_model_batchnorm(model)
+    folded = fold_model_batchnorm(model, [name for name in layers if name != LOGITS])
     if folded is None:
         return model
     if budget.channels_last:  # the new (folded) conv weights; the shared ones are channels-last already (_frozen)

@@ -460,7 +460,7 @@ def restrict_outputs(sub: nn.Module, channels: list[int]) -> nn.Module | None:
     return gm.eval()
 
 
-def fold_model_batchnorm(model: nn.Module) -> nn.Module | None:
+def fold_model_batchnorm(model: nn.Module, layers: tuple[str, ...] | list[str] = ()) -> nn.Module | None:
     """A copy of `model` whose eval BatchNorms are folded into the convolution before them, with
     the module tree (and so every layer name the hooks read) kept: each folded BatchNorm becomes
     an `nn.Identity` under its own name.  None when nothing can be folded.
@@ -469,7 +469,10 @@ def fold_model_batchnorm(model: nn.Module) -> nn.Module | None:
     where the traced graph shows the convolution's output goes to that BatchNorm alone and each
     module runs once, so the copy computes the same function up to float rounding (on ResNet50
     the same size as running it channels-last instead of NCHW: README, Ingestion speed).  The copy
-    shares every weight and buffer it does not change with `model` (only the module tree is new)."""
+    shares every weight and buffer it does not change with `model` (only the module tree is new).
+
+    A pair is left unfolded where one of `layers` (module names whose outputs are read) holds the
+    convolution but not the BatchNorm: that layer's output is the convolution's, before BatchNorm."""
     try:
         graph = fx.Tracer().trace(model)
     except Exception:  # untraceable forward code: no folding, the model runs as it is
@@ -487,7 +490,8 @@ def fold_model_batchnorm(model: nn.Module) -> nn.Module | None:
         src = node.args[0] if node.args else None
         conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
         if (isinstance(conv, nn.Conv2d) and len(src.users) == 1 and len(node.args) == 1 and not node.kwargs
-                and calls[src.target] == 1 and calls[node.target] == 1):
+                and calls[src.target] == 1 and calls[node.target] == 1
+                and not any(_holds(layer, src.target) and not _holds(layer, node.target) for layer in layers)):
             pairs.append((src.target, node.target))
     if not pairs:
         return None
@@ -504,3 +508,8 @@ def fold_model_batchnorm(model: nn.Module) -> nn.Module | None:
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded
+
+
+def _holds(layer: str, module: str) -> bool:
+    """Whether module `module` is layer `layer` or inside it (the root, "", holds every module)."""
+    return not layer or module == layer or module.startswith(layer + ".")

@@ -152,6 +152,18 @@ def test_adaptive_equals_exact_on_tiny_models(model_fn, layers, seed):
 
 
 @pytest.mark.usefixtures("single_thread")
+def test_a_convolution_as_an_analysed_layer_gives_the_exact_circuit():
+    """A layer list that reads a convolution before its BatchNorm (`block4.0`): the default path's
+    folded forward passes must leave that pair alone, or its means and top samples would change."""
+    model, images = tiny_cnn(1), tiny_images()
+    params = dataclasses.replace(TINY_PARAMS, ig_steps=16)
+    layers = ["block4.0", "block3", "block2"]
+    exact = build(model, layers, images, params=params, budget=Budget(adaptive_ig=False))
+    adaptive = build(model, layers, images, params=params, budget=Budget(adaptive_ig=True))
+    _assert_within_tolerance(adaptive, exact)
+
+
+@pytest.mark.usefixtures("single_thread")
 def test_the_last_rung_is_the_exact_computation_bit_for_bit():
     """A subset of a layer's pairs, run with the layer's targets (as the ladder runs escalated
     neurons), gives the same bits as the whole layer's call."""

@@ -205,9 +205,25 @@ def test_the_default_path_runs_the_folded_copy_and_exact_ig_the_model():
     """`Budget.fold_model_batchnorm` follows adaptive IG unless set: `--exact-ig` is today's path."""
     from neurflow.method import Budget, _forward_model
 
-    model = tiny_resnet(0).eval()
-    assert _forward_model(model, Budget(adaptive_ig=False)) is model
-    assert _forward_model(model, Budget(adaptive_ig=True, fold_model_batchnorm=False)) is model
-    folded = _forward_model(model, Budget(adaptive_ig=True))
+    model, layers = tiny_resnet(0).eval(), [LOGITS, *RESNET_LAYERS]
+    assert _forward_model(model, Budget(adaptive_ig=False), layers) is model
+    assert _forward_model(model, Budget(adaptive_ig=True, fold_model_batchnorm=False), layers) is model
+    folded = _forward_model(model, Budget(adaptive_ig=True), layers)
     assert folded is not model and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    assert _forward_model(model, Budget(adaptive_ig=False, fold_model_batchnorm=True)) is not model
+    assert _forward_model(model, Budget(adaptive_ig=False, fold_model_batchnorm=True), layers) is not model
+
+
+def test_a_convolution_read_as_a_layer_keeps_its_batchnorm():
+    """An analysed layer that is a convolution (or holds it but not its BatchNorm) reads the
+    convolution's own output: folding there would hand it the BatchNorm's."""
+    from neurflow.subnetwork import fold_model_batchnorm
+
+    model, x = tiny_cnn(0).eval(), tiny_images().pixels
+    layers = ["block4.0", "block3"]  # a conv (its BatchNorm is block4.1) and a whole block
+    folded = fold_model_batchnorm(model, layers)
+    assert isinstance(folded.block4[1], nn.BatchNorm2d)  # left as it is
+    assert not isinstance(folded.block3[1], nn.BatchNorm2d)  # the block holds both: folded
+    with torch.no_grad():
+        want, got = capture(model, x, layers, stop_early=False), capture(folded, x, layers, stop_early=False)
+    for name in layers:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5)
