@@ -182,3 +182,12 @@ def test_closed_form_on_the_demo_cnn_matches_every_layer(trained_model, class_im
         closed = layer_attributions(sub, pairs, lambda ids: lower[ids], closed_form=True, **run)
         err = (closed - step_by_step).abs().sum(1) / step_by_step.abs().sum(1).clamp_min(1e-30)
         assert float(err.max()) < 1e-5, layers[d]
+
+
+def test_the_probe_check_measures_dead_rows_against_the_probe_and_catches_real_differences():
+    from neurflow.attribution import _agree
+
+    stepwise = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]])
+    assert _agree(stepwise + torch.tensor([[1e-7, 0, 0], [1e-9, 0, 0]]), stepwise)  # rounding; a dead row's noise
+    assert not _agree(stepwise * torch.tensor([[1.01], [1.0]]), stepwise)  # 1 % off on a live row
+    assert not _agree(stepwise + torch.tensor([[0, 0, 0], [0.1, 0, 0]]), stepwise)  # a dead row that is not
