@@ -277,7 +277,7 @@ def layer_attributions(
     if closed_form and not kronrod:
         closed = closed_form_network(net, alphas, weights, probe)
         if closed is not None:
-            check = [i for i in first[0][1]]  # the first crop's pairs: both ways, compared
+            check = list(first[0][1])  # the first crop's pairs: both ways, compared
             run = dict(lower_maps=lower_maps, steps=steps, max_rows=max_rows, device=device, channels_last=channels_last,
                        restrict=restrict, targets=targets)
             stepwise = layer_attributions(sub, [pairs[i] for i in check], **run)

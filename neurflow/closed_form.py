@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from neurflow.subnetwork import InputTap
+
 # what a value along the path is, as a function of alpha
 HOMOGENEOUS, AFFINE, AFTER_RELU, CONSTANT = "homogeneous", "affine", "after-relu", "constant"
 
@@ -222,8 +224,6 @@ def _kind(node: fx.Node, modules: dict[str, nn.Module], first: str | None, rest:
 
 
 def _is_input_tap(module: nn.Module) -> bool:
-    from neurflow.subnetwork import InputTap
-
     return isinstance(module, InputTap)
 
 
