@@ -278,9 +278,9 @@ def layer_attributions(
         closed = closed_form_network(net, alphas, weights, probe)
         if closed is not None:
             check = list(first[0][1])  # the first crop's pairs: both ways, compared
-            run = dict(lower_maps=lower_maps, steps=steps, max_rows=max_rows, device=device, channels_last=channels_last,
-                       restrict=restrict, targets=targets)
-            stepwise = layer_attributions(sub, [pairs[i] for i in check], **run)
+            probe_pairs = [pairs[i] for i in check]
+            stepwise = _run_chunks(net, column, probe_pairs, plan_chunks(probe_pairs, alphas.numel(), max_rows),
+                                   lower_maps, alphas, weights, device, None, channels_last, None, kronrod=False)
             result = _run_chunks(closed.net, column, pairs, plan_chunks(pairs, 1, max_rows), lower_maps,
                                  torch.ones(1, device=device), torch.full((1,), closed.scale, device=device),
                                  device, None, channels_last, on_rows, kronrod=False)
