@@ -62,20 +62,23 @@ def thumbnail_source(circuit: Circuit, images, spec):
 # Store errors that say "try again" (a race between concurrent writers, a deadlock, a server that
 # went away for a moment): one definition, in ingest/session.py, whose `Runner.execute` also
 # retries a single transaction that lost such a race.
-from ingest.session import is_transient_store_error  # noqa: E402,F401 - re-exported (ray_executor, tests)
+from ingest.session import is_store_unreachable, is_transient_store_error  # noqa: E402,F401 - re-exported (ray_executor, tests)
 
 
 def write_with_retries(store, circuit: Circuit, artifacts: Path, *, attempts: int = 6, **kwargs):
     """`write_circuit`, written again (after a jittered, growing pause) when a transient store error
     stops it: concurrent writers (other classes of a distributed ingestion, another process) race
-    on the shared Model, Layer and Neuron nodes.  The writer cleans the partial circuit first."""
+    on the shared Model, Layer and Neuron nodes.  The writer cleans the partial circuit first.
+
+    A server that is gone is not retried here: the driver already waited for it
+    (`is_store_unreachable`), and the rerun finishes the circuit the failure left `running`."""
     from ingest.writer import write_circuit
 
     for attempt in range(attempts):
         try:
             return write_circuit(store, circuit, artifacts, **kwargs)
         except Exception as exc:
-            if attempt == attempts - 1 or not is_transient_store_error(exc):
+            if attempt == attempts - 1 or not is_transient_store_error(exc) or is_store_unreachable(exc):
                 raise
             time.sleep(min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
     raise AssertionError("unreachable")

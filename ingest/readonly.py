@@ -325,7 +325,7 @@ def verify_readonly_account(store: Store) -> None:
     except nx.Neo4jError:
         writable = None  # the check itself failed (no db.labels, ...): layers 1 and 3 still hold
     except Exception as exc:
-        raise translate_error(exc, cfg, user=cfg.readonly_user) from None
+        raise translate_error(exc, cfg, user=cfg.readonly_user, readonly=True) from None
     if writable:
         fix = ("restart the embedded store (`neurflow store stop`, `neurflow store start`) to restore its reader account"
                if cfg.embedded else
@@ -427,7 +427,7 @@ def execute_rolled_back(
     except StoreError:
         raise
     except Exception as exc:
-        raise translate_error(exc, cfg) from None
+        raise translate_error(exc, cfg, readonly=getattr(st, "readonly", False)) from None
 
     def work() -> None:
         try:
@@ -466,10 +466,10 @@ def execute_rolled_back(
     exc = outcome.get("error")
     if exc is None or time.monotonic() - t0 >= limit + CLIENT_GRACE_S:
         raise _timeout_error(limit)
-    raise _translated(exc, cfg, limit)
+    raise _translated(exc, cfg, limit, readonly=getattr(st, "readonly", False))
 
 
-def _translated(exc: BaseException, cfg: StoreConfig, limit: float) -> BaseException:
+def _translated(exc: BaseException, cfg: StoreConfig, limit: float, *, readonly: bool = False) -> BaseException:
     """The one-line typed error for a failure of the query `execute_rolled_back` ran."""
     if isinstance(exc, StoreError) or not isinstance(exc, Exception):
         return exc  # ours already, or KeyboardInterrupt and the like
@@ -481,6 +481,6 @@ def _translated(exc: BaseException, cfg: StoreConfig, limit: float) -> BaseExcep
         if "Forbidden" in code or "AccessMode" in code or "not allowed" in msg:
             return ReadOnlyViolation(f"refused by the store (read-only account): {msg}")
         if isinstance(exc, nx.AuthError) or "Database" in code:
-            return translate_error(exc, cfg)
+            return translate_error(exc, cfg, readonly=readonly)
         return StoreQueryError(f"the query failed: {msg}")
-    return translate_error(exc, cfg)
+    return translate_error(exc, cfg, readonly=readonly)

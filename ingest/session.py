@@ -52,6 +52,20 @@ def is_transient_store_error(exc: BaseException) -> bool:
     return False
 
 
+def is_store_unreachable(exc: BaseException) -> bool:
+    """True when the server is gone or cannot be reached (not a race lost to another writer).
+
+    The driver has already retried such a transaction for its `max_transaction_retry_time`
+    (`ingest.store.open_driver`) before the error reaches the caller, so callers stop here
+    rather than try again: a server killed mid-ingest ends the command in seconds, with one
+    line, instead of minutes of retries whose every attempt waits for the driver again."""
+    from neo4j import exceptions as nx
+
+    from ingest.errors import StoreUnavailable
+
+    return isinstance(exc, (StoreUnavailable, nx.ServiceUnavailable, nx.SessionExpired))
+
+
 def _conflict(exc: BaseException) -> bool:
     """A write transaction that lost a race with another one (not a server that went away: the
     driver already retries those for its `max_transaction_retry_time`)."""
@@ -94,6 +108,7 @@ class Runner:
 
     def __init__(self, target: Store | neo4j.Driver | neo4j.Session, database: str | None = None):
         self.config = target.config if isinstance(target, Store) else None
+        self.readonly = isinstance(target, Store) and target.readonly
         self._own_session = not isinstance(target, neo4j.Session)
         if isinstance(target, Store):
             self.session = target.session()
@@ -118,7 +133,7 @@ class Runner:
                     time.sleep(min(2.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
                     continue
                 if self.config is not None:
-                    raise translate_error(exc, self.config) from None
+                    raise translate_error(exc, self.config, readonly=self.readonly) from None
                 raise
         raise AssertionError("unreachable")
 

@@ -33,16 +33,25 @@ def _where(cfg: StoreConfig) -> str:
     return f"{cfg.uri}" + (f" (database {cfg.database})" if cfg.database else "")
 
 
-def translate_error(exc: Exception, cfg: StoreConfig, *, user: str | None = None) -> StoreError:
-    """Map a driver exception to a typed one-line error that names the fix."""
+def translate_error(exc: Exception, cfg: StoreConfig, *, user: str | None = None, readonly: bool = False) -> StoreError:
+    """Map a driver exception to a typed one-line error that names the fix.
+
+    `readonly`: the driver logged in with the read-only account (`StoreConfig.readonly_auth`),
+    so a refused login names the variables that set that account, not the writer's."""
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, nx.AuthError) or getattr(exc, "code", "") in (
         "Neo.ClientError.Security.Unauthorized",
         "Neo.ClientError.Security.AuthenticationRateLimit",
     ):
-        who = user or cfg.user
-        fix = "check NEURFLOW_STORE_USER / NEURFLOW_STORE_PASSWORD" if not cfg.embedded else "the embedded store's password files were changed; restore them or move the store folder away"
+        reader = readonly and bool(cfg.readonly_user)  # without one, the read-only driver uses the writer's account
+        who = user or (cfg.readonly_user if reader else cfg.user)
+        if cfg.embedded:
+            fix = "the embedded store's password files were changed; restore them or move the store folder away"
+        elif reader:
+            fix = "check NEURFLOW_STORE_READONLY_USER / NEURFLOW_STORE_READONLY_PASSWORD"
+        else:
+            fix = "check NEURFLOW_STORE_USER / NEURFLOW_STORE_PASSWORD"
         return StoreAuthError(f"the store at {cfg.uri} refused the login of user {who!r}: {fix}")
     code = getattr(exc, "code", "") or ""
     if code == "Neo.ClientError.Database.DatabaseNotFound" or "DatabaseNotFound" in code:
@@ -68,6 +77,12 @@ def unreachable_fix(cfg: StoreConfig) -> str:
 
 
 HANDSHAKE_SECONDS = 3.0
+RETRY_SECONDS = 10.0
+"""The driver's `max_transaction_retry_time`: how long a transaction is retried against a server
+that went away.  The driver checks it before each pause and its pauses double (1, 2, 4, 8 s,
++-20 %), so a server that stays gone ends the transaction 12 to 18 s after the first failure;
+callers then stop (`ingest.session.is_store_unreachable`).  At 15 s the last pause could be 16 s
+(31 s in all)."""
 
 
 def probe_not_http(cfg: StoreConfig, timeout: float = HANDSHAKE_SECONDS) -> None:
@@ -128,9 +143,9 @@ def open_driver(cfg: StoreConfig, *, readonly: bool = False, verify: bool = True
             f"the store URI {cfg.uri!r} is not a Bolt URI; set NEURFLOW_STORE_URI to bolt://host:7687 (or neo4j://, bolt+s://)"
         )
     try:
-        driver = GraphDatabase.driver(cfg.uri, auth=auth, connection_timeout=10, max_transaction_retry_time=15)
+        driver = GraphDatabase.driver(cfg.uri, auth=auth, connection_timeout=10, max_transaction_retry_time=RETRY_SECONDS)
     except Exception as exc:  # bad URI scheme and the like
-        raise translate_error(exc, cfg) from None
+        raise translate_error(exc, cfg, readonly=readonly) from None
     if verify:
         try:
             probe_not_http(cfg)
@@ -138,7 +153,7 @@ def open_driver(cfg: StoreConfig, *, readonly: bool = False, verify: bool = True
                 session.run("RETURN 1 AS ok").consume()
         except Exception as exc:
             driver.close()
-            raise translate_error(exc, cfg, user=auth[0] if auth else None) from None
+            raise translate_error(exc, cfg, user=auth[0] if auth else None, readonly=readonly) from None
     return driver
 
 
@@ -168,7 +183,7 @@ class Store:
             record_cypher(cypher, p)  # the test suite's lint (no-op unless NEURFLOW_RECORD_CYPHER)
             return rows
         except Exception as exc:
-            raise translate_error(exc, self.config) from None
+            raise translate_error(exc, self.config, readonly=self.readonly) from None
 
     def write(self, cypher: str, params: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
         """Run one statement in a managed write transaction (retried on transient errors)."""
@@ -183,7 +198,7 @@ class Store:
             record_cypher(cypher, p)
             return rows
         except Exception as exc:
-            raise translate_error(exc, self.config) from None
+            raise translate_error(exc, self.config, readonly=self.readonly) from None
 
     @property
     def cfg(self) -> StoreConfig:  # alias used by callers that say cfg
@@ -195,7 +210,7 @@ class Store:
             try:
                 self._agent = self.driver.get_server_info().agent
             except Exception as exc:
-                raise translate_error(exc, self.config) from None
+                raise translate_error(exc, self.config, readonly=self.readonly) from None
         return self._agent
 
     @property

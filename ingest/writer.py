@@ -49,7 +49,7 @@ from ingest.circuit_rows import circuit_rows, crop_uid_of  # noqa: F401 - re-exp
 from ingest.cleanup import clean, delete_circuit  # noqa: F401 - re-exported
 from ingest.group_labels import label_lists, set_group_labels  # noqa: F401 - re-exported
 from ingest.schema import constraint_statements, ensure_schema
-from ingest.session import Runner, now
+from ingest.session import Runner, is_store_unreachable, now
 from ingest.store import Store
 from ingest.thumbnails import THUMBNAIL_MAX, thumbnail_path, write_thumbnails  # noqa: F401 - re-exported
 
@@ -232,12 +232,15 @@ def write_circuit(
         runner.execute(lambda tx: complete_circuit(tx, rows, props))
         stats.seconds = time.perf_counter() - t0
         return stats
-    except BaseException:
-        # best effort: mark the circuit failed so readers and reruns know (a SIGKILL leaves `running`)
-        try:
-            runner.write("MATCH (c:Circuit {uid: $uid}) WHERE c.status = 'running' SET c.status = 'failed'", {"uid": cid})
-        except Exception:  # noqa: BLE001 - the original error matters more
-            pass
+    except BaseException as exc:
+        # best effort: mark the circuit failed so readers and reruns know (a SIGKILL leaves `running`).
+        # Not when the server is gone: the driver would wait for it once more, and the circuit
+        # left `running` is cleaned and rewritten by the rerun all the same
+        if not is_store_unreachable(exc):
+            try:
+                runner.write("MATCH (c:Circuit {uid: $uid}) WHERE c.status = 'running' SET c.status = 'failed'", {"uid": cid})
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
         raise
     finally:
         runner.close()

@@ -294,6 +294,28 @@ def test_external_arcadedb_with_the_reader_account_runs(store):
         close_readonly_stores()
 
 
+def test_a_wrong_reader_password_names_the_reader_variables(store, monkeypatch, capsys):
+    """The writer's login is right, the reader's is not: the fix names the read-only account's
+    variables (it named NEURFLOW_STORE_USER / NEURFLOW_STORE_PASSWORD)."""
+    cfg = _external(store.config, readonly_user=store.config.readonly_user, readonly_password="wrong-password")
+    with pytest.raises(StoreError) as err:
+        readonly_store(cfg)
+    msg = str(err.value)
+    assert "NEURFLOW_STORE_READONLY_USER / NEURFLOW_STORE_READONLY_PASSWORD" in msg and "NEURFLOW_STORE_USER /" not in msg
+    assert repr(store.config.readonly_user) in msg and "\n" not in msg
+    for k, v in {"NEURFLOW_STORE_URI": cfg.uri, "NEURFLOW_STORE_USER": cfg.user, "NEURFLOW_STORE_PASSWORD": cfg.password,
+                 "NEURFLOW_STORE_DATABASE": cfg.database, "NEURFLOW_STORE_READONLY_USER": cfg.readonly_user,
+                 "NEURFLOW_STORE_READONLY_PASSWORD": "wrong-password"}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    assert main(["query", "MATCH (n) RETURN count(n) AS n"]) == 1
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and "NEURFLOW_STORE_READONLY_PASSWORD" in err_text
+    assert "NEURFLOW_STORE_USER /" not in err_text
+    # the writer's own wrong password still names the writer's variables
+    with pytest.raises(StoreError, match="NEURFLOW_STORE_USER / NEURFLOW_STORE_PASSWORD"):
+        Store(StoreConfig(uri=cfg.uri, user=cfg.user, password="wrong-password", database=cfg.database))
+
+
 def test_query_command_refuses_an_external_store_without_a_reader(store, monkeypatch, capsys):
     """The attack of issue 11: INSERT with admin credentials and no reader account."""
     cfg = store.config
