@@ -330,13 +330,15 @@ def param_sets(model: str) -> list[dict[str, Any]]:
 
 
 def describe_param_set(row: dict[str, Any]) -> str:
-    """One line a person can read: tau, k, IG steps, layers, data, precision."""
+    """One line a person can read: tau, k, IG steps, layers, data, precision (plain text)."""
     d = row.get("definition") or {}
     parts = [f"tau {d.get('tau', '?')}", f"k {d.get('k', '?')}", f"{d.get('ig_steps', '?')} IG steps"]
     if d.get("layers"):
         parts.append("layers " + " > ".join(d["layers"]))
-    if d.get("data_source"):
-        parts.append("data " + str(d["data_source"]))
+    if d.get("data_source"):  # a folder by its name: the app may be open to anyone
+        from app.text import data_source
+
+        parts.append("data " + data_source(d["data_source"]))
     if d.get("precision") and d["precision"] != "fp32":
         parts.append(str(d["precision"]))
     return ", ".join(parts)

@@ -14,14 +14,14 @@
 
 from __future__ import annotations
 
-import html
-
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
+
+from app.text import plot_text
 
 DIFF_COLOURS = {"both": "#7b5ea7", "only_a": "#1f77b4", "only_b": "#ff7f0e"}
 DIFF_NAMES = {"both": "shared", "only_a": "only A", "only_b": "only B"}
@@ -30,6 +30,8 @@ DIFF_ORDER = {"only_a": 0, "both": 1, "only_b": 2}  # A left, shared in the midd
 
 @dataclass
 class GNode:
+    """A node; `label` and `hover` are plotly text (callers escape data in them with `plot_text`)."""
+
     id: str
     depth: int
     label: str
@@ -221,7 +223,7 @@ def layered_figure(
             x=[(pos[e.lower][0] + pos[e.upper][0]) / 2 for e in edges],
             y=[(pos[e.lower][1] + pos[e.upper][1]) / 2 for e in edges],
             mode="markers", marker={"size": 6, "opacity": 0.0}, showlegend=False,
-            hovertext=[e.hover or f"{e.lower} → {e.upper}<br>{weight_name} {e.weight:.4g}" for e in edges],
+            hovertext=[e.hover or f"{plot_text(e.lower)} → {plot_text(e.upper)}<br>{weight_name} {e.weight:.4g}" for e in edges],
             hoverinfo="text", name="edges",
         ))  # fmt: skip
     # nodes, one trace per category (markers: hover and click), then the labels as text traces
@@ -241,7 +243,7 @@ def layered_figure(
             marker={"size": [plan.size[n.id] for n in group], "color": colour, "opacity": 1,
                     "line": {"width": [3 if n.id == selected else 0.5 for n in group],
                              "color": ["#d62728" if n.id == selected else "#ffffff" for n in group]}},
-            hovertext=[n.hover or n.id for n in group], hoverinfo="text", customdata=[n.id for n in group],
+            hovertext=[n.hover or plot_text(n.id) for n in group], hoverinfo="text", customdata=[n.id for n in group],
             name=DIFF_NAMES.get(cat, cat), showlegend=len(cats) > 1,
             # opaque whatever the click selection (plotly dims unselected points): edges stay behind the nodes
             selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
@@ -276,7 +278,7 @@ def layered_figure(
         yaxis={
             "tickmode": "array",
             "tickvals": [-float(d) for d in lay.depths],
-            "ticktext": [names.get(d, f"depth {d}") for d in lay.depths],
+            "ticktext": [plot_text(names.get(d, f"depth {d}")) for d in lay.depths],  # layer names are data
             "showgrid": True,
             "gridcolor": "#eeeeee",
             "zeroline": False,
@@ -318,12 +320,12 @@ def result_figure(nodes: dict[str, dict[str, Any]], rels: list[dict[str, Any]], 
             xs += [x0, x1, None]
             ys += [y0, y1, None]
         traces.append(go.Scatter(x=xs, y=ys, mode="lines", line={"width": 1.2, "color": greys[i % len(greys)]},
-                                 hoverinfo="skip", name=f":{t}"))
+                                 hoverinfo="skip", name=plot_text(f":{t}")))
         traces.append(go.Scatter(
             x=[(pos[r["start"]][0] + pos[r["end"]][0]) / 2 for r in group],
             y=[(pos[r["start"]][1] + pos[r["end"]][1]) / 2 for r in group],
             mode="markers", marker={"size": 5, "opacity": 0.0}, showlegend=False, hoverinfo="text",
-            hovertext=[f":{r['type']} " + _props(r["props"]) for r in group],
+            hovertext=[plot_text(f":{r['type']} ") + _props(r["props"]) for r in group],
         ))  # fmt: skip
     by_label: dict[str, list[str]] = {}
     for nid, n in nodes.items():
@@ -333,8 +335,8 @@ def result_figure(nodes: dict[str, dict[str, Any]], rels: list[dict[str, Any]], 
         traces.append(go.Scatter(
             x=[pos[n][0] for n in group], y=[pos[n][1] for n in group], mode="markers+text",
             text=[_caption(nodes[n]) for n in group], textposition="top center", textfont={"size": 9},
-            marker={"size": 13, "color": colours[i % len(colours)]}, name=label,
-            hovertext=[f"{label} " + _props(nodes[n]["props"]) for n in group], hoverinfo="text",
+            marker={"size": 13, "color": colours[i % len(colours)]}, name=plot_text(label),
+            hovertext=[plot_text(f"{label} ") + _props(nodes[n]["props"]) for n in group], hoverinfo="text",
         ))  # fmt: skip
     fig = go.Figure(traces)
     fig.update_layout(height=height, margin={"l": 5, "r": 5, "t": 5, "b": 5}, plot_bgcolor="white",
@@ -348,13 +350,13 @@ def _caption(node: dict[str, Any]) -> str:
     for key in ("name", "label", "uid"):
         if p.get(key) not in (None, ""):
             text = str(p[key])
-            return html.escape(text if len(text) <= 28 else "…" + text[-27:])  # store text is data, not markup
+            return plot_text(text if len(text) <= 28 else "…" + text[-27:])  # store text is data, not markup
     return ""
 
 
 def _props(props: dict[str, Any], limit: int = 8) -> str:
     items = list(props.items())[:limit]
-    return "<br>".join(f"{html.escape(str(k))}: {html.escape(_short(v))}" for k, v in items)  # no markup from the store
+    return "<br>".join(f"{plot_text(k)}: {plot_text(_short(v))}" for k, v in items)  # no markup from the store
 
 
 def _short(v: Any) -> str:
@@ -384,9 +386,11 @@ CELL_TEXT_MAX = 24  # up to this many rows the cells show their values; beyond, 
 
 def heatmap_figure(labels: list[str], matrix: Any, *, title: str = "", zrange: tuple[float, float] | None = None) -> go.Figure:
     """Class-by-class Jaccard heatmap, colour range fitted to the off-diagonal values (`fitted_range`)
-    or `zrange`; the diagonal cells are left blank (a class against itself says nothing)."""
+    or `zrange`; the diagonal cells are left blank (a class against itself says nothing).
+    `labels` are plain text (escaped here for plotly)."""
     import numpy as np
 
+    labels = [plot_text(x) for x in labels]
     m = np.asarray(matrix, dtype=float).copy()
     n = len(labels)
     np.fill_diagonal(m, np.nan)
@@ -408,6 +412,8 @@ def heatmap_figure(labels: list[str], matrix: Any, *, title: str = "", zrange: t
 
 
 def bar_figure(x: list[str], series: dict[str, list[float]], *, y_title: str = "", height: int = 280) -> go.Figure:
+    """Grouped bars; `x` (layer names) are plain text, escaped here for plotly."""
+    x = [plot_text(v) for v in x]
     fig = go.Figure([go.Bar(name=name, x=x, y=vals) for name, vals in series.items()])
     fig.update_layout(barmode="group", height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
                       yaxis={"title": y_title}, legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0})

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app import data
 from app.state import PAGES, UrlState
+from app.text import md_text, no_server_paths
 from app.views import circuit, common, compare, console, overview
 from ingest.errors import StoreError
 
@@ -46,14 +47,15 @@ def context(url: UrlState) -> common.Context | None:
                            "the default is the one with the most classes.")
     chosen = next((s for s in sets if s["params"] == params), None)
     if chosen is not None:
-        st.sidebar.caption(data.describe_param_set(chosen))
+        st.sidebar.caption(md_text(data.describe_param_set(chosen)))
     return common.Context(model=model, params=params, class_names=names, layers=data.layers(model), param_sets=sets)
 
 
 def store_caption() -> None:
     try:
         cfg = data.config()
-        st.sidebar.caption(f"Store: {data.store_kind(cfg)} · {cfg.uri} · database {cfg.database or 'default'}")
+        st.sidebar.caption(f"Store: {data.store_kind(cfg)} · {md_text(no_server_paths(cfg.uri))} · "
+                           f"database {md_text(cfg.database or 'default')}")
     except StoreError:
         pass
 

@@ -187,10 +187,12 @@ class UrlState:
         """One warning naming the link's values that this view could not use, and what it shows instead."""
         if not self.rejected:
             return
+        from app.text import md_text
+
         parts = []
-        for key, raw in self.rejected.items():
+        for key, raw in self.rejected.items():  # a link's text: shown as text, never as Markdown
             now = self.values.get(key)
-            parts.append(f"{key}={raw!r}" + (f" (showing {now!r} instead)" if now is not None else ""))
+            parts.append(md_text(f"{key}={raw!r}" + (f" (showing {now!r} instead)" if now is not None else "")))
         container.warning("This link has values that do not exist here: " + "; ".join(parts) + ".", icon="⚠️")
 
     # ------------------------------------------------------------------ the end of a run

@@ -15,7 +15,7 @@ from ingest.store import Store  # noqa: E402
 from ingest.writer import write_circuit  # noqa: E402
 from neurflow.circuit import Params  # noqa: E402
 from tests.fixtures_store import make_circuit  # noqa: E402
-from tests.test_app_pages import LAYERS, _Env, frames, page, texts  # noqa: E402
+from tests.test_app_pages import LAYERS, _Env, frames, page, shown, texts  # noqa: E402
 
 P1 = Params(tau=3, k=4, ig_steps=8, granularities=(1.0, 0.5), num_representatives=2)
 P2 = Params(tau=2, k=4, ig_steps=8, granularities=(1.0, 0.5), num_representatives=2)
@@ -55,7 +55,7 @@ def test_default_parameter_set_is_the_one_with_most_classes(mixed):
 def test_a_class_without_the_set_is_named_with_the_reason(mixed):
     p1, p2 = mixed
     at = page("compare", classes="0,3")
-    warning = " ".join(w.value for w in at.warning)
+    warning = " ".join(shown(w.value) for w in at.warning)
     assert f"No complete circuit under parameter set {p1[0].identity.param_set}" in warning and "3 · cls3" in warning
     assert p2[3].identity.param_set in warning and "one parameter set" in warning
 
@@ -75,7 +75,7 @@ def test_picking_the_other_set_reads_it(mixed):
 
 def test_unknown_link_values_are_reported_not_silently_replaced(mixed):
     at = page("circuit", **{"class": 99, "level": "bogus", "params": "latest"})
-    warning = " ".join(w.value for w in at.warning)
+    warning = " ".join(shown(w.value) for w in at.warning)
     assert "do not exist here" in warning
     for part in ("class='99'", "level='bogus'", "params='latest'"):
         assert part in warning, warning

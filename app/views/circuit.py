@@ -3,7 +3,6 @@ the store, and the crops behind a selected group or neuron."""
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
@@ -13,6 +12,7 @@ import streamlit as st
 from app import data
 from app.graphs import GEdge, GNode, layered_figure
 from app.state import UrlState
+from app.text import md_text, plot_text
 from app.views.common import Context, image_row, nav_button
 
 MEMBER_COLUMNS = 3
@@ -70,7 +70,7 @@ def render(url: UrlState, ctx: Context) -> None:
         return
     i = info[0]
     st.caption(
-        f"Circuit `{i['circuit']}` · tau {i['tau']}, k {i['k']}, IG steps {i['ig_steps']} · {i['neurons']} neurons, "
+        f"Circuit {md_text(i['circuit'])} · tau {i['tau']}, k {i['k']}, IG steps {i['ig_steps']} · {i['neurons']} neurons, "
         f"{i['feeds']} FEEDS, {i['concepts']} concepts, {i['groups']} groups, {i['group_feeds']} GROUP_FEEDS · "
         f"completed {str(i['completed_at'])[:19].replace('T', ' ')} UTC"
     )
@@ -106,15 +106,15 @@ def _groups(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> N
     picked = url.selectbox("Group (or click a node)", options, key="group", format_func=fmt, default=first_inner)
     picked_uid = next(g["uid"] for g in groups if short_group(g["uid"]) == picked)
     nodes = [
-        # a label is user text: escaped, so that plotly's HTML subset (links, styles) stays text
-        GNode(id=g["uid"], depth=g["depth"], label=f"g{g['index']}" + (f" {html.escape(g['label'])}" if g.get("label") else ""),
+        # labels and layer names are data: escaped, so that plotly's HTML subset (links, styles) stays text
+        GNode(id=g["uid"], depth=g["depth"], label=f"g{g['index']}" + (f" {plot_text(g['label'])}" if g.get("label") else ""),
               short=f"g{g['index']}", label_inside=False,
-              hover=f"{g['layer']} g{g['index']}<br>{g['size']} concepts" + (f"<br>{html.escape(g['label'])}" if g.get("label") else ""),
+              hover=f"{plot_text(g['layer'])} g{g['index']}<br>{g['size']} concepts" + (f"<br>{plot_text(g['label'])}" if g.get("label") else ""),
               size=12 + 3 * math.sqrt(max(1, g["size"] or 1)), order=g["index"])
         for g in groups if g["uid"] in shown or g["uid"] == picked_uid
     ]  # fmt: skip
     gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
-                    hover=f"{short_group(e['lower'])} → {short_group(e['upper'])}<br>W = {e['weight']:.4g}"
+                    hover=f"{plot_text(short_group(e['lower']))} → {plot_text(short_group(e['upper']))}<br>W = {e['weight']:.4g}"
                           f"<br>{abs(e['weight']) / (e['top'] or 1.0):.2f} of the layer's strongest") for e in edges]
     fig = layered_figure(nodes, gedges, layer_names=ctx.layer_names, selected=picked_uid, weight_name="|W|/layer max")
     st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points", config={"displaylogo": False})
@@ -132,7 +132,7 @@ def _unlabelled(fig) -> str:
 
 
 def _group_members(url: UrlState, ctx: Context, uid: str, g: dict[str, Any]) -> None:
-    st.subheader(f"{g['layer']} · group {g['index']}")
+    st.subheader(f"{md_text(g['layer'])} · group {g['index']}")
     if g.get("label"):
         st.text(f"Label: {g['label']}")  # plain text, never Markdown: labels come from an LLM or a person
     members = data.app_query("group_members", group=uid)
@@ -165,7 +165,7 @@ def _neurons(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> 
             uid = e[end]
             if uid not in nodes:
                 layer, depth, ch = e[f"{end}_layer"], e[f"{end}_depth"], e[f"{end}_channel"]
-                nodes[uid] = GNode(id=uid, depth=depth, label=str(ch), hover=f"{layer} #{ch}", order=ch,
+                nodes[uid] = GNode(id=uid, depth=depth, label=str(ch), hover=f"{plot_text(layer)} #{ch}", order=ch,
                                    size=24 if depth == 0 else 20)
     if not nodes:
         st.info("No FEEDS edge passes the filters; lower the weight threshold.")
@@ -179,7 +179,7 @@ def _neurons(url: UrlState, ctx: Context, cls: int, frac: float, top_k: int) -> 
     uid_of = {short_neuron(n.id): n.id for n in order}
     picked = url.selectbox("Neuron (or click a node)", options, key="neuron", format_func=lambda s: s.replace("/", " #"))
     gedges = [GEdge(lower=e["lower"], upper=e["upper"], weight=e["weight"] / (e["top"] or 1.0),
-                    hover=f"{short_neuron(e['lower'])} → {short_neuron(e['upper'])}<br>importance {e['weight']:.4g} (rank {e['rank']})"
+                    hover=f"{plot_text(short_neuron(e['lower']))} → {plot_text(short_neuron(e['upper']))}<br>importance {e['weight']:.4g} (rank {e['rank']})"
                           f"<br>{e['weight'] / (e['top'] or 1.0):.2f} of the layer's largest")
               for e in edges]  # fmt: skip
     fig = layered_figure(list(nodes.values()), gedges, layer_names=names, selected=uid_of[picked],
@@ -202,12 +202,12 @@ def _thumbnails(concept: dict[str, Any]) -> list[str | None]:
 def _neuron_detail(ctx: Context, cls: int, picked: str) -> None:
     layer, channel = picked.rsplit("/", 1)
     channel = int(channel)
-    st.subheader(f"{layer} · neuron #{channel}")
+    st.subheader(f"{md_text(layer)} · neuron #{channel}")
     left, right = st.columns([3, 2])
     concepts = data.lib("neuron_concepts", model=ctx.model, class_index=cls, params=ctx.params, layer=layer, channel=channel)
     if concepts:
         for k in concepts:
-            grp = f" · group {short_group(k['group'])}" if k.get("group") else ""
+            grp = f" · group {md_text(short_group(k['group']))}" if k.get("group") else ""
             left.markdown(f"**concept {k['index']}** · {k['size']} crops · mean act {k['mean_activation']:.3g}{grp}")
             if k.get("group") and k.get("label"):
                 left.text(f"Group label: {k['label']}")  # plain text, never Markdown
@@ -218,7 +218,7 @@ def _neuron_detail(ctx: Context, cls: int, picked: str) -> None:
     if used:
         total = int(used[0].get("total") or len(used))
         right.markdown(f"**Critical for {total} of {len(ctx.class_names)} classes:** "
-                       + ", ".join(ctx.class_label(r["class_index"]) for r in used[:USED_BY_SHOWN])
+                       + ", ".join(ctx.class_md(r["class_index"]) for r in used[:USED_BY_SHOWN])
                        + (f" and {total - USED_BY_SHOWN} more" if total > USED_BY_SHOWN else "")
                        + (f" (the table lists the first {len(used)}; the Compare page's reverse lookup pages through all)"
                           if total > len(used) else ""))

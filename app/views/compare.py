@@ -18,6 +18,7 @@ import streamlit as st
 from app import data
 from app.graphs import DIFF_COLOURS, DIFF_ORDER, GEdge, GNode, bar_figure, fitted_range, heatmap_figure, layered_figure
 from app.state import UrlState
+from app.text import md_text, plot_text
 from app.views.common import Context, nav_button
 
 SECTIONS = {"overlap": "Shared neurons and diff", "similarity": "Similarity heatmap", "hubs": "Hub neurons",
@@ -138,7 +139,7 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
         counts[(r["kind"], r["side"])] = r["count"]
         for item in r["items"]:
             (side_of_feed if r["kind"] == "feeds" else side_of_neuron)[item] = r["side"]
-    la, lb = ctx.class_label(a), ctx.class_label(b)
+    la, lb = ctx.class_md(a), ctx.class_md(b)
     m = st.columns(6)
     m[0].metric("neurons shared", counts.get(("neuron", "both"), 0))
     m[1].metric("only A", counts.get(("neuron", "only_a"), 0), help=la)
@@ -157,14 +158,14 @@ def _diff(url: UrlState, ctx: Context, chosen: list[int]) -> None:
             old = edges.get(key)
             if old is None or w > old.weight:
                 edges[key] = GEdge(lower=e["lower"], upper=e["upper"], weight=w, category=side,
-                                   hover=f"{e['lower_layer']} #{e['lower_channel']} → {e['upper_layer']} #{e['upper_channel']}"
+                                   hover=f"{plot_text(e['lower_layer'])} #{e['lower_channel']} → {plot_text(e['upper_layer'])} #{e['upper_channel']}"
                                          f"<br>{side.replace('_', ' ')}<br>importance {e['weight']:.4g} ({w:.2f} of the layer's largest)")
             for end in ("lower", "upper"):
                 uid = e[end]
                 if uid not in nodes:
                     nside = side_of_neuron.get(uid, "both")
                     nodes[uid] = GNode(id=uid, depth=e[f"{end}_depth"], label=str(e[f"{end}_channel"]), category=nside,
-                                       hover=f"{e[f'{end}_layer']} #{e[f'{end}_channel']}<br>{nside.replace('_', ' ')}",
+                                       hover=f"{plot_text(e[f'{end}_layer'])} #{e[f'{end}_channel']}<br>{nside.replace('_', ' ')}",
                                        order=e[f"{end}_channel"], size=24 if e[f"{end}_depth"] == 0 else 20)
     if not edges:
         st.info("No FEEDS edge passes the filters.")
@@ -208,7 +209,7 @@ def _heatmap(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     order = sim["order"] if ordering == "cluster" else list(range(len(classes)))
     listed = [i for i in order if classes[i] in keep]  # positions in the matrix
     if not listed:
-        st.info(f"No class name contains {text!r}.")
+        st.info(f"No class name contains {md_text(repr(text))}.")  # the link's text: never Markdown
         return
     pages = (len(listed) + HEATMAP_PAGE - 1) // HEATMAP_PAGE
     shown = listed
@@ -220,9 +221,9 @@ def _heatmap(url: UrlState, ctx: Context, chosen: list[int]) -> None:
     lo, hi = fitted_range(sub)
     labels = [ctx.class_label(classes[i]) + (" ◀" if classes[i] in chosen else "") for i in shown]
     st.plotly_chart(heatmap_figure(labels, sub, zrange=(lo, hi)), key="heatmap", config={"displaylogo": False})
-    scope = (f"{len(shown)} of {len(listed)} classes" + (f" matching {text!r}" if text.strip() else "")
+    scope = (f"{len(shown)} of {len(listed)} classes" + (f" matching {md_text(repr(text))}" if text.strip() else "")
              + (f" (block {at} of {pages})" if pages > 1 else ""))
-    st.caption(f"Jaccard index of the critical neurons of layer {layer}, {scope}, "
+    st.caption(f"Jaccard index of the critical neurons of layer {md_text(layer)}, {scope}, "
                f"{'similar classes next to each other (average-linkage clustering of 1 − Jaccard)' if ordering == 'cluster' else 'in class order'}. "
                f"Colour range fitted to the cells shown: {lo:.2f} (dark) to {hi:.2f} (yellow); the diagonal "
                "(a class against itself) is left blank; ◀ = picked classes.")
@@ -298,7 +299,7 @@ def _reverse(url: UrlState, ctx: Context) -> None:
     first = data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer, channel=channel, skip=0,
                      limit=REVERSE_PAGE)
     if not first:
-        st.caption(f"{layer} #{channel} is critical for no class.")
+        st.caption(f"{md_text(layer)} #{channel} is critical for no class.")
         return
     total = int(first[0]["total"])
     pages = (total + REVERSE_PAGE - 1) // REVERSE_PAGE
@@ -315,7 +316,7 @@ def _reverse(url: UrlState, ctx: Context) -> None:
         "class": ctx.class_label(r["class_index"]), "depth": r["depth"], "feeds up": r["feeds_up"],
         "groups (via its concepts)": "; ".join(by_class.get(r["class_index"], [])) or "–", "circuit": r["circuit"],
     } for r in page_rows])  # fmt: skip
-    st.markdown(f"**{layer} #{channel}** is critical for **{total}** of {len(ctx.class_names)} classes"
+    st.markdown(f"**{md_text(layer)} #{channel}** is critical for **{total}** of {len(ctx.class_names)} classes"
                 + (f" (rows {(at - 1) * REVERSE_PAGE + 1}-{(at - 1) * REVERSE_PAGE + len(page_rows)}, page {at} of {pages})."
                    if pages > 1 else "."))
     st.dataframe(df, hide_index=True, width="stretch")

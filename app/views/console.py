@@ -17,6 +17,7 @@ from app import data
 from app.console import ConsoleResult, parameter_names, run_console
 from app.graphs import result_figure
 from app.state import UrlState, dumps_param, loads_param
+from app.text import csv_cell, md_text, no_server_paths
 from app.views.common import Context
 from ingest.errors import ReadOnlyViolation, StoreError
 from ingest.queries import QUERIES, QUERY_BY_NAME
@@ -66,7 +67,7 @@ def render(url: UrlState, ctx: Context) -> None:
             default = declared.get(p)
             if p == "model" and default is None and ctx.model:
                 default = ctx.model
-            raw = url.text_input(f"${p}", key=f"p.{qname}.{p}", default=dumps_param(default), container=cols[i % len(cols)])
+            raw = url.text_input(md_text(f"${p}"), key=f"p.{qname}.{p}", default=dumps_param(default), container=cols[i % len(cols)])
             params[p] = loads_param(raw)
     run_key = json.dumps([qname, cypher, params], sort_keys=True, default=str)
     # A shared link with run=1 shows its result at once only for a library query as the library
@@ -92,10 +93,10 @@ def render(url: UrlState, ctx: Context) -> None:
     except ReadOnlyViolation as exc:
         msg = str(exc)
         msg = msg[len("refused: "):] if msg.lower().startswith("refused: ") else msg
-        st.error(f"Refused (read-only console): {msg}", icon="⛔")
+        st.error(f"Refused (read-only console): {md_text(msg)}", icon="⛔")  # it may quote the Cypher of a link
         return
     except StoreError as exc:
-        st.error(str(exc), icon="⚠️")
+        st.error(md_text(no_server_paths(exc)), icon="⚠️")
         return
     _show(result, qname)
 
@@ -108,7 +109,8 @@ def _show(result: ConsoleResult, qname: str) -> None:
     shown = st.tabs(tabs)
     with shown[0]:
         st.dataframe(df, hide_index=True, width="stretch")
-        st.download_button("Download CSV", df.to_csv(index=False).encode(), file_name=f"{qname}.csv",
+        # text a spreadsheet would run as a formula (=IMAGE("http://..."), say) is quoted in the download
+        st.download_button("Download CSV", df.map(csv_cell).to_csv(index=False).encode(), file_name=f"{qname}.csv",
                            mime="text/csv", key="csv")
     if result.has_graph:
         with shown[1]:

@@ -12,27 +12,28 @@ import streamlit as st
 
 from app import data
 from app.state import UrlState
+from app.text import md_text, no_server_paths
 from app.views.common import Context, image_row
 
 MISCLASSIFIED_SCAN = 2000  # test images scanned for misclassified examples
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def _model(name: str, weights: str | None):
+def _model(name: str, weights: str | None, random_init: bool = False):
     """The model, once per session/process, on the GPU when there is one."""
     from neurflow.models.registry import load_model
 
-    return load_model(name, weights or None, device="auto", train_if_missing=False)
+    return load_model(name, weights or None, device="auto", train_if_missing=False, random_init=random_init)
 
 
 @st.cache_data(show_spinner="Finding misclassified test images…")
-def _misclassified(name: str, weights: str | None, n: int) -> list[tuple[int, int, int]]:
+def _misclassified(name: str, weights: str | None, random_init: bool, n: int) -> list[tuple[int, int, int]]:
     """(index, true, predicted) of the misclassified images among the first `n` Fashion-MNIST test images."""
     import torch
 
     from neurflow.datasets import load_images
 
-    loaded = _model(name, weights)
+    loaded = _model(name, weights, random_init)
     images = load_images(loaded.spec.default_data, loaded.spec, split="test", limit=n)
     preds = []
     with torch.no_grad():
@@ -75,6 +76,38 @@ def _model_row(ctx: Context) -> dict[str, Any] | None:
     return next((m for m in data.models() if m["model"] == ctx.model), None)
 
 
+def how_to_load(uid: str, name: str) -> tuple[bool, bool] | str:
+    """How the model `uid`, stored with the model name `name`, is loaded here:
+    ``(from_name, random_init)``, or one line saying why it cannot be.
+
+    `from_name`: `name` alone may rebuild it (a registry model's default weights, the weights a
+    ``file.py:factory`` model makes itself, a seeded ``--random-init`` model); the page loads it
+    and compares the uids, and asks for the weights file only when they differ (a factory
+    ingested with ``--weights``).  Otherwise the model was ingested from a weights file of its
+    own and the page asks for that file first."""
+    from neurflow.errors import NeurflowInputError
+    from neurflow.models import sources
+    from neurflow.models.registry import available_models
+
+    try:
+        source = sources.parse_source(name, available_models())
+    except NeurflowInputError:
+        return f"{uid} was built by {shown_model(name)}, a model this installation does not know: it cannot be loaded here."
+    if uid.endswith("-random"):
+        return True, True
+    if source.kind == "file":
+        if not source.path.is_file():
+            return (f"{uid} was built by the factory {shown_model(name)}, whose file is not on this server: "
+                    "the debug page runs the factory the model was ingested with.")
+        return True, False
+    return uid == name, False
+
+
+def shown_model(name: str) -> str:
+    """A model name as a visitor sees it: a factory by its file's name (``tiny_net.py:make``)."""
+    return no_server_paths(name)
+
+
 def render(url: UrlState, ctx: Context) -> None:
     from ingest.image_debugging import debug_image, image_from_bytes, load_query_image
     from neurflow.errors import NeurflowInputError
@@ -89,26 +122,39 @@ def render(url: UrlState, ctx: Context) -> None:
         st.info("No model selected.")
         return
     name = row.get("name") or ctx.model
-    weights = None
-    if ctx.model != name:  # a model ingested with its own weights file
-        raw = url.text_input(f"Weights file of {ctx.model}", key="weights", default="")
+    how = how_to_load(ctx.model, name)
+    if isinstance(how, str):
+        st.info(md_text(how))
+        return
+    from_name, random_init = how
+    weights = loaded = None
+    if from_name:
+        try:
+            loaded = _model(name, None, random_init)
+        except NeurflowInputError as exc:
+            st.error(f"Cannot load the model: {md_text(no_server_paths(exc))}")
+            return
+        if loaded.uid != ctx.model:  # e.g. a factory model ingested with --weights: its file is asked for
+            loaded = None
+    if loaded is None:  # a model ingested with its own weights file
+        raw = url.text_input(f"Weights file of {md_text(ctx.model)}", key="weights", default="")
         if not raw:
-            st.info(f"{ctx.model} was ingested with its own weights: give the state-dict file to load the model. "
-                    + WEIGHTS_OUTSIDE)
+            st.info(f"{md_text(ctx.model)} was ingested with its own weights: give the state-dict file to load the "
+                    "model. " + WEIGHTS_OUTSIDE)
             return
         found = allowed_weights(raw)
         if found is None:  # the same message for a missing file and any file outside the folders
             st.warning(WEIGHTS_OUTSIDE)
             return
         weights = str(found)
-    try:
-        loaded = _model(name, weights)
-    except NeurflowInputError as exc:
-        st.error(f"Cannot load the model: {exc}")
-        return
-    if loaded.uid != ctx.model:
-        st.error(f"The loaded weights are {loaded.uid}, not those of {ctx.model}.")
-        return
+        try:
+            loaded = _model(name, weights, random_init)
+        except NeurflowInputError as exc:
+            st.error(f"Cannot load the model: {md_text(no_server_paths(exc))}")
+            return
+        if loaded.uid != ctx.model:
+            st.error(f"The loaded weights are {md_text(loaded.uid)}, not those of {md_text(ctx.model)}.")
+            return
 
     sources = ["dataset", "upload"] if loaded.spec.default_data else ["upload"]
     source = url.radio("Image", sources, key="src", horizontal=True,
@@ -118,7 +164,7 @@ def render(url: UrlState, ctx: Context) -> None:
         if source == "dataset":
             only_wrong = url.toggle("misclassified images only", key="wrong", default=True)
             if only_wrong:
-                wrong = _misclassified(name, weights, MISCLASSIFIED_SCAN)
+                wrong = _misclassified(name, weights, random_init, MISCLASSIFIED_SCAN)
                 if not wrong:
                     st.info("No misclassified image among the first test images.")
                     return
@@ -140,7 +186,7 @@ def render(url: UrlState, ctx: Context) -> None:
             label = st.selectbox("True class (optional)", classes, key="true_class",
                                  format_func=lambda c: "unknown" if c is None else ctx.class_label(c))  # fmt: skip
     except NeurflowInputError as exc:
-        st.error(str(exc))
+        st.error(md_text(no_server_paths(exc)))
         return
 
     with st.spinner("Scoring the groups…"):
@@ -148,11 +194,11 @@ def render(url: UrlState, ctx: Context) -> None:
     _header(report, loaded, image, ctx)
     top = url.number("Groups to show per circuit", key="top", min_value=1, max_value=50, default=5)
     for c in report.circuits:
-        st.subheader(f"{c.role.capitalize()} class {ctx.class_label(c.class_index)}")
+        st.subheader(f"{c.role.capitalize()} class {ctx.class_md(c.class_index)}")
         if c.circuit is None:
             st.info("This class has no complete circuit in the store.")
             continue
-        st.caption(f"Circuit `{c.circuit}` · {len(c.scores)} groups, best first")
+        st.caption(f"Circuit {md_text(c.circuit)} · {len(c.scores)} groups, best first")
         st.dataframe(pd.DataFrame([{
             "group": s.group.uid.rsplit("/", 2)[-2] + "/" + s.group.uid.rsplit("/", 1)[-1], "score": s.score,
             "evidence crops": len(s.evidence), "neurons": len(s.group.members), "label": s.group.label or "",
@@ -171,12 +217,12 @@ def _header(report, loaded, image, ctx: Context) -> None:
                caption="query image")
     probs = torch.softmax(torch.tensor(report.logits), 0)
     order = torch.argsort(probs, descending=True)[:3].tolist()
-    verdict = f"**Predicted {ctx.class_label(report.predicted)}** ({probs[report.predicted]:.1%})"
+    verdict = f"**Predicted {ctx.class_md(report.predicted)}** ({probs[report.predicted]:.1%})"
     if report.true_class is not None:
         verdict += (" — correct" if report.true_class == report.predicted
-                    else f" — **misclassified**, true class {ctx.class_label(report.true_class)}")  # fmt: skip
+                    else f" — **misclassified**, true class {ctx.class_md(report.true_class)}")  # fmt: skip
     right.markdown(verdict)
-    right.caption("Top classes: " + ", ".join(f"{ctx.class_label(i)} {probs[i]:.1%} (logit {report.logits[i]:.2f})" for i in order))
+    right.caption("Top classes: " + ", ".join(f"{ctx.class_md(i)} {probs[i]:.1%} (logit {report.logits[i]:.2f})" for i in order))
 
 
 def _group_card(boxes, loaded, image, s, ctx: Context, key: str) -> None:
@@ -185,7 +231,7 @@ def _group_card(boxes, loaded, image, s, ctx: Context, key: str) -> None:
 
     g = s.group
     with st.container(border=True):
-        st.markdown(f"**{g.layer} · g{g.index}** · score {s.score:.3f} · {len(s.evidence)} evidence crops")
+        st.markdown(f"**{md_text(g.layer)} · g{g.index}** · score {s.score:.3f} · {len(s.evidence)} evidence crops")
         if g.label:
             st.text(f"Label: {g.label}")  # plain text, never Markdown: labels come from an LLM or a person
         a, b = st.columns(2)
@@ -213,7 +259,7 @@ def _group_card(boxes, loaded, image, s, ctx: Context, key: str) -> None:
         abl = st.session_state.get(state_key)
         if abl is not None and abl.group == g.uid:
             rows = sorted(range(len(abl.before)), key=lambda i: -abs(abl.delta[i]))[:5]
-            st.caption(f"Zeroed channels {abl.channels} of {abl.layer}: prediction "
-                       f"{ctx.class_label(abl.predicted_before)} → {ctx.class_label(abl.predicted_after)}")  # fmt: skip
+            st.caption(f"Zeroed channels {abl.channels} of {md_text(abl.layer)}: prediction "
+                       f"{ctx.class_md(abl.predicted_before)} → {ctx.class_md(abl.predicted_after)}")  # fmt: skip
             st.dataframe(pd.DataFrame([{"class": ctx.class_label(i), "logit before": abl.before[i], "after": abl.after[i],
                                         "change": abl.delta[i]} for i in rows]), hide_index=True)  # fmt: skip

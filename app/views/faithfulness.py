@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from app import data
 from app.state import UrlState
+from app.text import md_text, plot_text
 from app.views.common import Context
 from ingest.errors import StoreError
 
@@ -115,7 +116,7 @@ def fidelity_plot(rows: list[dict]) -> go.Figure:
     """Accuracy by masked layer (bottom layer left), core vs random, mask and retain side by side;
     solid = that layer alone, dashed = it and every analysed layer above."""
     fid = [r for r in rows if r["kind"] == "fidelity"]
-    layers = [name for _, name in sorted(layers_top_down(fid), reverse=True)]
+    layers = [plot_text(name) for _, name in sorted(layers_top_down(fid), reverse=True)]  # data: escaped for plotly
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
                         subplot_titles=("masked: critical set zeroed", "retained: only the critical set kept"))
     colours = {"value": "#1f77b4", "random_mean": "#ff7f0e"}
@@ -125,7 +126,7 @@ def fidelity_plot(rows: list[dict]) -> go.Figure:
             if not sel:
                 continue
             for key, name in (("value", "critical set"), ("random_mean", "random sets, same size")):
-                ys = [_mean([r for r in sel if r["layer"] == layer], key) for layer in layers]
+                ys = [_mean([r for r in sel if plot_text(r["layer"]) == layer], key) for layer in layers]
                 fig.add_trace(go.Scatter(
                     x=layers, y=ys, mode="lines+markers", line={"color": colours[key], "dash": dash, "width": 2.5},
                     marker={"size": 8}, name=f"{name} ({'this layer' if scope == 'single' else 'this layer and above'})",
@@ -153,7 +154,7 @@ def correlation_plot(rows: list[dict]) -> go.Figure:
     ew = [r for r in rows if r["kind"] == "edge_weight"]
     pairs = sorted(layers_top_down(ew), reverse=True)
     lower = {r["layer"]: r.get("lower") or "" for r in ew}
-    labels = [f"{name} ← {lower[name]}" if lower[name] else name for _, name in pairs]
+    labels = [plot_text(f"{name} ← {lower[name]}" if lower[name] else name) for _, name in pairs]  # data: escaped
     fig = go.Figure()
     for agg, colour in (("sum", "#1f77b4"), ("mean", "#d62728")):
         for method, dash in (("pearson", "solid"), ("spearman", "dash")):
@@ -211,8 +212,8 @@ def render(url: UrlState, ctx: Context) -> None:
     with st.spinner("Reading the evaluations…"):
         rows = _read(ctx.model, ctx.params)
     if not rows:
-        st.info(f"No evaluations of {ctx.model} in the store yet. Run "
-                f"`neurflow evaluate --model {ctx.model} --classes all --out report/`, then reload this page.",
+        st.info(f"No evaluations of {md_text(ctx.model)} in the store yet. Run "
+                f"{md_text(f'neurflow evaluate --model {ctx.model} --classes all --out report/')}, then reload this page.",
                 icon="ℹ️")  # fmt: skip
         return
     classes = sorted({int(r["class_index"]) for r in rows})

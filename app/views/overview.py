@@ -7,6 +7,7 @@ import streamlit as st
 
 from app import data
 from app.state import UrlState
+from app.text import md_text, no_server_paths, shown_path
 from app.views.common import Context, image_row, nav_button
 
 GALLERY_COLUMNS = 5
@@ -22,11 +23,11 @@ def render(url: UrlState, ctx: Context) -> None:
     last = max((c["completed_at"] or "" for c in complete), default="")
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Models", len(models))
-    m2.metric("Classes with circuits", len({c["class_index"] for c in complete}), help=f"of {len(ctx.class_names)} classes of {ctx.model}")
+    m2.metric("Classes with circuits", len({c["class_index"] for c in complete}), help=f"of {len(ctx.class_names)} classes of {md_text(ctx.model)}")
     m3.metric("Complete circuits", len(complete), help="running / failed ones are listed below when shown")
     m4.metric("Last ingestion", last[5:16].replace("T", " ") if last else "–", help=f"{last} (UTC)" if last else None)
 
-    st.subheader(f"Classes of {ctx.model}")
+    st.subheader(f"Classes of {md_text(ctx.model)}")
     st.caption("Top crops of each class-logit neuron's concepts: what the model looks at for the class. "
                "Open a class to see its circuit.")
     have = sorted(next((set(s["class_indices"]) for s in ctx.param_sets if s["params"] == ctx.params), set()))
@@ -41,7 +42,7 @@ def render(url: UrlState, ctx: Context) -> None:
         cols = st.columns(GALLERY_COLUMNS)
         for col, row in zip(cols, shown[start : start + GALLERY_COLUMNS]):
             with col.container(border=True):
-                st.markdown(f"**{row['class_index']} · {row['class_name']}**")
+                st.markdown(f"**{md_text(ctx.class_label(row['class_index']))}**")
                 image_row(row["thumbnails"], width=44)
                 nav_button("Circuit", "circuit", key=f"open_circuit_{row['class_index']}", **{"class": row["class_index"]})
 
@@ -58,7 +59,9 @@ def render(url: UrlState, ctx: Context) -> None:
         st.caption("no circuits")
 
     st.subheader("Models")
-    st.dataframe(pd.DataFrame(models), hide_index=True, width="stretch")
+    # a factory model's name and arch hold its file's server path: shown by the file's name
+    st.dataframe(pd.DataFrame([{k: no_server_paths(v) if isinstance(v, str) else v for k, v in m.items()} for m in models]),
+                 hide_index=True, width="stretch")
 
     st.subheader("Store in use")
     cfg = data.config()
@@ -66,11 +69,11 @@ def render(url: UrlState, ctx: Context) -> None:
         agent = data.store().server_agent
     except Exception:  # noqa: BLE001 - informational only
         agent = "?"
-    st.table(pd.DataFrame([
-        {"what": "kind", "value": data.store_kind(cfg)},
-        {"what": "server", "value": agent},
-        {"what": "address", "value": cfg.uri},
-        {"what": "database", "value": cfg.database or "(server default)"},
-        {"what": "reader account", "value": cfg.readonly_user or f"{cfg.user} (READ sessions)"},
-        {"what": "crop thumbnails", "value": str(data.artifact_dir())},
-    ]).set_index("what"))  # fmt: skip
+    rows = [
+        ("kind", data.store_kind(cfg)), ("server", agent), ("address", no_server_paths(cfg.uri)),
+        ("database", cfg.database or "(server default)"),
+        ("reader account", cfg.readonly_user or f"{cfg.user} (READ sessions)"),
+        ("crop thumbnails", shown_path(data.artifact_dir())),  # the folder by its role or name, not its server path
+    ]
+    # st.table draws its cells as Markdown: every value escaped
+    st.table(pd.DataFrame([{"what": w, "value": md_text(v)} for w, v in rows]).set_index("what"))
