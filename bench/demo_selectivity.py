@@ -51,7 +51,6 @@ def load(name: str, weights: str | None, channels: str | None = None):
     if name == "fashion-resnet" and (channels or name not in available_models()):  # another width / stride
         from dataclasses import replace
 
-        from neurflow.images import file_hash
         from neurflow.models.fashion_resnet import FashionResNet
         from neurflow.models.registry import LoadedModel, get_spec
 
@@ -66,7 +65,9 @@ def load(name: str, weights: str | None, channels: str | None = None):
         module = FashionResNet(**kw)
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         spec = replace(get_spec("fashion-cnn"), name=name, arch="neurflow.FashionResNet")
-        sha = file_hash(weights)
+        from neurflow.models.sources import state_hash
+
+        sha = state_hash(module)  # a model is its weights (registry.load_model does the same)
         return LoadedModel(spec, module.eval(), f"{name}-{sha[:8]}", sha, list(spec.class_names))
     return load_model(name, weights, device="cpu", train_if_missing=False)
 

@@ -27,6 +27,12 @@ factory module's ``class_names``, the model's data set (Fashion-MNIST; ImageNet-
 RGB models, names from torchvision's code and synset ids shipped in neurflow/data).  A model
 none of these names has no names (``class <i>`` in tables) and takes its data set's.
 
+A model is its weights, not its file: `LoadedModel.weights_sha256` hashes the loaded tensors
+(`sources.state_hash`, after checkpoint unwrapping and ``module.`` stripping), and the uid is
+the registry name for a model's default weights (in whatever file they come) and
+``<name>-<hash[:8]>`` for any other.  Stores written before this (when the hash was the file's
+bytes) keep their models and circuits as they were: see the README, "Model identity".
+
 Bad input (unknown name, missing or malformed weights file, a state dict for another
 architecture) raises `NeurflowInputError` with a one-line message.
 """
@@ -77,7 +83,7 @@ class LoadedModel:
     spec: ModelSpec
     module: torch.nn.Module  # eval mode, on the requested device
     uid: str  # graph Model.uid: 'fashion-cnn', '<name>-<sha256[:8]>', '<name>-random'
-    weights_sha256: str | None
+    weights_sha256: str | None  # `sources.state_hash` of the loaded weights (not of a file); None: random
     class_names: list[str] = field(default_factory=list)
 
     @property
@@ -442,9 +448,26 @@ def _load_registry(name: str, weights: str | None, random_init: bool, train_if_m
     if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
         module = build_model(name, spec.num_classes)
         module.load_state_dict(state, strict=True)
-    sha = file_hash(str(path))
-    is_default = default is not None and default.is_file() and path.resolve() == default.resolve()
+    from neurflow.models.sources import state_hash
+
+    sha = state_hash(module)
+    is_default = default is not None and default.is_file() and (
+        path.resolve() == default.resolve() or sha == _default_weights_hash(name, default)
+    )
     return spec, module, path, sha, name if is_default else f"{name}-{sha[:8]}"
+
+
+_DEFAULT_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _default_weights_hash(name: str, default: Path) -> str:
+    """The weights hash of `name`'s default weights file (cached while the file is unchanged): the
+    same weights given as another file, in any accepted form, are the default model too."""
+    stat = default.stat()
+    key = (str(default.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DEFAULT_HASHES:
+        _DEFAULT_HASHES[key] = _load_registry(name, str(default), False, False)[3]
+    return _DEFAULT_HASHES[key]
 
 
 def load_model(
@@ -517,7 +540,7 @@ def _load_torchvision(source, weights: str | None, random_init: bool):
         module = _load_state(name, path, module, state)
         if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
             module = _load_state(name, path, sources.build_torchvision(arch, num_classes), state)
-        sha = file_hash(str(path))
+        sha = sources.state_hash(module)
         uid = f"{name}-{sha[:8]}"
     size, mean, std = sources.torchvision_preprocessing(arch)
     known = next((s.layers for s in _SPECS.values() if s.arch == f"torchvision.{arch}"), None)
@@ -538,13 +561,11 @@ def _load_factory(source, weights: str | None, random_init: bool):
     module = sources.call_factory(source.path, source.factory)
     where = f"{source.path.name}:{source.factory}()"
     info = sources.factory_description(module, where)
-    path = sha = None
+    path = None
     if weights is not None:
         path = Path(weights).expanduser()
         module = _load_state(where, path, module, read_state_dict(path)).eval()
-        sha = file_hash(str(path))
-    else:
-        sha = sources.state_hash(module)
+    sha = sources.state_hash(module)
     num_classes = sources.output_classes(module, info["in_channels"], info["input_size"], where)
     layers = info["layers"] if info["layers"] is not None else sources.pick_layers(module, info["in_channels"], info["input_size"])
     spec = ModelSpec(

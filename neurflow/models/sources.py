@@ -171,14 +171,19 @@ def _head_key(module: nn.Module, num_classes: int) -> str | None:
 
 
 def state_hash(module: nn.Module) -> str:
-    """sha256 of a module's state dict (names, dtypes, shapes and bytes): the weights hash of a
-    model whose weights come from code rather than a file."""
+    """sha256 of a module's state dict: each entry's name, dtype, shape and bytes, in name order.
+
+    The identity of every model's weights (`LoadedModel.weights_sha256`, the hash in its uid),
+    taken from the loaded module, not from a file: whatever form the weights came in (a plain
+    state dict, a ``{"state_dict": {"module.*": ...}}`` checkpoint, half precision converted to
+    the float32 the model runs in, a factory's code), the same tensors are one model and any
+    changed tensor is another."""
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
         t = v.detach().to("cpu").contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the tensor's own buffer, not a copy
     return h.hexdigest()
 
 
