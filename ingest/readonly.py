@@ -31,16 +31,21 @@ it and computes on after the client has gone, so the embedded server stops every
 after ``NEURFLOW_STORE_QUERY_TIMEOUT`` seconds (``arcadedb.command.timeout``; an external
 ArcadeDB needs that setting too).  On the client side each query runs on a driver of its own
 that is closed when the answer is not back by the limit plus `CLIENT_GRACE_S`, so no caller
-ever waits longer, whatever the server does.
+ever waits longer, whatever the server does.  Closing the connection does not stop the statement
+on ArcadeDB (nothing does, short of its own limit), so a client limit shorter than the server's
+(``NEURFLOW_STORE_QUERY_TIMEOUT`` changed after the embedded store started) ends with a message
+that says the store computes on and for how long it may (`_client_cut`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import neo4j
@@ -390,14 +395,53 @@ def run_readonly(
     return execute_rolled_back(st, cypher, params, max_rows=max_rows, timeout=timeout)
 
 
-def _timeout_error(limit: float, server_message: str | None = None) -> QueryTimeout:
-    """The client's limit, or the store's own (which may be shorter) when the store said so."""
-    what = (f"the store's time limit and the store stopped it ({server_message})" if server_message
-            else f"its time limit of {limit:g} s and was stopped")
+def server_time_limit(cfg: StoreConfig) -> float | None:
+    """Seconds the embedded server lets a statement run (``arcadedb.command.timeout``, fixed when it
+    started: its ``server.json``); None for another store or when it cannot be read."""
+    if not cfg.embedded or not cfg.data_dir:
+        return None
+    try:
+        return float(json.loads((Path(cfg.data_dir) / "server.json").read_text())["query_timeout_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _timeout_error(limit: float, server_message: str | None = None, *, still_running: str | None = None) -> QueryTimeout:
+    """The client's limit, or the store's own (which may be shorter) when the store said so.
+
+    `still_running`: the client gave up but the server goes on computing (it does not take the
+    client's limit), said as how long it may."""
+    if server_message:
+        what = f"the store's time limit and the store stopped it ({server_message})"
+    elif still_running:
+        what = f"its time limit of {limit:g} s; this client stopped waiting, but {still_running}"
+    else:
+        what = f"its time limit of {limit:g} s and was stopped"
     return QueryTimeout(
         f"the query ran past {what}; narrow it (a LIMIT, a smaller range, a more selective MATCH) "
         "or raise NEURFLOW_STORE_QUERY_TIMEOUT"
     )
+
+
+def _client_cut(st: Store, limit: float, elapsed: float) -> QueryTimeout:
+    """The error of a query the client stopped waiting for, saying truthfully whether the server
+    stopped it too.  Neo4j takes the transaction timeout sent with the query and stops it; the
+    Bolt plugin of ArcadeDB ignores it (no cancel either: closing the connection leaves the
+    statement running), so there the statement runs until the server's own limit."""
+    cfg = st.config
+    if enforces_read_access_mode(getattr(st, "_agent", None) or ""):  # Neo4j itself
+        return _timeout_error(limit)
+    server = server_time_limit(cfg)
+    if server is None:
+        return _timeout_error(limit, still_running=(
+            "the store may still be computing it up to its own time limit (on ArcadeDB: arcadedb.command.timeout)"))
+    left = server - elapsed
+    if left <= 0:
+        return _timeout_error(limit)
+    return _timeout_error(limit, still_running=(
+        f"the embedded store computes it on for up to {left:.0f} s more (its own limit is {server:g} s, "
+        "NEURFLOW_STORE_QUERY_TIMEOUT as it was when the store started; restart it with `neurflow store stop` and "
+        "`neurflow store start` to apply the current one)"))
 
 
 def execute_rolled_back(
@@ -464,8 +508,9 @@ def execute_rolled_back(
     if "result" in outcome:
         return outcome["result"]
     exc = outcome.get("error")
-    if exc is None or time.monotonic() - t0 >= limit + CLIENT_GRACE_S:
-        raise _timeout_error(limit)
+    elapsed = time.monotonic() - t0
+    if exc is None or elapsed >= limit + CLIENT_GRACE_S:
+        raise _client_cut(st, limit, elapsed)
     raise _translated(exc, cfg, limit, readonly=getattr(st, "readonly", False))
 
 

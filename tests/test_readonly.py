@@ -421,11 +421,36 @@ def test_the_client_stops_waiting_even_when_the_server_does_not(limited_server, 
     readonly_store(cfg)
     monkeypatch.setattr(readonly, "CLIENT_GRACE_S", 0.3)
     t0 = time.monotonic()
-    with pytest.raises(QueryTimeout, match="0.5 s"):
+    with pytest.raises(QueryTimeout, match="0.5 s") as err:
         run_readonly(EXPENSIVE, config=cfg, timeout=0.5)
     assert time.monotonic() - t0 < 2.0  # the server would only have answered at 3 s
+    # the message says what happens: the store computes on, up to its own limit (not "was stopped")
+    msg = str(err.value)
+    assert "was stopped" not in msg and "\n" not in msg
+    assert "computes it on for up to 2 s more" in msg and f"its own limit is {SERVER_LIMIT_S:g} s" in msg, msg
+    c0 = _cpu_seconds(pid)
+    time.sleep(0.5)
+    assert _cpu_seconds(pid) - c0 > 0.2  # and so it does
     assert run_readonly("RETURN 1 AS ok", config=cfg) == (["ok"], [[1]])
     assert _wait_idle(pid) < 0.2  # the server's own limit ends the abandoned query
+
+
+def test_the_client_limit_message_of_a_store_whose_limit_is_unknown(limited_server, monkeypatch):
+    """An external store (no server.json to read): the message says it may still compute."""
+    import ingest.readonly as readonly
+
+    cfg, pid = limited_server
+    monkeypatch.setattr(readonly, "CLIENT_GRACE_S", 0.3)
+    external = StoreConfig(uri=cfg.uri, user=cfg.user, password=cfg.password, database=cfg.database,
+                           readonly_user=cfg.readonly_user, readonly_password=cfg.readonly_password)  # fmt: skip
+    ro = Store(external, readonly=True)
+    try:
+        with pytest.raises(QueryTimeout) as err:
+            execute_rolled_back(ro, EXPENSIVE, timeout=0.5)
+    finally:
+        ro.close()
+    assert "may still be computing it" in str(err.value) and "arcadedb.command.timeout" in str(err.value)
+    assert _wait_idle(pid) < 0.2
 
 
 def test_query_timeout_setting(monkeypatch):
