@@ -44,8 +44,8 @@ import re
 import threading
 import time
 import uuid
+import pathlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import neo4j
@@ -401,7 +401,7 @@ def server_time_limit(cfg: StoreConfig) -> float | None:
     if not cfg.embedded or not cfg.data_dir:
         return None
     try:
-        return float(json.loads((Path(cfg.data_dir) / "server.json").read_text())["query_timeout_s"])
+        return float(json.loads((pathlib.Path(cfg.data_dir) / "server.json").read_text())["query_timeout_s"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
