@@ -139,7 +139,7 @@ def demo_eval_settings():
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Ingest the ten demo classes (if not complete), evaluate them (if not evaluated), start the app."""
-    from cli.ingest_commands import format_table, print_notes
+    from cli.ingest_commands import format_table, preflight_run, print_notes
     from ingest.evaluations import circuits_to_evaluate, evaluate_stored
     from ingest.pipeline import ingest_classes
     from ingest.connect import open_store
@@ -151,12 +151,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     loaded = load_model(DEMO_MODEL, device=str(device))  # shipped weights, checksum verified
     data = loaded.spec.default_data
     classes = list(range(len(loaded.class_names)))
+    layers, budget = layers_from_args(args, loaded.spec), budget_from_args(args)
+    preflight_run(loaded, data, classes, params, layers)  # --tau, --layers ... checked before the store starts
     say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     print(f"demo: {len(classes)} classes of {loaded.uid} into the store (complete ones are skipped)", flush=True)
     with open_store() as store:
         results = ingest_classes(
-            store, loaded, data, classes, params, layers=layers_from_args(args, loaded.spec),
-            device=device, budget=budget_from_args(args), progress=not args.quiet,
+            store, loaded, data, classes, params, layers=layers,
+            device=device, budget=budget, progress=not args.quiet,
         )
         print(format_table(results), flush=True)
         print_notes(results)
@@ -192,8 +194,8 @@ def demo_next_steps(cfg, *, app_follows: bool) -> str:
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port of the app (default {DEFAULT_PORT})")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the app")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0 for all)")
     p.add_argument("--browser", action="store_true", help="open a browser tab")
     p.add_argument("--allow-label-edits", action="store_true",
                    help="let the labels page change group labels (with the writer's account; anyone who can open "

@@ -65,20 +65,36 @@ def resolve_run(args: argparse.Namespace, what: str = "images", *, device: str |
     return device, loaded, classes, data
 
 
+def preflight_run(loaded, data: str, classes: list[int], params, layers: list[str], *, split: str = "train"):
+    """Check everything that needs only the model, the arguments and the data's first image of a
+    class (`neurflow.method.preflight`: layers, tau against their channels, classes, the image
+    channels the model takes) before any side effect: the embedded store is not started, no
+    connection is opened, no image pass runs.  Returns one image of the first class."""
+    from neurflow.datasets import load_images
+    from neurflow.method import preflight
+
+    example = load_images(data, loaded.spec, class_index=classes[0], split=split, limit=1)
+    preflight(loaded.module, layers, example.pixels[:1], classes, params)
+    return example
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.pipeline import ingest_classes
     from ingest.connect import open_store
-    from neurflow.datasets import load_images
 
     if args.executor == "ray":
         return cmd_ingest_ray(args)
     params = params_from_args(args)
+    budget = budget_from_args(args)
+    if args.write_batch is not None and args.write_batch < 1:
+        raise NeurflowInputError(f"--write-batch must be at least 1, got {args.write_batch}")
     device, loaded, classes, data = resolve_run(args)
-    load_images(data, loaded.spec, class_index=classes[0], split=args.split, limit=1)  # fail before writing
+    layers = layers_from_args(args, loaded.spec)
+    preflight_run(loaded, data, classes, params, layers, split=args.split)  # before the store starts
     with open_store() as store:
         results = ingest_classes(
-            store, loaded, data, classes, params, layers=layers_from_args(args, loaded.spec), split=args.split,
-            device=device, budget=budget_from_args(args), force=args.force, progress=not args.quiet,
+            store, loaded, data, classes, params, layers=layers, split=args.split,
+            device=device, budget=budget, force=args.force, progress=not args.quiet,
             save_dir=Path(args.save_circuits) if args.save_circuits else None, write_batch=args.write_batch,
         )
     print(format_table(results))
@@ -92,7 +108,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
     from ingest.ray_executor import ClassInputError, RayOptions, ingest_on_ray, pending_classes, require_ray
     from ingest.connect import open_store
     from neurflow.datasets import load_images
-    from neurflow.method import validate_layers
+    from neurflow.method import preflight
 
     require_ray()
     options = RayOptions(address=args.ray_address, cpus=args.ray_cpus, task_cpus=args.ray_task_cpus,
@@ -105,7 +121,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
     for c in classes:  # every class has data (an empty class folder fails here, not in a task)
         images = load_images(data, loaded.spec, class_index=c, split=args.split, limit=1)
         example = images.pixels[:1] if example is None else example
-    layers = validate_layers(loaded.module, layers_from_args(args, loaded.spec), example)  # as the circuits will have them
+    layers = preflight(loaded.module, layers_from_args(args, loaded.spec), example, classes, params)  # as the circuits will have them
     budget = budget_from_args(args)
     with open_store() as store:  # reachable, right credentials and database; embedded: started here
         cfg = store.config
@@ -130,6 +146,8 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
 
 
 def add_ingest_commands(sub) -> None:
+    from ingest.writer import DEFAULT_BATCH
+
     p = sub.add_parser("ingest", help="build circuits for classes and write them to the store")
     add_model_args(p)
     add_method_args(p)
@@ -138,17 +156,17 @@ def add_ingest_commands(sub) -> None:
                         "(= every class the data has images of)")
     p.add_argument("--force", action="store_true", help="rebuild circuits that are already complete")
     p.add_argument("--save-circuits", default=None, help="also save each circuit as Parquet under this folder")
-    p.add_argument("--write-batch", type=int, default=None, help="rows per write transaction (default 5000)")
+    p.add_argument("--write-batch", type=int, default=DEFAULT_BATCH, help="rows per write transaction")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("distributed ingestion (--executor ray)")
     g.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: classes one after the other in this process (default); ray: one Ray task per class")
+                   help="local: classes one after the other in this process; ray: one Ray task per class")
     g.add_argument("--ray-address", default=None,
                    help="Ray cluster to use (ray://head:10001, head:6379, auto); default $RAY_ADDRESS, else a local Ray")
     g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray started when there is no address (default: all)")
-    g.add_argument("--ray-task-cpus", type=float, default=1.0, help="CPUs each class task asks for (default 1)")
+    g.add_argument("--ray-task-cpus", type=float, default=1.0, help="CPUs each class task asks for")
     g.add_argument("--ray-task-gpus", type=float, default=1.0,
-                   help="GPUs each class task asks for when it runs on GPUs (a fraction like 0.25 packs tasks; default 1)")
+                   help="GPUs each class task asks for when it runs on GPUs (a fraction like 0.25 packs tasks)")
     g.add_argument("--ray-max-retries", type=int, default=3,
-                   help="retries per class after a worker death or a transient store error (default 3)")
+                   help="retries per class after a worker death or a transient store error")
     p.set_defaults(func=cmd_ingest)

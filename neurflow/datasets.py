@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from neurflow.cache import cache_dir
 from neurflow.classes import ClassNames, folder_hint, match_folders, select_classes
-from neurflow.images import ImageSet, NeurflowInputError, file_hash, pixel_hash, read_picture
+from neurflow.errors import class_label
+from neurflow.images import ImageSet, NeurflowInputError, file_hash, pixel_hash, read_picture_channels
 
 if TYPE_CHECKING:  # pragma: no cover
     from neurflow.models.registry import ModelSpec
@@ -197,7 +198,9 @@ def _fashion_images(spec: "ModelSpec", class_index: int | None, split: str, limi
     if limit is not None:
         index = index[: max(int(limit), 0)]
     if len(index) == 0:
-        raise NeurflowInputError(f"no Fashion-MNIST {split} images selected (class {class_index}, limit {limit})")
+        name = FASHION_MNIST_CLASSES[int(class_index)] if class_index is not None else None
+        raise NeurflowInputError(f"no Fashion-MNIST {split} images selected "
+                                 f"(class {class_label(class_index, name) if class_index is not None else 'all'}, limit {limit})")
     raw = torch.from_numpy(images[index].copy())  # (n, 28, 28) uint8
     pixels = raw.unsqueeze(1).float() / 255.0
     if spec.in_channels != 1:  # a grayscale data set for an RGB model: replicate, as PIL's L -> RGB does
@@ -209,6 +212,7 @@ def _fashion_images(spec: "ModelSpec", class_index: int | None, split: str, limi
         [int(labels[i]) for i in index],
         [pixel_hash(raw[j]) for j in range(len(index))],
         [(28, 28)] * len(index),
+        source_channels=[1] * len(index),  # gray: replicated above for an RGB model (channel_note says so)
     )
 
 
@@ -236,11 +240,12 @@ def _folder_files(root: Path, cls: str) -> list[Path]:
     return sorted(files)
 
 
-def _read_image(source: Path | bytes, spec: "ModelSpec", what: str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """`(resized (C, S, S) [0, 1] tensor, original (width, height))` of one image file or upload."""
-    pixels = read_picture(source, spec.in_channels, what=what)
+def _read_image(source: Path | bytes, spec: "ModelSpec", what: str | None = None) -> tuple[torch.Tensor, tuple[int, int], int]:
+    """`(resized (C, S, S) [0, 1] tensor, original (width, height), channels the file held)` of one
+    image file or upload."""
+    pixels, held = read_picture_channels(source, spec.in_channels, what=what)
     size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
-    return _resize_crop(pixels.unsqueeze(0), spec.input_size)[0], size
+    return _resize_crop(pixels.unsqueeze(0), spec.input_size)[0], size, held
 
 
 def preprocess_picture(source: str | Path | bytes, spec: "ModelSpec", what: str | None = None) -> torch.Tensor:
@@ -248,7 +253,7 @@ def preprocess_picture(source: str | Path | bytes, spec: "ModelSpec", what: str 
 
     The debug page's upload and `neurflow debug FILE` go through here, and so through the same
     decoding and resizing as ingestion: a query image is seen exactly as circuit images were."""
-    pixels, _ = _read_image(source if isinstance(source, (bytes, bytearray)) else Path(source), spec, what)
+    pixels, _, _ = _read_image(source if isinstance(source, (bytes, bytearray)) else Path(source), spec, what)
     return _normalise(pixels.unsqueeze(0), spec)[0]
 
 
@@ -301,11 +306,12 @@ def _folder_images(folder: str, spec: "ModelSpec", class_index: int | None, limi
         raise NeurflowInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {where}")
     read = [_read_image(f, spec) for f, _ in files]
     return ImageSet(
-        _normalise(torch.stack([pixels for pixels, _ in read]), spec),
+        _normalise(torch.stack([pixels for pixels, _, _ in read]), spec),
         [str(f) for f, _ in files],
         [c for _, c in files],
         [file_hash(str(f)) for f, _ in files],
-        [size for _, size in read],
+        [size for _, size, _ in read],
+        source_channels=[held for _, _, held in read],
     )
 
 

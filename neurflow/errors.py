@@ -7,6 +7,10 @@ the command line's whole error contract is `cli.contract`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Any, Iterator
+
 
 class NeurflowInputError(ValueError):
     """Bad input from a user: the CLI prints its message as one `error:` line and exits 2."""
@@ -18,3 +22,41 @@ class NeurflowRuntimeError(RuntimeError):
 
 def one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+_CLI_SPELLING: contextvars.ContextVar[bool] = contextvars.ContextVar("neurflow_cli_spelling", default=False)
+
+# Options whose command-line flag is not `--<name> VALUE`: (Python name, value) -> flag.
+_FLAGS = {("predicted_only", False): "--all-images", ("random_init", True): "--random-init"}
+
+
+@contextlib.contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Within it, messages name options as command-line flags (`cli.main` runs every command in it)."""
+    token = _CLI_SPELLING.set(True)
+    try:
+        yield
+    finally:
+        _CLI_SPELLING.reset(token)
+
+
+def option(name: str, value: Any = None) -> str:
+    """How a message names an option set to `value`: ``--tau 64`` / ``--all-images`` on the command
+    line, ``tau=64`` / ``predicted_only=False`` from Python, so a hint names what the reader can
+    type where they are.  `value` None gives the bare name (``--tau`` / ``tau``)."""
+    if not _CLI_SPELLING.get():
+        return name if value is None else f"{name}={value!r}"
+    flag = _FLAGS.get((name, value))
+    if flag:
+        return flag
+    flag = "--" + name.replace("_", "-")
+    return flag if value is None else f"{flag} {value}"
+
+
+def class_label(index: int, name: str | None = None) -> str:
+    """How a message names a class: ``1 (Trouser)`` when it has a name (the one the user gave or
+    the model's), ``1`` when it has none (or its name is only its number)."""
+    name = None if name is None else str(name)
+    if not name or name == str(index) or name == f"class {index}":
+        return str(index)
+    return f"{index} ({name})"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurflow.errors import NeurflowInputError
+from neurflow.errors import NeurflowInputError, one_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -44,6 +44,10 @@ class ImageSet:
     original_sizes: list[tuple[int, int]] = field(default_factory=list)
     origin: str = "tensor"
     """Where the images came from (`fashion-mnist:train`, `folder:/abs/path`): part of a circuit's identity."""
+    source_channels: list[int] = field(default_factory=list)
+    """Each image's channel count as stored (1 gray, 3 colour) before it was converted to the
+    model's (`decode_picture`'s rule); empty when unknown.  Kept so a circuit can say that its
+    images were converted (`channel_note`) rather than convert them silently."""
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 4:
@@ -58,6 +62,9 @@ class ImageSet:
         if self.original_sizes and len(self.original_sizes) != n:
             raise NeurflowInputError(f"{len(self.original_sizes)} original sizes for {n} images: give one (width, height) per image")
         self.original_sizes = [(int(w), int(h)) for w, h in self.original_sizes]
+        if self.source_channels and len(self.source_channels) != n:
+            raise NeurflowInputError(f"{len(self.source_channels)} channel counts for {n} images: give one per image")
+        self.source_channels = [int(c) for c in self.source_channels]
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
@@ -75,7 +82,23 @@ class ImageSet:
             [self.sha256[i] for i in index],
             [self.original_sizes[i] for i in index] if self.original_sizes else [],
             self.origin,
+            [self.source_channels[i] for i in index] if self.source_channels else [],
         )
+
+    def channel_note(self) -> str | None:
+        """One line for a circuit's notes when some images were converted to the model's channel
+        count (gray replicated into RGB, colour reduced to its luma), else `None`.
+
+        The conversion is the documented rule (`decode_picture`), but a reader of the circuit must
+        know that its concepts were found on pictures the model never saw in that form."""
+        c = int(self.pixels.shape[1])
+        converted = [k for k in self.source_channels if k != c]
+        if not converted:
+            return None
+        were = "was" if len(converted) == 1 else "were"
+        how = (f"grayscale and {were} replicated into R, G and B for the model's 3-channel input" if c == 3
+               else f"in colour and {were} reduced to luma (ITU-R 601) for the model's 1-channel input")
+        return f"{len(converted)} of {len(self)} images {were} {how}"
 
     def upscaled(self) -> list[int]:
         """Indices of the images whose shorter side was below the model input `S` and so were enlarged.
@@ -196,12 +219,19 @@ _UINT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _CONVERT_TO_RGB = ("RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
+def _unit(arr: np.ndarray, full_scale: float) -> np.ndarray:
+    """`arr / full_scale` as float32, divided in place (no second full-size copy)."""
+    out = arr.astype(np.float32)
+    out /= np.float32(full_scale)
+    return out
+
+
 def _alpha_free(values: np.ndarray, alpha: np.ndarray | None, background: float) -> np.ndarray:
     if alpha is None:
         return values
     if values.ndim == 3:
         alpha = alpha[:, :, None]
-    return values * alpha + background * (1.0 - alpha)
+    return values * alpha + np.float32(background) * (np.float32(1.0) - alpha)
 
 
 def _scale_int32(arr: np.ndarray) -> np.ndarray:
@@ -261,9 +291,20 @@ def decode_picture(picture: "Image.Image", channels: int, *, background: float |
       product shots on white.  Pass `background` (0..1) to override.
     * Channels: a colour image for a 1-channel model becomes its ITU-R 601 luma (`LUMA`, PIL's
       own weights); a grayscale image for a 3-channel model is replicated into R, G and B.
-      Other channel counts are an error: files only hold gray or colour.
+      The rule (README, "Images"): a file whose channel count is not the model's is converted
+      this way, one fixed convention with no choice to guess, and a circuit built from converted
+      images says so in its notes and summary (`ImageSet.channel_note`); what has no such
+      conversion is refused: a model taking other than 1 or 3 channels, and an in-memory tensor
+      with the wrong count (`neurflow.datasets.preprocess_tensor`: its channels' meaning is unknown).
 
     `what` names the image in error messages."""
+    return decode_picture_channels(picture, channels, background=background, what=what)[0]
+
+
+def decode_picture_channels(picture: "Image.Image", channels: int, *, background: float | None = None,
+                            what: str = "image") -> tuple[torch.Tensor, int]:
+    """`decode_picture`, and the channel count the picture held before it was converted to
+    `channels` (1 gray, 3 colour): what `ImageSet.channel_note` reports."""
     if channels not in (1, 3):
         raise NeurflowInputError(f"cannot decode {what} for a {channels}-channel model: image files give 1 (gray) or 3 (colour) channels")
     if background is None:
@@ -273,53 +314,209 @@ def decode_picture(picture: "Image.Image", channels: int, *, background: float |
     if mode == "1":
         values = np.asarray(picture, dtype=bool).astype(np.float32)
     elif mode == "L":
-        values = np.asarray(picture, dtype=np.uint8).astype(np.float32) / 255.0
+        values = _unit(np.asarray(picture, dtype=np.uint8), 255.0)
     elif mode in _UINT16_MODES:
-        values = np.asarray(picture).astype(np.float32) / 65535.0
+        values = _unit(np.asarray(picture), 65535.0)
     elif mode == "I":
         values = _scale_int32(np.asarray(picture))
     elif mode == "F":
         values = _scale_float(np.asarray(picture), what)
     elif mode in ("LA", "La"):
-        arr = np.asarray(picture.convert("LA") if mode == "La" else picture, dtype=np.uint8).astype(np.float32) / 255.0
+        arr = _unit(np.asarray(picture.convert("LA") if mode == "La" else picture, dtype=np.uint8), 255.0)
         values, alpha = arr[:, :, 0], arr[:, :, 1]
     elif mode == "RGB":
-        values = np.asarray(picture, dtype=np.uint8).astype(np.float32) / 255.0
+        values = _unit(np.asarray(picture, dtype=np.uint8), 255.0)
     elif mode in ("RGBA", "RGBa", "P", "PA"):
-        arr = np.asarray(picture if mode == "RGBA" else picture.convert("RGBA"), dtype=np.uint8).astype(np.float32) / 255.0
+        arr = _unit(np.asarray(picture if mode == "RGBA" else picture.convert("RGBA"), dtype=np.uint8), 255.0)
         values, alpha = arr[:, :, :3], arr[:, :, 3]
     elif mode in _CONVERT_TO_RGB:
-        values = np.asarray(picture.convert("RGB"), dtype=np.uint8).astype(np.float32) / 255.0
+        values = _unit(np.asarray(picture.convert("RGB"), dtype=np.uint8), 255.0)
     else:
         raise NeurflowInputError(f"{what} has PIL mode {mode!r}, which neurflow cannot decode: save it as an 8-bit RGB or grayscale PNG")
-    values = _alpha_free(np.asarray(values, dtype=np.float64), alpha, float(background))
+    # float32 from here on, in place where it can be: a float64 copy and whole-array temporaries
+    # took a 50-megapixel RGB photo for a gray model to 2.9 GB (measured); now about 1 GB
+    values = _alpha_free(np.asarray(values, dtype=np.float32), alpha, float(background))
     if values.ndim == 2:
         values = values[:, :, None]
-    if values.shape[2] == 3 and channels == 1:
-        values = (values * np.asarray(LUMA)).sum(axis=2, keepdims=True)
-    elif values.shape[2] == 1 and channels == 3:
-        values = np.repeat(values, 3, axis=2)
-    out = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32))
-    return out.clamp_(0.0, 1.0)
+    held = int(values.shape[2])
+    if held == 3 and channels == 1:
+        gray = values[:, :, 0] * np.float32(LUMA[0])
+        gray += values[:, :, 1] * np.float32(LUMA[1])
+        gray += values[:, :, 2] * np.float32(LUMA[2])
+        values = gray[:, :, None]
+    out = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))
+    if held == 1 and channels == 3:
+        out = out.expand(3, -1, -1).contiguous()
+    return out.clamp_(0.0, 1.0), held
+
+
+MAX_MEGAPIXELS = 50.0
+"""The pixel budget of one image file, in megapixels (width x height / 1e6), checked from the file's
+header before any pixel is decoded.  Decoding costs memory in proportion to the pixels (the
+8-bit picture, then float32 values): measured, a 50-megapixel RGB photo takes a process up by
+1.2-1.3 GB for a moment and a gray one by 0.3 GB, while a 140 KB PNG of one colour can declare
+144 megapixels (+1.8 GB before this check) or more: a budget checked after decoding would come
+too late.  50 MP is above common camera photos and below PIL's own decompression-bomb limits
+(89 MP warns, 179 MP refuses, both without saying the size); `$NEURFLOW_MAX_MEGAPIXELS`
+overrides it (a process that needs larger images, on a machine with the memory)."""
+
+MAX_MEGAPIXELS_ENV = "NEURFLOW_MAX_MEGAPIXELS"
+
+# First bytes of files that are images PIL reads, and of files people mistake for images: what
+# a refusal says the file is.
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"P1", "PBM"), (b"P2", "PGM"), (b"P3", "PPM"), (b"P4", "PBM"),
+    (b"P5", "PGM"), (b"P6", "PPM"),
+)
+_OTHER_MAGIC = (
+    (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or an Office document)"),
+    (b"\x1f\x8b", "a gzip archive"), (b"\x7fELF", "a program (ELF)"), (b"\x80\x02", "a Python pickle"),
+    (b"\x80\x04", "a Python pickle"), (b"\x80\x05", "a Python pickle"),
+)
+
+
+def max_megapixels() -> float:
+    """The pixel budget in force (`MAX_MEGAPIXELS`, or `$NEURFLOW_MAX_MEGAPIXELS` when set)."""
+    import os
+
+    raw = os.environ.get(MAX_MEGAPIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_MEGAPIXELS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise NeurflowInputError(f"{MAX_MEGAPIXELS_ENV}={raw!r} is not a positive number of megapixels, such as {MAX_MEGAPIXELS:g}")
+    return value
+
+
+def _file_kind(head: bytes) -> str:
+    """What a file that PIL cannot open is, from its first bytes, for the refusal."""
+    if not head:
+        return "an empty file"
+    for magic, name in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return f"a {name} file"
+    riff = head[:4] == b"RIFF" and head[8:12]
+    if riff == b"WEBP":
+        return "a WebP file"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12].decode("ascii", "replace").strip()
+        return f"an ISO media file of brand {brand!r} (HEIC/AVIF photos, MP4 video)"
+    for magic, name in _OTHER_MAGIC:
+        if head.startswith(magic):
+            return name
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    lower = text[:256].lower()
+    if lower.startswith(b"<svg") or (lower.startswith(b"<?xml") and b"<svg" in lower):
+        return "an SVG drawing (vector graphics, not pixels)"
+    if lower.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page"
+    binary = "a binary file of no image format PIL reads"
+    if any(b < 32 and b not in b"\t\n\r\f" for b in head):
+        return binary
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
+            return binary
+    return "a text file"
+
+
+def _header_size(fp, filename: str) -> tuple[int, int] | None:
+    """`(width, height)` from the header of an image PIL refused to open as a decompression bomb.
+
+    PIL checks its own limit inside `Image.open` and gives no size with the refusal; its format
+    plugins read the header alone, so they are asked directly (the loop `Image.open` runs),
+    without changing PIL's process-wide limit under the threads of a running app.  None when no
+    plugin reads it."""
+    from PIL import Image
+
+    Image.init()
+    fp.seek(0)
+    prefix = fp.read(16)
+    for fmt in list(Image.ID):
+        factory, accept = Image.OPEN[fmt]
+        try:
+            result = not accept or accept(prefix)
+            if not result or isinstance(result, str):
+                continue
+            fp.seek(0)
+            picture = factory(fp, filename)
+        except Exception:  # noqa: BLE001 - a plugin that does not read this file
+            continue
+        return picture.size
+    return None
+
+
+def _too_many_pixels(what: str, size: tuple[int, int] | None, pixels: int, budget: float) -> NeurflowInputError:
+    dims = f"{size[0]} x {size[1]} = " if size else ""
+    return NeurflowInputError(
+        f"{what} has too many pixels ({dims}{pixels / 1e6:.1f} MP, over the budget of {budget:g} MP): scale it "
+        f"down (or set {MAX_MEGAPIXELS_ENV} higher on a machine with the memory)"
+    )
 
 
 def read_picture(source: "str | Path | bytes", channels: int, *, what: str | None = None) -> torch.Tensor:
     """Open an image file (a path, or the bytes of an upload) and `decode_picture` its first frame.
 
-    Every failure to read is one `NeurflowInputError` naming the file, so a broken file in a
-    folder of thousands says which one to remove."""
+    The file's pixel count is read from its header and checked against the budget
+    (`max_megapixels`) before any pixel is decoded.  Every failure to read is one
+    `NeurflowInputError` naming the file and what is wrong with it (too many pixels, truncated or
+    damaged, not an image: saying what the file is instead), so a broken file in a folder of
+    thousands says which one to remove and why."""
+    return read_picture_channels(source, channels, what=what)[0]
+
+
+def read_picture_channels(source: "str | Path | bytes", channels: int, *,
+                          what: str | None = None) -> tuple[torch.Tensor, int]:
+    """`read_picture`, and the channel count the file held (1 gray, 3 colour) before it was
+    converted to the model's `channels` (`ImageSet.source_channels`)."""
     import io
+    import re
+    import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     what = what or (f"image {source}" if not isinstance(source, (bytes, bytearray)) else "the uploaded image")
+    budget = max_megapixels()
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as picture:
-            picture.load()
-            return decode_picture(picture, channels, what=what)
-    except NeurflowInputError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise NeurflowInputError(
-            f"cannot read {what}: {type(exc).__name__} (not an image PIL can open; convert it to PNG or remove it)"
-        ) from exc
+        opened = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+    except OSError as exc:
+        raise NeurflowInputError(f"cannot read {what}: {exc.strerror or one_line(exc)}") from None
+    with opened as fp:
+        head = fp.read(64)
+        fp.seek(0)
+        try:
+            with warnings.catch_warnings():  # PIL's warning (above 89 MP) is our refusal below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                picture = Image.open(fp)
+        except Image.DecompressionBombError as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = _header_size(fp, str(source) if not isinstance(source, (bytes, bytearray)) else "")
+            pixels = size[0] * size[1] if size else int(found.group(1)) if found else 0
+            raise _too_many_pixels(what, size, pixels, budget) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+            kind = _file_kind(head)
+            if any(kind == f"a {name} file" for _, name in _IMAGE_MAGIC) or kind == "a WebP file":
+                raise NeurflowInputError(f"cannot read {what}: it starts as {kind} but its header is cut short or "
+                                         "damaged (truncated or corrupt file)") from None
+            raise NeurflowInputError(f"cannot read {what}: it is {kind}, not an image file "
+                                     "(PNG, JPEG, TIFF, BMP, WebP, PGM/PPM)") from None
+        with picture:
+            width, height = picture.size
+            if width * height > budget * 1e6:
+                raise _too_many_pixels(what, (width, height), width * height, budget)
+            try:
+                picture.load()
+            except (OSError, ValueError, SyntaxError, EOFError) as exc:
+                detail = one_line(exc) or type(exc).__name__
+                cut = "truncat" in detail.lower() or isinstance(exc, EOFError)
+                raise NeurflowInputError(
+                    f"cannot read {what}: {picture.format or 'image'} file of {width} x {height} pixels "
+                    + ("whose pixel data ends early (truncated file)" if cut
+                       else f"whose pixel data is damaged ({detail})")
+                ) from None
+            return decode_picture_channels(picture, channels, what=what)

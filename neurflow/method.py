@@ -47,6 +47,7 @@ from neurflow.closed_form import closed_form_applies
 from neurflow.concepts import neuron_concepts
 from neurflow.groups import group_edges, layer_groups
 from neurflow.hooks import capture, fired_once, output_tensor, run_once, spatial_mean, valid_layer_names
+from neurflow.errors import class_label, option
 from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops, has_content
 from neurflow.precision import certify
 from neurflow.subnetwork import build_subnetworks, fold_batchnorm, forward_copy
@@ -175,7 +176,37 @@ def check_tau(tau: int, layers: list[str], channels: list[int]) -> None:
     """tau (core-set size) must fit in every analysed layer below the logits."""
     for name, c in zip(layers[1:], channels[1:]):
         if tau > c:
-            raise NeurflowInputError(f"tau={tau} is larger than layer {name!r}'s {c} channels; pass --tau {c} or less")
+            raise NeurflowInputError(f"tau={tau} is larger than layer {name!r}'s {c} channels; pass {option('tau', c)} or less")
+
+
+def preflight(model: nn.Module, layers: list[str], example: torch.Tensor, classes: list[int], params: Params) -> list[str]:
+    """Every check of `build_circuit` that needs only the model, the arguments and one image, for
+    all `classes` at once; returns the resolved layer list (logits first).
+
+    Commands run it before anything with side effects (starting the embedded store, opening a
+    connection, the first image pass), so a `--tau` too large for a layer, an unknown layer, a
+    class out of range or images with the wrong channel count is one error line and nothing
+    else happens.  `build_circuit` makes the same checks again for each class (a caller of the
+    library gets them without this).  `example` is one preprocessed image `(1, C, S, S)`."""
+    from neurflow.subnetwork import check_cuts
+
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        _check_channels(model, example)
+        resolved, _, first = _resolve_layers(model, layers, example.to(device))
+    num_classes = first[LOGITS].shape[1]
+    for c in classes:
+        if not 0 <= c < num_classes:
+            raise NeurflowInputError(f"class index {c} out of range: the model has classes 0..{num_classes - 1}")
+    check_tau(params.tau, resolved, [first[name].shape[1] for name in resolved])
+    check_cuts(model, resolved)
+    return resolved
+
+
+def _check_channels(model: nn.Module, images: torch.Tensor) -> None:
+    expected = _expected_channels(model)
+    if expected is not None and images.shape[1] != expected:
+        raise NeurflowInputError(f"images have {images.shape[1]} channel(s) but the model expects {expected}")
 
 
 def _expected_channels(model: nn.Module) -> int | None:
@@ -355,11 +386,7 @@ def build_circuit(
     identity = circuit_identity(images, params, [], budget)  # its layers are the resolved ones, below
 
     with _frozen(model, budget.channels_last), tf32(False):
-        expected = _expected_channels(model)
-        if expected is not None and images.pixels.shape[1] != expected:
-            raise NeurflowInputError(
-                f"images have {images.pixels.shape[1]} channel(s) but the model expects {expected}"
-            )
+        _check_channels(model, images.pixels)
         example = _to_device(images.pixels[:1], device, budget.channels_last)
         # one image through every analysed layer: names, order, class and channel counts, cheaply
         layers, notes, first = _resolve_layers(model, layers, example)
@@ -374,7 +401,7 @@ def build_circuit(
             subs = [fold_batchnorm(sub) for sub in subs]
 
         forward = _forward_model(model, budget, layers)
-        images = _select_images(forward, images, class_index, params, device, budget)
+        images = _select_images(forward, images, class_index, params, device, budget, class_name)
         boxes = crop_boxes(images.size, params.granularities)
         crops = _CropSource(images.pixels, boxes)
         if params.k > len(crops):
@@ -399,7 +426,8 @@ def build_circuit(
             data_source=identity.data_source,
             data_fingerprint=identity.data_fingerprint,
             precision=identity.precision,
-            notes=notes + [note for note in [images.upscale_note(params.granularities), _blank_note(keep, params)] if note],
+            notes=notes + [note for note in [images.channel_note(), images.upscale_note(params.granularities),
+                                            _blank_note(keep, params)] if note],
             started_at=started_at,
             layers=[LayerRec(depth=d, name=n, channels=c) for d, (n, c) in enumerate(zip(layers, channels))],
             images=[
@@ -465,7 +493,8 @@ def _forward_model(model: nn.Module, budget: Budget, layers: list[str]) -> nn.Mo
     return folded
 
 
-def _select_images(model, images: ImageSet, class_index: int, params: Params, device, budget: Budget) -> ImageSet:
+def _select_images(model, images: ImageSet, class_index: int, params: Params, device, budget: Budget,
+                   class_name: str | None = None) -> ImageSet:
     """Spec §1: keep the images the model predicts as the class (if asked), then cap the count."""
     if params.predicted_only:
         keep = []
@@ -478,8 +507,9 @@ def _select_images(model, images: ImageSet, class_index: int, params: Params, de
                     break  # the first max_images predicted ones are all that is kept: predict no more
         if not keep:
             raise NeurflowInputError(
-                f"the model predicts class {class_index} for none of the {len(images)} images given; "
-                "pass images of that class, or --all-images to keep the images the model misclassifies"
+                f"the model predicts class {class_label(class_index, class_name)} for none of the {len(images)} "
+                f"images given; pass images of that class, or {option('predicted_only', False)} to keep the images "
+                "the model misclassifies (random weights misclassify nearly all)"
             )
         images = images.subset(keep)
     if params.max_images is not None and len(images) > params.max_images:

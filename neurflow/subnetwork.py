@@ -315,6 +315,16 @@ class HookSubnetwork(nn.Module):
         return captured["out"]
 
 
+def check_cuts(model: nn.Module, layers: list[str]) -> None:
+    """Raise `NeurflowInputError` unless every layer pair of `layers` is a cut of the traced graph:
+    `build_subnetworks`' first check alone (a walk over the graph, no tensor run), for the checks
+    a command makes before it starts a store or reads images."""
+    gm = trace(model, layers)
+    if gm is not None:
+        for d in range(len(layers) - 1):
+            _Cut(gm, layers[d + 1], layers[d])
+
+
 def build_subnetworks(model: nn.Module, layers: list[str], input_shape: tuple[int, ...]) -> list[nn.Module]:
     """`[g_0, g_1, ...]` where `g_d` maps the output of `layers[d + 1]` to that of `layers[d]`.
 

@@ -10,6 +10,8 @@ the rules in `decode_picture` promise.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -244,6 +246,7 @@ def test_bad_upload_and_channel_count_are_one_error_line():
     with pytest.raises(NeurflowInputError) as err:
         image_from_bytes(b"not an image at all", FASHION)
     assert "cannot read the uploaded image" in str(err.value) and "\n" not in str(err.value)
+    assert "it is a text file, not an image file" in str(err.value)
     with pytest.raises(NeurflowInputError, match="4-channel model"):
         decode_picture(Image.new("RGB", (2, 2)), 4)
 
@@ -303,3 +306,110 @@ def test_a_fashion_mnist_image_uploaded_as_16_bit_is_the_data_set_image(tmp_path
     Image.fromarray(raw, "L").save(png8)
     for path in (png16, png8):
         assert torch.allclose(image_from_bytes(path.read_bytes(), FASHION), reference, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- bounded decoding
+def _png_bytes(picture: Image.Image) -> bytes:
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("raw, says", [
+    (b"", "it is an empty file, not an image file"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "it is a PDF document, not an image file"),
+    (b"<?xml version='1.0'?>\n<svg xmlns='http://www.w3.org/2000/svg'/>", "it is an SVG drawing (vector graphics, not pixels)"),
+    (b"PK\x03\x04\x14\x00\x00\x00", "it is a ZIP archive"),
+    (bytes(range(200)), "it is a binary file of no image format PIL reads"),
+])
+def test_a_file_that_is_not_an_image_is_named_for_what_it_is(raw, says):
+    with pytest.raises(NeurflowInputError) as err:
+        image_from_bytes(raw, RESNET)
+    message = str(err.value)
+    assert says in message and "\n" not in message and "convert" not in message, message
+
+
+def test_a_truncated_png_or_jpeg_says_truncated_never_convert_to_png(tmp_path):
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8), "RGB")
+    png = _png_bytes(picture)
+    with pytest.raises(NeurflowInputError) as err:
+        image_from_bytes(png[: len(png) // 2], RESNET)  # the pixel data cut
+    assert "PNG file of 48 x 64 pixels whose pixel data ends early (truncated file)" in str(err.value)
+    assert "convert" not in str(err.value)
+    with pytest.raises(NeurflowInputError, match=r"starts as a PNG file but its header is cut short or damaged"):
+        image_from_bytes(png[:30], RESNET)  # the header cut
+    jpeg = io.BytesIO()
+    picture.save(jpeg, "JPEG")
+    path = tmp_path / "Coat" / "cut.jpg"
+    path.parent.mkdir()
+    path.write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    with pytest.raises(NeurflowInputError) as err:
+        load_images(str(tmp_path), FASHION, class_index=4)  # ingestion says which file
+    assert f"image {path}: JPEG file of 48 x 64 pixels whose pixel data ends early" in str(err.value)
+
+
+def test_too_many_pixels_is_refused_from_the_header_with_the_size_and_the_budget(tmp_path, monkeypatch):
+    from neurflow.images import MAX_MEGAPIXELS, MAX_MEGAPIXELS_ENV, max_megapixels
+
+    assert max_megapixels() == MAX_MEGAPIXELS == 50
+    wide = _png_bytes(Image.new("L", (10000, 5001), 3))  # 50.01 MP: just over the budget
+    with pytest.raises(NeurflowInputError) as err:
+        image_from_bytes(wide, FASHION)
+    assert str(err.value) == ("the uploaded image has too many pixels (10000 x 5001 = 50.0 MP, over the budget of 50 MP): "
+                              f"scale it down (or set {MAX_MEGAPIXELS_ENV} higher on a machine with the memory)")
+    path = tmp_path / "Coat" / "big.png"  # ingestion and `neurflow debug FILE` refuse it the same way
+    path.parent.mkdir()
+    path.write_bytes(wide)
+    for read in (lambda: load_images(str(tmp_path), FASHION, class_index=4), lambda: load_query_image(str(path), FASHION)):
+        with pytest.raises(NeurflowInputError, match=rf"image {path} has too many pixels \(10000 x 5001"):
+            read()
+    monkeypatch.setenv(MAX_MEGAPIXELS_ENV, "51")
+    assert image_from_bytes(wide, FASHION).shape == (1, 28, 28)
+    monkeypatch.setenv(MAX_MEGAPIXELS_ENV, "0.001")  # 1000 pixels
+    with pytest.raises(NeurflowInputError, match=r"\(40 x 30 = 0.0 MP, over the budget of 0.001 MP\)"):
+        image_from_bytes(_png_bytes(Image.new("L", (40, 30))), FASHION)
+    monkeypatch.setenv(MAX_MEGAPIXELS_ENV, "lots")
+    with pytest.raises(NeurflowInputError, match="NEURFLOW_MAX_MEGAPIXELS='lots' is not a positive number"):
+        image_from_bytes(wide, FASHION)
+
+
+_UPLOAD_RSS = """
+import resource, sys
+from ingest.image_debugging import image_from_bytes
+from neurflow.images import NeurflowInputError
+from neurflow.models import get_spec
+spec = get_spec("fashion-resnet")
+raw = open(sys.argv[1], "rb").read()
+image_from_bytes(open(sys.argv[2], "rb").read(), spec)  # a small upload first: every import and code path warm
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    image_from_bytes(raw, spec)
+    print("decoded")
+except NeurflowInputError as exc:
+    print("refused:", exc)
+print("grew_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.parametrize("side", [12000, 20000])
+def test_a_huge_one_colour_png_upload_is_refused_within_300_mb(tmp_path, side):
+    """The reported case: a 140 KB PNG of 12000 x 12000 pixels of one colour took the app from 1.1 to
+    2.8 GB; at 20000 x 20000 (400 MP) PIL itself refused it, and the message said "convert it to PNG".
+    The page's own function (`image_from_bytes`) runs in a fresh process whose peak memory is
+    measured around the upload."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    big = tmp_path / "big.png"
+    Image.new("L", (side, side), 200).save(big)
+    assert big.stat().st_size < 600_000
+    small = tmp_path / "small.png"
+    Image.new("L", (28, 28), 200).save(small)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _UPLOAD_RSS, str(big), str(small)], cwd=root, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert f"refused: the uploaded image has too many pixels ({side} x {side} = {side * side / 1e6:.1f} MP" in out, out
+    grew_mb = int(out.split("grew_kb")[1]) / 1024
+    assert grew_mb < 300, out
