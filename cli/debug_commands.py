@@ -31,11 +31,12 @@ def cmd_debug(args: argparse.Namespace) -> int:
 
 
 def add_debug_commands(sub) -> None:
+    from cli.options import DEFAULT_MODEL
     from neurflow.debugging import THRESHOLD
 
     p = sub.add_parser("debug", help="score the stored groups on an image; zero a group and see the logits change")
     p.add_argument("image", help="an image file, or fashion-mnist:test:<index>")
-    p.add_argument("--model", default="fashion-cnn", help="registry name (its circuits must be in the store)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="registry name (its circuits must be in the store; default %(default)s)")
     p.add_argument("--weights", default=None, help="state-dict file for the model")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda ...")
     p.add_argument("--class", dest="class_index", type=int, default=None, help="true class (also debug its circuit)")

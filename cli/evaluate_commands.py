@@ -1,6 +1,6 @@
 """`neurflow evaluate`: faithfulness numbers (spec §11) of stored circuits, into the store and a report.
 
-    neurflow evaluate --model fashion-cnn --classes all [--draws 5 --seed 0 --out report/]
+    neurflow evaluate --model fashion-resnet --classes all [--draws 5 --seed 0 --out report/]
 
 For each class, the latest complete circuit (or the one of `--params HASH`) is read back from
 the store (critical sets from INCLUDES, core sets and importances from FEEDS), evaluated on
@@ -56,7 +56,7 @@ def run_evaluate(args: argparse.Namespace) -> list[dict]:
     if out is not None and out.exists() and not out.is_dir():
         raise NeurflowInputError(f"--out {out} exists and is not a folder")
     with open_store() as store:
-        circuits = stored_circuits(store, loaded.uid, classes, args.params)  # every class checked before work
+        circuits = stored_circuits(store, loaded.uid, classes, args.params, loaded.class_names)  # every class checked before work
         evaluate_stored(store, loaded, data, circuits, settings, kinds=kinds, split=args.split, device=device,
                         on_class=None if args.quiet else (lambda line: print(line, flush=True)))
         stored = [r for r in read_evaluations(store, loaded.uid, args.params) if int(r["class_index"]) in classes]
@@ -79,7 +79,7 @@ def add_evaluate_commands(sub) -> None:
     p.add_argument("--params", default=None, help="parameter hash of the circuits (default: latest per class)")
     p.add_argument("--kinds", default="fidelity,optimality,edge_weight", help="which evaluations to run")
     p.add_argument("--draws", type=int, default=d.draws, help="random sets per fidelity measurement")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--test-images", type=int, default=d.test_images, help="held-out images per class (fidelity)")
     p.add_argument("--crop-images", type=int, default=d.crop_images, help="held-out images whose crops form D")
     p.add_argument("--opt-neurons", type=int, default=d.opt_neurons, help="sampled critical neurons per layer")

@@ -1,7 +1,7 @@
 """`neurflow label`: label the groups of stored circuits with a multimodal LLM (ingest/labelling.py).
 
     export NEURFLOW_LLM_BASE_URL=http://localhost:11434/v1 NEURFLOW_LLM_MODEL=llava
-    neurflow label --model fashion-cnn --classes all [--concurrency 4] [--force]
+    neurflow label --model fashion-resnet --classes all [--concurrency 4] [--force]
 
 Without an endpoint configured the command says so in one line (exit 2) and changes nothing.
 """
@@ -56,8 +56,10 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def add_label_commands(sub) -> None:
+    from cli.options import DEFAULT_MODEL
+
     p = sub.add_parser("label", help="label stored groups with a multimodal LLM (OpenAI-compatible endpoint)")
-    p.add_argument("--model", default="fashion-cnn", help="model uid in the store")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model uid in the store (default %(default)s)")
     p.add_argument("--classes", default="all", help="class indices: 0,3,7 or 2-5 or all")
     p.add_argument("--params", default=None, help="parameter hash of the circuits (default: latest per class)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")

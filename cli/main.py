@@ -13,9 +13,28 @@ import sys
 from cli.contract import EXIT_BAD_INPUT, classify
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's default in `--help` is the value the parser holds (`%(default)s`), never
+    text typed beside it: an option whose help does not place its default gets `(default X)`
+    appended.  Options without a value default (None, flags, empty lists) are left as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or not action.option_strings or default is None or isinstance(default, bool)
+                or default == [] or default is argparse.SUPPRESS or text is argparse.SUPPRESS):
+            return text
+        return f"{text} (default %(default)s)" if text else "default %(default)s"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad option is one `error:` line (naming the command and where its help
-    is) and exit status 2, not the usage text.  Subcommand parsers inherit the class."""
+    is) and exit status 2, not the usage text, and `--help` shows the defaults the code uses
+    (`DefaultsHelpFormatter`).  Subcommand parsers inherit the class."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         message = " ".join(message.split())
@@ -41,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command under the error contract of cli/contract.py."""
+    from neurflow.errors import cli_spelling
+
     try:
-        return int(args.func(args) or 0)
+        with cli_spelling():  # hints name the command's flags (--tau 64), not the library's arguments
+            return int(args.func(args) or 0)
     except BaseException as exc:  # noqa: BLE001 - classified; anything unknown is re-raised
         outcome = classify(exc)
         if outcome is None:  # a bug: keep the traceback

@@ -9,12 +9,19 @@ from __future__ import annotations
 import argparse
 
 from neurflow.circuit import Params
+from neurflow.images import DEFAULT_GRANULARITIES
 from neurflow.errors import NeurflowInputError
 
 
+DEFAULT_MODEL = "fashion-resnet"
+"""Every command's default `--model`: the demo model, whose weights ship with the code, so no
+command trains anything unasked (`fashion-cnn`, the test suite's model, trains on first use)."""
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="fashion-cnn",
-                   help="registry name (fashion-cnn, resnet50, ...), torchvision:<arch> or path/to/file.py:factory")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="registry name (fashion-resnet, fashion-cnn, resnet50, ...), torchvision:<arch> or "
+                        "path/to/file.py:factory (default %(default)s: weights shipped)")
     p.add_argument("--weights", default=None, help="state-dict file (or checkpoint holding one) for the model")
     p.add_argument("--class-names", default=None,
                    help="class names file: one per line or JSON list/dict (default: the model's or the data's)")
@@ -36,12 +43,13 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-groups", type=int, default=None, help="groups per layer (default: best silhouette)")
     p.add_argument("--epsilon", type=float, default=d.epsilon, help="core-set pruning tolerance (<0: off)")
     p.add_argument("--all-images", action="store_true", help="keep images the model misclassifies too")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    paper = ",".join(f"{g:g}" for g in DEFAULT_GRANULARITIES)
     p.add_argument("--granularities", default=",".join(f"{g:g}" for g in d.granularities),
-                   help="crop sizes as fractions of the image side, comma-separated (default %(default)s, the paper's)")
+                   help=f"crop sizes as fractions of the image side, comma-separated (default %(default)s; the paper's: {paper})")
     p.add_argument("--min-crop-std", type=float, default=d.min_crop_std,
-                   help="leave crops whose pixel std is below this out of the concept data (default %(default)s: "
-                        "every crop, the paper's rule; e.g. 0.2 for images on large uniform backgrounds)")
+                   help="leave crops whose pixel std is below this out of the concept data (default %(default)s; "
+                        "0 keeps every crop, the paper's rule; e.g. 0.2 for images on large uniform backgrounds)")
     p.add_argument("--ig-internal-batch", type=int, default=None,
                    help="IG path points per forward pass (memory knob; default: sized from free memory)")
     p.add_argument("--bf16", action="store_true",

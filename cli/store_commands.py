@@ -215,9 +215,9 @@ def add_store_commands(subparsers: Any) -> None:
     q.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE", help="a query parameter (JSON value or text); repeatable")
     q.add_argument("--lib", metavar="NAME", help="run a query of the library by name (see --list)")
     q.add_argument("--list", action="store_true", help="list the library queries")
-    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     q.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
-                   help=f"rows to show at most (default {DEFAULT_MAX_ROWS}); a capped result says so on stderr")
+                   help="rows to show at most (default %(default)s); a capped result says so on stderr")
     q.set_defaults(func=cmd_query)
 
     e = subparsers.add_parser("export", help="export the store's complete circuits")

@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     cls = int(args.cls) if args.cls.isdigit() else args.cls
 
-    model = neurflow.load_model("fashion-cnn")  # trains the demo CNN on first use (cached)
+    model = neurflow.load_model("fashion-resnet")  # the demo model: weights shipped, nothing to train
     images = neurflow.load_images("fashion-mnist", model, class_index=cls, limit=24)
     circuit = neurflow.build_circuit(model, images, class_index=cls, tau=6, k=20, ig_steps=16, progress=False)
 

@@ -81,8 +81,13 @@ MERGE (e)<-[:HAS_EVALUATION]-(c)
 
 
 # ------------------------------------------------------------------------------ reading circuits
-def stored_circuits(store, model: str, classes: list[int], params: str | None = None) -> list[dict[str, Any]]:
-    """The latest complete circuit (of parameter hash `params`, if given) of each class."""
+def stored_circuits(store, model: str, classes: list[int], params: str | None = None,
+                    class_names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The latest complete circuit (of parameter hash `params`, if given) of each class.
+
+    `class_names` (the model's) name a class that has none the way the user named it."""
+    from neurflow.errors import class_label
+
     rows = store.run(Q_CIRCUITS, {"model": model, "classes": list(classes), "params": params})
     latest: dict[int, dict[str, Any]] = {}
     for r in rows:  # ordered by completed_at: the last one wins
@@ -90,9 +95,11 @@ def stored_circuits(store, model: str, classes: list[int], params: str | None = 
     missing = [c for c in classes if c not in latest]
     if missing:
         what = f" with parameters {params}" if params else ""
+        names = list(class_names or [])
+        label = lambda c: class_label(c, names[c] if c < len(names) else None)  # noqa: E731
         raise NeurflowInputError(
-            f"no complete circuit{what} of class {missing[0]} of model {model!r} in the store "
-            f"(classes without one: {missing}); run `neurflow ingest` first"
+            f"no complete circuit{what} of class {label(missing[0])} of model {model!r} in the store "
+            f"(classes without one: {', '.join(label(c) for c in missing)}); run `neurflow ingest` first"
         )
     return [latest[c] for c in classes]
 

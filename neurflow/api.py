@@ -31,7 +31,7 @@ def load_model(name: str, weights: str | Path | None = None, *, device: str = "a
     Parameters
     ----------
     name : str
-        A registry name (``"fashion-cnn"``, ``"resnet50"``, ``"efficientnet-lite0"``, ...) or any
+        A registry name (``"fashion-resnet"``, ``"fashion-cnn"``, ``"resnet50"``, ``"efficientnet-lite0"``, ...) or any
         other form ``neurflow --model`` accepts (see the README's "Models" section).
     weights : str or Path, optional
         A state-dict file; the registry's own weights when omitted (`fashion-resnet`, the demo
@@ -53,7 +53,7 @@ def load_model(name: str, weights: str | Path | None = None, *, device: str = "a
     Examples
     --------
     >>> import neurflow
-    >>> model = neurflow.load_model("fashion-cnn")
+    >>> model = neurflow.load_model("fashion-resnet")
     >>> model.spec.layers
     ('block4', 'block3', 'block2', 'block1')
     """
@@ -113,7 +113,7 @@ def load_images(data: str | Path, model: Any, class_index: int | str, *, split: 
     Examples
     --------
     >>> import neurflow
-    >>> model = neurflow.load_model("fashion-cnn")
+    >>> model = neurflow.load_model("fashion-resnet")
     >>> images = neurflow.load_images("fashion-mnist", model, class_index="Coat", limit=8)
     >>> tuple(images.pixels.shape)
     (8, 1, 28, 28)
@@ -180,7 +180,7 @@ def build_circuit(
     Examples
     --------
     >>> import neurflow
-    >>> model = neurflow.load_model("fashion-cnn")
+    >>> model = neurflow.load_model("fashion-resnet")
     >>> images = neurflow.load_images("fashion-mnist", model, class_index=3, limit=24)
     >>> circuit = neurflow.build_circuit(model, images, class_index=3, tau=6, k=20, ig_steps=16)
     >>> circuit.critical(0)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from ingest.embedded import free_port
 from ingest.errors import ReadOnlyViolation, StoreQueryError, StoreUnavailable
@@ -194,18 +195,37 @@ def test_tau_and_k_are_refused_before_the_activation_pass(trained_model, fashion
                           progress=False, on_phase=lambda phase, *_: phases.append(phase))
         assert phases == []  # no activation pass (nor anything after it) ran
     t0 = time.monotonic()
-    line = _one_error_line(*_run(capsys, ["circuit", "--class", "1", "--tau", "1000", "--device", "cpu", "--quiet"])[::2], 2)
+    line = _one_error_line(*_run(capsys, ["circuit", "--model", "fashion-cnn", "--class", "1", "--tau", "1000", "--device", "cpu", "--quiet"])[::2], 2)
     assert "layer 'block4''s 64 channels" in line and "--tau 64" in line
     assert time.monotonic() - t0 < 60  # 200 images: the activation pass alone took 100 s on the shared test machine
 
 
-def test_the_misclassified_images_hint_names_the_cli_flag(trained_model, fashion_train_images):
-    from neurflow.method import build_circuit
+def test_hints_name_the_cli_flag_on_the_command_line_and_the_argument_in_python(trained_model, fashion_train_images,
+                                                                               tmp_path, capsys):
+    """A hint names what the reader can type where they are, and the class as they named it."""
+    import neurflow
 
     t_shirts = fashion_train_images(0, limit=8)
     with pytest.raises(NeurflowInputError) as err:
-        build_circuit(trained_model.module, list(trained_model.spec.layers), t_shirts, 9, Params(tau=2, k=2), progress=False)
-    assert "--all-images" in str(err.value) and "predicted_only" not in str(err.value)
+        neurflow.build_circuit(trained_model, t_shirts, "Ankle boot", tau=2, k=2, progress=False, device="cpu")
+    message = str(err.value)
+    assert "the model predicts class 9 (Ankle boot) for none of the 8 images given" in message
+    assert "predicted_only=False" in message and "--all-images" not in message
+    with pytest.raises(NeurflowInputError, match=r"pass tau=64 or less"):
+        neurflow.build_circuit(trained_model, t_shirts, 0, tau=1000, progress=False, device="cpu")
+    folder = tmp_path / "imgs" / "Ankle boot"  # the T-shirts, filed as ankle boots
+    folder.mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray((_denorm_fashion(t_shirts.pixels[i, 0]) * 255).round().byte().numpy(), "L").save(folder / f"{i}.png")
+    line = _one_error_line(*_run(capsys, ["circuit", "--model", "fashion-cnn", "--data", str(tmp_path / "imgs"),
+                                          "--class", "Ankle boot", "--tau", "2", "--k", "2", "--device", "cpu", "--quiet"])[::2], 2)
+    assert "class 9 (Ankle boot) for none of the 4 images" in line and "--all-images" in line and "predicted_only" not in line
+
+
+def _denorm_fashion(pixels):
+    from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD
+
+    return (pixels * FASHION_STD[0] + FASHION_MEAN[0]).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------- progress, Ctrl-C, demo

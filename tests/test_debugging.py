@@ -127,7 +127,7 @@ def test_cli_ablation_matches_a_masked_forward_pass(trained_model, demo_env, mis
     assert ablate_group(trained_model.module, image, group).after == pytest.approx(after.tolist(), abs=1e-5)
 
     # the readable output names the prediction and the change
-    assert cli_main(["debug", ref, "--device", "cpu", "--ablate", group.uid]) == 0
+    assert cli_main(["debug", ref, "--model", "fashion-cnn", "--device", "cpu", "--ablate", group.uid]) == 0
     text = capsys.readouterr().out
     assert "(misclassified)" in text and f"ablation of {group.uid}" in text
 
@@ -143,7 +143,7 @@ def test_cli_ablation_matches_a_masked_forward_pass(trained_model, demo_env, mis
     ],
 )
 def test_cli_errors_are_one_line(demo_env, capsys, argv, message):
-    assert cli_main([*argv, "--device", "cpu"]) == 2
+    assert cli_main([*argv, "--model", "fashion-cnn", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
 

@@ -91,7 +91,7 @@ def test_evaluate_is_seeded_and_idempotent(evaluated, ingested):
     cfg, _ = ingested
     os.environ["NEURFLOW_STORE_DATABASE"] = cfg.database
     try:
-        assert cli_main(["evaluate", "--classes", "3", "--kinds", "fidelity", *EVAL_ARGS]) == 0
+        assert cli_main(["evaluate", "--model", "fashion-cnn", "--classes", "3", "--kinds", "fidelity", *EVAL_ARGS]) == 0
     finally:
         os.environ.pop("NEURFLOW_STORE_DATABASE", None)
     with open_store(cfg) as store:

@@ -67,6 +67,17 @@ def test_training_is_deterministic():
     assert not torch.equal(c.state_dict()["fc.weight"], sa["fc.weight"])
 
 
+def test_training_says_it_is_training_with_an_estimate(capsys):
+    """`fashion-cnn` trains on first use: the user is told, with the time left (a bar on a terminal)."""
+    train.train(epochs=2, limit=1536, batch_size=64, verbose=True)  # 24 steps per epoch
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    estimate = [line for line in lines if line.startswith("fashion-cnn: training, about ")]
+    assert len(estimate) == 1 and "left (estimated from the first 20 of 48 steps)" in estimate[0], err
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch")] == ["epoch 1/2", "epoch 2/2"]
+    assert "\r" not in err and "\x1b[" not in err  # no bar drawn into a captured stream
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "w.pt"
 
