@@ -101,7 +101,7 @@ def shown_path(path: str | Path, roots: list[tuple[Path, str]] | None = None) ->
     return p.name or str(p)
 
 
-_ABS_PATH = re.compile(r"(?<![\w:/.~-])(~?/[^\s'\"`,;()\[\]<>|]*)")
+_ABS_PATH = re.compile(r"(?<![\w/.~-])(?!//)(~?/[^\s'\"`,;()\[\]<>|]*)")  # not a URL's //host/path
 
 
 def no_server_paths(text: Any, roots: list[tuple[Path, str]] | None = None) -> str:
