@@ -59,7 +59,7 @@ from neurflow.errors import NeurflowInputError
 FAULT_DIR_ENV = "NEURFLOW_RAY_FAULT_DIR"
 KILL_CLASSES_ENV = "NEURFLOW_RAY_KILL_CLASSES"
 STORE_ERROR_CLASSES_ENV = "NEURFLOW_RAY_STORE_ERROR_CLASSES"
-_FORWARDED_ENV = (FAULT_DIR_ENV, KILL_CLASSES_ENV, STORE_ERROR_CLASSES_ENV)
+_FORWARDED_ENV = (FAULT_DIR_ENV, KILL_CLASSES_ENV, STORE_ERROR_CLASSES_ENV, "NEURFLOW_LOG_FILE")
 
 
 class TransientStoreError(StoreError):
@@ -159,6 +159,9 @@ def run_class(payload: ModelPayload, store_config, job: ClassJob, class_index: i
     from ingest.store import Store
 
     env = {**{k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}, **job.env}
+    from ingest.logs import route_driver_logs
+
+    route_driver_logs({**os.environ, **env})  # the driver's retry warnings: the log file, not the driver's terminal
     fault = _fault_plan(class_index, env)
     if fault == "store-error":  # fault injection: the store is away for a moment
         raise TransientStoreError(f"fault injection: store unavailable for class {class_index}")

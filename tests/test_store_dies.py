@@ -77,3 +77,14 @@ def test_server_killed_mid_write_fails_fast_in_one_line_and_the_rerun_completes(
             assert [r["st"] for r in s.run("MATCH (c:Circuit) RETURN c.status AS st")] == ["complete"]
     finally:
         stop_embedded_server(folder)
+
+
+def test_driver_warnings_go_to_the_log_file_and_an_unwritable_one_costs_nothing(tmp_path):
+    code = ("import logging; from ingest.logs import route_driver_logs; route_driver_logs(); "
+            "logging.getLogger('neo4j.session').warning('Transaction failed and will be retried in 1s'); print('done')")
+    for target, written in ((tmp_path / "new" / "folder" / "n.log", True), (Path(os.devnull) / "n.log", False)):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "NEURFLOW_LOG_FILE": str(target)})  # fmt: skip
+        assert (out.returncode, out.stdout, out.stderr) == (0, "done\n", ""), out
+        assert target.is_file() == written
+    assert "will be retried in 1s" in (tmp_path / "new" / "folder" / "n.log").read_text()

@@ -1,9 +1,10 @@
-"""Where the commands' log goes: messages for whoever investigates later, not for the terminal.
+"""Where the store driver's log goes: messages for whoever investigates later, not for the terminal.
 
 The store driver (`neo4j`) logs a warning for every retry of a transaction ("Transaction failed
 and will be retried in ..."); with no handler Python prints those on stderr, so a store that
 died mid-ingest buried the command's one `error:` line under a screen of them.  `route_driver_logs`
-sends the driver's log to `log_file()` instead:
+sends the driver's log to `log_file()` instead (called by `cli.main` for every command and by
+each Ray class task, `ingest.ray_executor.run_class`):
 
 - ``NEURFLOW_LOG_FILE``: that file;
 - else ``$XDG_STATE_HOME/neurflow/neurflow.log`` (default ``~/.local/state/neurflow/neurflow.log``).
