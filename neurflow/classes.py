@@ -34,6 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from neurflow.errors import NeurflowInputError
+from neurflow.errors import option as spelled
 
 SYNSETS_FILE = Path(__file__).resolve().parent / "data" / "imagenet_synsets.txt"
 _SYNSET = re.compile(r"n\d{8}")
@@ -235,7 +236,7 @@ def select_classes(
                 if not any(not re.fullmatch(r"class \d+", x) for x in lookup.names):
                     raise NeurflowInputError(
                         f"{option}: {part!r} is not a class index, a range like 2-5, or 'all' "
-                        f"(the model has no class names: pass --class-names FILE to use names)"
+                        f"(the model has no class names: pass {spelled('class_names', 'FILE', placeholder=True)} to use names)"
                     )
                 raise NeurflowInputError(f"{option}: unknown class {part!r}: {lookup.suggestion(part)}")
             out.add(found)
@@ -279,7 +280,7 @@ def match_folders(folders: Sequence[str], lookup: ClassNames, where: str) -> dic
     if unmatched:
         first = unmatched[0]
         others = f" ({len(unmatched) - 1} more sub-folders match no class either)" if len(unmatched) > 1 else ""
-        how = "a class name or an ImageNet synset id" if lookup.ids else "a class name (see --class-names)"
+        how = "a class name or an ImageNet synset id" if lookup.ids else f"a class name (see {spelled('class_names')})"
         raise NeurflowInputError(
             f"sub-folder {first!r} of {where} matches no class of the model{others}: "
             f"{lookup.suggestion(first)}; name each sub-folder by {how}"

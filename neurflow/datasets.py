@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from neurflow.cache import cache_dir
 from neurflow.classes import ClassNames, folder_hint, match_folders, select_classes
-from neurflow.errors import class_label
+from neurflow.errors import class_label, option
 from neurflow.images import ImageSet, NeurflowInputError, file_hash, pixel_hash, read_picture_channels
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -279,7 +279,8 @@ def folder_class_map(folder: str | Path, spec: "ModelSpec") -> dict[int, str]:
         if len(folders) != spec.num_classes:
             raise NeurflowInputError(
                 f"{spec.name} has no class names and {root} has {len(folders)} class sub-folders for its "
-                f"{spec.num_classes} classes: pass --class-names FILE (one name per line, in class-index order) "
+                f"{spec.num_classes} classes: pass {option('class_names', 'FILE', placeholder=True)} (one name per line, "
+                "in class-index order) "
                 f"so sub-folders are matched by name"
             )
         return dict(enumerate(folders))

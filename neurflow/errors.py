@@ -40,12 +40,13 @@ def cli_spelling() -> Iterator[None]:
         _CLI_SPELLING.reset(token)
 
 
-def option(name: str, value: Any = None) -> str:
+def option(name: str, value: Any = None, *, placeholder: bool = False) -> str:
     """How a message names an option set to `value`: ``--tau 64`` / ``--all-images`` on the command
     line, ``tau=64`` / ``predicted_only=False`` from Python, so a hint names what the reader can
-    type where they are.  `value` None gives the bare name (``--tau`` / ``tau``)."""
+    type where they are.  `value` None gives the bare name (``--tau`` / ``tau``); a `placeholder`
+    value (``FILE``) is written as it is, not as a Python literal."""
     if not _CLI_SPELLING.get():
-        return name if value is None else f"{name}={value!r}"
+        return name if value is None else f"{name}={value if placeholder else repr(value)}"
     flag = _FLAGS.get((name, value))
     if flag:
         return flag

@@ -89,8 +89,12 @@ def test_select_classes_takes_indices_ranges_names_and_all():
         select_classes("9-2", IMAGENET)
     with pytest.raises(NeurflowInputError, match=r"class index 1000 out of range: the model has classes 0..999"):
         select_classes("998-1000", IMAGENET)
-    with pytest.raises(NeurflowInputError, match="the model has no class names: pass --class-names"):
-        select_classes("cat", ClassNames([f"class {i}" for i in range(3)]))
+    with pytest.raises(NeurflowInputError, match="the model has no class names: pass class_names=FILE"):
+        select_classes("cat", ClassNames([f"class {i}" for i in range(3)]))  # from Python: the argument
+    from neurflow.errors import cli_spelling
+
+    with cli_spelling(), pytest.raises(NeurflowInputError, match="the model has no class names: pass --class-names FILE"):
+        select_classes("cat", ClassNames([f"class {i}" for i in range(3)]))  # on the command line: the flag
 
 
 # ------------------------------------------------------------------------ class-name files
@@ -193,7 +197,7 @@ def test_a_model_without_names_takes_the_folders_only_when_it_has_one_per_class(
     assert load_images(str(root), nameless, class_index=2).labels == [2]
     _png(root / "moth" / "a.png")
     with pytest.raises(NeurflowInputError, match=r"my-net has no class names and .* has 4 class sub-folders for its 3 "
-                                                 r"classes: pass --class-names FILE"):
+                                                 r"classes: pass class_names=FILE"):
         load_images(str(root), nameless, class_index=0)
 
 

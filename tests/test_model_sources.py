@@ -165,7 +165,12 @@ def test_unknown_model_names(name, message):
 
 
 def test_torchvision_needs_weights_and_a_matching_state_dict(work, tmp_path):
-    with pytest.raises(NeurflowInputError, match="has no bundled weights and nothing is downloaded: pass --weights"):
+    with pytest.raises(NeurflowInputError, match=r"has no bundled weights and nothing is downloaded: pass weights=FILE "
+                                                 r"\(.*\) or random_init=True$"):
+        load_model("torchvision:mobilenet_v3_small")  # from Python: the arguments; on the command line: the flags
+    from neurflow.errors import cli_spelling
+
+    with cli_spelling(), pytest.raises(NeurflowInputError, match=r"pass --weights FILE \(.*\) or --random-init$"):
         load_model("torchvision:mobilenet_v3_small")
     state = torch.load(work / "mnv3.pt", weights_only=True)
     state.pop("features.0.0.weight")

@@ -50,6 +50,7 @@ from torch import nn
 
 from neurflow.classes import imagenet_categories, imagenet_synsets, placeholder_names, read_class_names
 from neurflow.datasets import FASHION_MNIST, FASHION_MNIST_CLASSES
+from neurflow.errors import option
 from neurflow.images import NeurflowInputError, file_hash
 from neurflow.models import fashion_resnet
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD, FashionCNN
@@ -200,12 +201,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise NeurflowInputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:<index>") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise NeurflowInputError(f"device {device!r} requested but CUDA is not available: use --device cpu")
+            raise NeurflowInputError(f"device {device!r} requested but CUDA is not available: use {option('device', 'cpu')}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise NeurflowInputError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
     elif dev.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise NeurflowInputError(f"device {device!r} requested but MPS is not available: use --device cpu")
+            raise NeurflowInputError(f"device {device!r} requested but MPS is not available: use {option('device', 'cpu')}")
     elif dev.type != "cpu":
         raise NeurflowInputError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:<index>")
     return dev
@@ -523,8 +524,9 @@ def _load_torchvision(source, weights: str | None, random_init: bool):
         module, path, sha, uid, num_classes = build_model(name), None, None, f"{name}-random", 1000
     elif weights is None:
         raise NeurflowInputError(
-            f"{name} has no bundled weights and nothing is downloaded: pass --weights FILE (a state dict saved "
-            f"with torch.save(model.state_dict(), path), or a checkpoint holding one) or --random-init"
+            f"{name} has no bundled weights and nothing is downloaded: pass {option('weights', 'FILE', placeholder=True)} "
+            f"(a state dict saved with torch.save(model.state_dict(), path), or a checkpoint holding one) or "
+            f"{option('random_init', True)}"
         )
     else:
         path = Path(weights).expanduser()
@@ -556,7 +558,7 @@ def _load_factory(source, weights: str | None, random_init: bool):
 
     if random_init:
         raise NeurflowInputError(
-            f"--random-init does not apply to {source.path.name}:{source.factory}: the factory makes its own weights"
+            f"{option('random_init', True)} does not apply to {source.path.name}:{source.factory}: the factory makes its own weights"
         )
     module = sources.call_factory(source.path, source.factory)
     where = f"{source.path.name}:{source.factory}()"
