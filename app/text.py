@@ -17,7 +17,7 @@ parsing: GFM's bare-URL and e-mail links (``http://``, ``www.``, ``a@b.co``), em
 ``:material_x:`` icons and ``:streamlit:``.  Those work on the parsed text, where a backslash
 escape has already gone, so an empty ``:small[]`` directive (Streamlit draws an empty span,
 invisible, not in the page's text) splits them after each ``:``, before each ``@`` and inside
-``www.``.  tests/test_app_text.py checks the result in a real browser.
+``www.``.  tests/test_app_hostile_names.py checks the result in a real browser.
 
 `shown_path` and `no_server_paths` keep server folders out of what visitors see: a path is shown
 relative to the store's, the artifact or the model folder it lies in, anything else by its name.
@@ -29,7 +29,7 @@ import html
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
@@ -42,11 +42,6 @@ def md_text(value: Any) -> str:
     s = _PUNCT.sub(r"\\\1", _CONTROL.sub(" ", str(value)))
     s = s.replace("\\:", "\\:" + _SPLIT).replace("\\@", _SPLIT + "\\@")
     return _WWW.sub(r"\1" + _SPLIT + r"\2", s)
-
-
-def md_join(values: Iterable[Any], sep: str = ", ") -> str:
-    """`md_text` of each value, joined by `sep` (the page's own text)."""
-    return sep.join(md_text(v) for v in values)
 
 
 def plot_text(value: Any) -> str:

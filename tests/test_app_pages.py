@@ -498,6 +498,7 @@ def test_empty_store_gets_a_friendly_message(store_config):
         for name in ("overview", "circuit", "compare"):
             at = page(name)
             assert "holds no complete circuits" in texts(at)
+            assert store_config.data_dir and store_config.data_dir not in texts(at)  # no server path for visitors
         at = page("console")  # the console still works on an empty store
         assert at.selectbox(key="w:q").value == "models"
 
