@@ -59,7 +59,7 @@ demo: sysdeps venv
 	$(VENV)/bin/neurflow demo
 
 bench: venv
-	$(PY) bench/ingest_speed.py --tau 8 --k 30 --ig-steps 24 --max-images 30
+	$(PY) bench/ingest_speed.py --model fashion-cnn --tau 8 --k 30 --ig-steps 24 --max-images 30
 	$(PY) bench/ingest_speed.py --model fashion-resnet --tau 3 --k 20 --ig-steps 16 --max-images 60 --granularities 1,0.5 --min-crop-std 0.2
 	$(PY) bench/ingest_speed.py --model resnet50 --random-init --photos 2 --layers layer4.2,layer4.1,layer4.0 --tau 4 --k 8
 	$(PY) bench/store_scale.py --classes 100

@@ -20,7 +20,7 @@ run's stored importances and edge weights must lie within its tolerance (1 %) of
 full-step values of ours-exact.  Per-phase seconds show where the time goes; the adaptive
 run also prints how many neurons were accepted at which step count.
 
-    python bench/ingest_speed.py                                   # demo CNN, one class
+    python bench/ingest_speed.py --model fashion-cnn               # demo CNN, one class
     python bench/ingest_speed.py --model resnet50 --random-init --photos 2 \\
         --layers layer4.2,layer4.1,layer4.0 --tau 4 --k 8          # ResNet50 on scikit-image photos
 """

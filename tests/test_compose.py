@@ -157,7 +157,7 @@ def test_interpolated_file(doc):
     token = interpolate(doc, {"NEO4J_PASSWORD": "a-long-password", "RAY_AUTH_TOKEN": "t0ken"})
     assert token["services"]["ray-worker"]["environment"]["RAY_AUTH_TOKEN"] == "t0ken"
     assert out["services"]["ingest"]["command"] == [
-        "neurflow", "ingest", "--model", "fashion-cnn", "--data", "fashion-mnist", "--classes", "all",
+        "neurflow", "ingest", "--model", "fashion-resnet", "--data", "fashion-mnist", "--classes", "all",
     ]  # fmt: skip
     assert "$${" not in json.dumps(out) and "${NEO4J_AUTH#neo4j/}" in out["services"]["neo4j"]["healthcheck"]["test"][1]
 
