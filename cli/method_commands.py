@@ -25,18 +25,22 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         raise NeurflowInputError(f"model {args.model!r} has no default dataset: pass --data FOLDER")
     from neurflow.datasets import classes_of_run
 
+    from cli.ingest_commands import preflight_run
+
     (args.class_index,) = classes_of_run(loaded, data, args.class_index, option="--class", single=True)
+    layers, budget = layers_from_args(args, loaded.spec), budget_from_args(args)
+    preflight_run(loaded, data, [args.class_index], params, layers, split=args.split)  # before reading every image
     images = load_images(data, loaded.spec, class_index=args.class_index, split=args.split)
     circuit = build_circuit(
         loaded.module,
-        layers_from_args(args, loaded.spec),
+        layers,
         images,
         args.class_index,
         params,
         model_uid=loaded.uid,
         class_name=loaded.class_names[args.class_index] if args.class_index < len(loaded.class_names) else None,
         device=device,
-        budget=budget_from_args(args),
+        budget=budget,
         progress=not args.quiet,
     )
     print(json.dumps(circuit.summary(), indent=2))

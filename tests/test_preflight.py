@@ -113,3 +113,15 @@ def test_gray_images_for_a_colour_model_are_replicated_and_the_circuit_says_so(t
     assert circuit.summary()["notes"] == circuit.notes
     assert load_images("fashion-mnist", spec, class_index=0, limit=2).channel_note().startswith("2 of 2 images were grayscale")
     assert load_images("fashion-mnist", get_spec("fashion-resnet"), class_index=0, limit=2).channel_note() is None
+
+
+def test_circuit_refuses_tau_before_reading_every_image(tmp_path, capsys):
+    """`neurflow circuit` checks the arguments on the class's first image: a broken file further
+    down the folder is not reached (nor would a thousand large photos be decoded first)."""
+    folder = _fashion_folder(tmp_path / "imgs", colour=False, n=1)
+    (folder / "T-shirt_top" / "z_broken.png").write_bytes(b"not a picture")
+    argv = ["circuit", "--model", "fashion-resnet", "--data", str(folder), "--class", "0", "--device", "cpu", "--quiet"]
+    assert cli_main([*argv, "--tau", "1000"]) == 2
+    assert "tau=1000 is larger than layer 'block4''s 128 channels; pass --tau 128 or less" in capsys.readouterr().err
+    assert cli_main([*argv, "--tau", "2"]) == 2  # the arguments pass: now every image is read, and the broken one named
+    assert "z_broken.png: it is a text file, not an image file" in capsys.readouterr().err
