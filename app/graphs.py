@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from app.text import plot_text
+from app.text import no_server_paths, plot_text, server_roots
 
 DIFF_COLOURS = {"both": "#7b5ea7", "only_a": "#1f77b4", "only_b": "#ff7f0e"}
 DIFF_NAMES = {"both": "shared", "only_a": "only A", "only_b": "only B"}
@@ -356,7 +356,9 @@ def _caption(node: dict[str, Any]) -> str:
 
 def _props(props: dict[str, Any], limit: int = 8) -> str:
     items = list(props.items())[:limit]
-    return "<br>".join(f"{plot_text(k)}: {plot_text(_short(v))}" for k, v in items)  # no markup from the store
+    roots = server_roots()  # the store keeps absolute paths (Image.source): visitors see them relative
+    return "<br>".join(f"{plot_text(k)}: {plot_text(_short(no_server_paths(v, roots) if isinstance(v, str) else v))}"
+                       for k, v in items)  # no markup from the store
 
 
 def _short(v: Any) -> str:

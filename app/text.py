@@ -59,7 +59,7 @@ def csv_cell(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- server paths
-def _roots() -> list[tuple[Path, str]]:
+def server_roots() -> list[tuple[Path, str]]:
     """The folders paths are shown relative to: (folder, how it is named), deepest first."""
     from ingest.config import artifact_dir, store_dir, uses_embedded
 
@@ -87,7 +87,7 @@ def shown_path(path: str | Path, roots: list[tuple[Path, str]] | None = None) ->
         resolved = p.resolve()
     except (OSError, RuntimeError):
         resolved = p
-    for root, name in _roots() if roots is None else roots:
+    for root, name in server_roots() if roots is None else roots:
         for candidate in (resolved, p):
             if candidate == root:
                 return f"the {name}"
@@ -102,7 +102,7 @@ _ABS_PATH = re.compile(r"(?<![\w/.~-])(?!//)(~?/[^\s'\"`,;()\[\]<>|]*)")  # not 
 def no_server_paths(text: Any, roots: list[tuple[Path, str]] | None = None) -> str:
     """`text` (an error message, say) with every absolute path in it replaced by `shown_path`'s
     form; URLs (``bolt://host/db``) are left as they are."""
-    roots = _roots() if roots is None else roots
+    roots = server_roots() if roots is None else roots
 
     def short(m: re.Match) -> str:
         raw = m.group(1)

@@ -453,6 +453,23 @@ def test_console_draws_nodes_and_relationships(synthetic):
     assert any("nodes" in c.value and "relationships" in c.value for c in at.caption)
 
 
+def test_console_results_show_no_server_paths(synthetic):
+    """The store keeps absolute image paths and data folders; the console shows their names only,
+    in plain and in JSON cells (a list or map); the CSV download is written from the same table."""
+    at = page("console", q="custom")
+    at.text_area(key="w:cy_custom").set_value(
+        "MATCH (i:Image) WITH i ORDER BY i.source LIMIT 3 "
+        "MATCH (c:Circuit) WITH i, c LIMIT 3 RETURN i.source AS source, [i.source] AS sources, c.data_source AS data").run()
+    at.button(key="run_query").click().run()
+    assert not at.exception
+    df = frames(at)[0]
+    assert len(df) == 3
+    for _, row in df.iterrows():
+        assert re.fullmatch(r"img\d+\.png", row["source"]), row["source"]  # the store holds /data/<model>/imgN.png
+        assert row["sources"] == f'["{row["source"]}"]'
+        assert row["data"] == f"folder:{M}"  # the store holds folder:/data/<model>
+
+
 def test_console_reports_bad_cypher(synthetic):
     at = page("console", q="custom")
     at.text_area(key="w:cy_custom").set_value("MATCH (n RETURN n").run()

@@ -17,7 +17,7 @@ from app import data
 from app.console import ConsoleResult, parameter_names, run_console
 from app.graphs import result_figure
 from app.state import UrlState, dumps_param, loads_param
-from app.text import csv_cell, md_text, no_server_paths
+from app.text import csv_cell, md_text, no_server_paths, server_roots
 from app.views.common import Context
 from ingest.errors import ReadOnlyViolation, StoreError
 from ingest.queries import QUERIES, QUERY_BY_NAME
@@ -31,10 +31,12 @@ def _run(version_key: str, cypher: str, params: dict[str, Any]) -> ConsoleResult
     return run_console(cypher, params, config=data.config())
 
 
-def _cell(v: Any) -> Any:
+def _cell(v: Any, roots: list) -> Any:
+    """A result value as a visitor sees it: lists and maps as JSON, and no server path in any text
+    (the store keeps absolute paths, e.g. ``Image.source`` and a folder circuit's ``data_source``)."""
     if isinstance(v, (dict, list)):
-        return json.dumps(v, default=str)
-    return v
+        v = json.dumps(v, default=str)
+    return no_server_paths(v, roots) if isinstance(v, str) else v
 
 
 def _restore(key: str, text: str) -> None:
@@ -104,7 +106,8 @@ def render(url: UrlState, ctx: Context) -> None:
 def _show(result: ConsoleResult, qname: str) -> None:
     n = len(result.rows)
     st.success(f"{n} row{'s' if n != 1 else ''} in {result.ms:.0f} ms" + (" (stopped at the row limit)" if result.truncated else ""))
-    df = pd.DataFrame([[_cell(v) for v in row] for row in result.rows], columns=result.columns)
+    roots = server_roots()  # once per result, not once per cell
+    df = pd.DataFrame([[_cell(v, roots) for v in row] for row in result.rows], columns=result.columns)
     tabs = ["Table", "Graph"] if result.has_graph else ["Table"]
     shown = st.tabs(tabs)
     with shown[0]:
