@@ -490,7 +490,9 @@ def read_picture_channels(source: "str | Path | bytes", channels: int, *,
         head = fp.read(64)
         fp.seek(0)
         try:
-            with warnings.catch_warnings():  # PIL's warning (above 89 MP) is our refusal below
+            # PIL's warning (above 89 MP) is our refusal below.  (catch_warnings swaps the process's
+            # filter list; in the app's threads the worst a race does is keep or drop this one filter.)
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 picture = Image.open(fp)
         except Image.DecompressionBombError as exc:
