@@ -1,13 +1,17 @@
 """Row mapping: a `Circuit` record set -> the rows of every writer statement (no database access).
 
 Kept apart from the statements and the session so that the mapping (uids, which neurons a row
-touches, per-neuron sums kept for the aggregates) can be read and tested without a store.
+touches, per-neuron sums kept for the aggregates) can be read and tested without a store
+(tests/test_circuit_rows.py): one function per statement of `ingest.statements` (named in its
+docstring), in the writer's order; `circuit_rows` collects them by the writer's step name.
 """
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
+
+from ingest import uids
 
 if TYPE_CHECKING:  # importing neurflow pulls in torch; the mapping only needs the records
     from neurflow.circuit import Circuit
@@ -28,9 +32,9 @@ def uids_of(circuit: "Circuit") -> dict[str, Any]:
         "circuit": cid,
         "layers": layers,
         "layer_name": layer_name,
-        "neuron": lambda d, ch: f"{model}/{layer_name(d)}/{ch}",
-        "concept": lambda d, ch, j: f"{cid}/{layer_name(d)}/{ch}/{j}",
-        "group": lambda d, g: f"{cid}/{layer_name(d)}/g{g}",
+        "neuron": lambda d, ch: uids.neuron_uid(model, layer_name(d), ch),
+        "concept": lambda d, ch, j: uids.concept_uid(cid, layer_name(d), ch, j),
+        "group": lambda d, g: uids.group_uid(cid, layer_name(d), g),
     }
 
 
@@ -41,25 +45,56 @@ def circuit_rows(
     crop_thumbnails: dict[int, str] | None = None,
     group_labels: dict[tuple[int, int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The rows of every statement for `circuit` (no database access; exported for tests)."""
+    """The rows of every statement for `circuit`, by the writer's step name (no database access)."""
     u = uids_of(circuit)
-    cid, model = u["circuit"], u["model"]
+    return {
+        "feed_keys": feed_keys(circuit),
+        "model": model_row(circuit, u, model_info),
+        "cls": class_row(circuit),
+        "circuit": circuit_row(circuit),
+        "layers": layer_rows(u),
+        "neurons": neuron_rows(circuit, u),
+        "includes": include_rows(circuit, u),
+        "feeds": feeds_rows(circuit, u),
+        "concepts": concept_rows(circuit, u),
+        "drives": drives_rows(circuit, u),
+        "groups": group_rows(circuit, u, group_labels),
+        "in_group": in_group_rows(circuit, u),
+        "group_feeds": group_feeds_rows(circuit, u),
+        "crops": crop_rows(circuit, crop_thumbnails),
+        "exemplified": exemplified_rows(circuit, u),
+    }
+
+
+# --------------------------------------------------------------------------- Q_HEAD: model, class, circuit
+def model_row(circuit: "Circuit", u: dict[str, Any], model_info: dict[str, Any] | None) -> dict[str, Any]:
+    """The Model node of `statements.Q_HEAD`: what the loader knows (`model_info`), else what the
+    circuit says (its logit layer's width, its image size)."""
     info = dict(model_info or {})
     logits = u["layers"].get(0)
-    model_row = {
-        "uid": model,
-        "name": info.get("name", model),
+    return {
+        "uid": u["model"],
+        "name": info.get("name", u["model"]),
         "arch": info.get("arch"),
         "weights_sha256": info.get("weights_sha256"),
         "num_classes": info.get("num_classes", logits.channels if logits else None),
         "input_size": info.get("input_size", circuit.image_size),
     }
-    cls_row = {"uid": f"{model}/{circuit.class_index}", "model": model, "index": circuit.class_index, "name": circuit.class_name}
+
+
+def class_row(circuit: "Circuit") -> dict[str, Any]:
+    """The Class node of `statements.Q_HEAD`."""
+    model = circuit.model
+    return {"uid": uids.class_uid(model, circuit.class_index), "model": model, "index": circuit.class_index, "name": circuit.class_name}
+
+
+def circuit_row(circuit: "Circuit") -> dict[str, Any]:
+    """The Circuit node of `statements.Q_HEAD`, written `running` (the last step completes it)."""
     p = circuit.params
     identity = circuit.identity
-    circuit_row = {
-        "uid": cid,
-        "model": model,
+    return {
+        "uid": circuit.uid,
+        "model": circuit.model,
         "class_index": circuit.class_index,
         # a copy of the class name, so that per-class library queries read circuit nodes only
         "class_name": circuit.class_name,
@@ -86,36 +121,49 @@ def circuit_rows(
         "image_size": circuit.image_size,
         "seconds": float(circuit.seconds),
     }
-    layer_rows = [
-        {"uid": f"{model}/{rec.name}", "name": rec.name, "depth": rec.depth, "channels": rec.channels}
+
+
+# --------------------------------------------------------------------------- Q_LAYERS, Q_NEURONS, Q_INCLUDES, Q_FEEDS
+def layer_rows(u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_LAYERS`: one Layer per depth of the circuit, the logits (depth 0) first."""
+    model = u["model"]
+    return [
+        {"uid": uids.layer_uid(model, rec.name), "name": rec.name, "depth": rec.depth, "channels": rec.channels}
         for rec in sorted(u["layers"].values(), key=lambda r: r.depth)
     ]
 
-    # every neuron any row touches: critical ones and the lower ends of FEEDS / DRIVES
+
+def neuron_rows(circuit: "Circuit", u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_NEURONS`: every neuron any row touches (the critical ones and the lower ends
+    of FEEDS and DRIVES), each once, sorted by (depth, channel)."""
     keys: set[tuple[int, int]] = {(n.depth, n.channel) for n in circuit.neurons}
     keys |= {(c.depth + 1, c.lower_channel) for c in circuit.core}
     keys |= {(e.depth + 1, e.lower_channel) for e in circuit.edges}
     keys |= {(c.depth, c.channel) for c in circuit.core}
     keys |= {(c.depth, c.channel) for c in circuit.concepts}
-    neuron_rows = [
+    return [
         {
             "uid": u["neuron"](d, ch),
-            "layer_uid": f"{model}/{u['layer_name'](d)}",
+            "layer_uid": uids.layer_uid(u["model"], u["layer_name"](d)),
             "layer": u["layer_name"](d),
             "channel": ch,
             "depth": d,
         }
         for d, ch in sorted(keys)
     ]
-    # per critical neuron: its importance in this circuit (the sum of I_u(v) over its FEEDS) and how
-    # many neurons it FEEDS, kept on INCLUDES for the aggregates and reverse_lookup
+
+
+def include_rows(circuit: "Circuit", u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_INCLUDES`, one row per critical neuron: its importance in this circuit (the sum
+    of I_u(v) over its FEEDS) and how many neurons it FEEDS, kept on INCLUDES for the aggregates
+    and reverse_lookup."""
     importance: dict[tuple[int, int], float] = {}
     feeds_up: dict[tuple[int, int], int] = {}
     for c in circuit.core:
         key = (c.depth + 1, c.lower_channel)
         importance[key] = importance.get(key, 0.0) + float(c.importance)
         feeds_up[key] = feeds_up.get(key, 0) + 1
-    include_rows = [
+    return [
         {
             "uid": u["neuron"](n.depth, n.channel),
             "depth": n.depth,
@@ -124,11 +172,20 @@ def circuit_rows(
         }
         for n in circuit.neurons
     ]
-    feeds_rows = [
+
+
+def feeds_rows(circuit: "Circuit", u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_FEEDS`: one row per core edge, lower neuron `v` FEEDS upper neuron `u`."""
+    return [
         {"v": u["neuron"](c.depth + 1, c.lower_channel), "u": u["neuron"](c.depth, c.channel), "importance": float(c.importance), "rank": c.rank}
         for c in circuit.core
     ]
-    concept_rows = [
+
+
+# --------------------------------------------------------------------------- Q_CONCEPTS, Q_DRIVES
+def concept_rows(circuit: "Circuit", u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_CONCEPTS`: one Concept per (neuron, concept index)."""
+    return [
         {
             "uid": u["concept"](c.depth, c.channel, c.index),
             "neuron": u["neuron"](c.depth, c.channel),
@@ -141,10 +198,23 @@ def circuit_rows(
         }
         for c in circuit.concepts
     ]
-    drives_rows = [
+
+
+def drives_rows(circuit: "Circuit", u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_DRIVES`: one row per concept edge, lower neuron `v` DRIVES concept `k`."""
+    return [
         {"v": u["neuron"](e.depth + 1, e.lower_channel), "k": u["concept"](e.depth, e.channel, e.concept), "weight": float(e.weight)}
         for e in circuit.edges
     ]
+
+
+# --------------------------------------------------------------------------- Q_GROUPS, Q_IN_GROUP, Q_GROUP_FEEDS
+def group_rows(
+    circuit: "Circuit", u: dict[str, Any], group_labels: dict[tuple[int, int], dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """`statements.Q_GROUPS`: one Group per (depth, group) with its member count; a group that only
+    an edge refers to exists too (size 0).  `group_labels` (by (depth, group)) are the labels an
+    earlier write of the circuit had, kept on a rewrite."""
     sizes: dict[tuple[int, int], int] = {}
     for m in circuit.group_members:
         sizes[(m.depth, m.group)] = sizes.get((m.depth, m.group), 0) + 1
@@ -152,10 +222,10 @@ def circuit_rows(
         sizes.setdefault((ge.depth, ge.upper_group), 0)
         sizes.setdefault((ge.depth + 1, ge.lower_group), 0)
     labels = group_labels or {}
-    group_rows = []
+    rows = []
     for (d, g), size in sorted(sizes.items()):
         lab = labels.get((d, g), {})
-        group_rows.append(
+        rows.append(
             {
                 "uid": u["group"](d, g),
                 "layer": u["layer_name"](d),
@@ -167,29 +237,49 @@ def circuit_rows(
                 "label_score": lab.get("label_score", lab.get("score")),
             }
         )
-    in_group_rows = [{"k": u["concept"](m.depth, m.channel, m.concept), "g": u["group"](m.depth, m.group)} for m in circuit.group_members]
-    group_feeds_rows = [
+    return rows
+
+
+def in_group_rows(circuit: "Circuit", u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_IN_GROUP`: concept `k` is IN_GROUP `g`, one row per group member."""
+    return [{"k": u["concept"](m.depth, m.channel, m.concept), "g": u["group"](m.depth, m.group)} for m in circuit.group_members]
+
+
+def group_feeds_rows(circuit: "Circuit", u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_GROUP_FEEDS`: group `lower` (one depth down) feeds group `upper`."""
+    return [
         {"lower": u["group"](ge.depth + 1, ge.lower_group), "upper": u["group"](ge.depth, ge.upper_group), "weight": float(ge.weight)}
         for ge in circuit.group_edges
     ]
 
+
+# --------------------------------------------------------------------------- Q_CROPS, Q_EXEMPLIFIED
+def representatives(circuit: "Circuit"):
+    """(member, image, crop) for each representative crop of a concept (`rep_rank` >= 0), checked:
+    a crop or image the circuit's tables do not hold is a ValueError naming the circuit."""
     crops = {c.crop_id: c for c in circuit.crops}
     images = {im.image_id: im for im in circuit.images}
-    reps = [m for m in circuit.concept_members if m.rep_rank >= 0]
-    crop_rows: dict[str, dict[str, Any]] = {}  # by uid: the same file twice in a data set is one Image, its crops one Crop
-    exemplified_rows = []
-    for m in reps:
+    for m in circuit.concept_members:
+        if m.rep_rank < 0:
+            continue
         if m.crop_id not in crops:
-            raise ValueError(f"circuit {cid}: representative crop {m.crop_id} is not in the crop table")
+            raise ValueError(f"circuit {circuit.uid}: representative crop {m.crop_id} is not in the crop table")
         cr = crops[m.crop_id]
         if cr.image_id not in images:
-            raise ValueError(f"circuit {cid}: crop {cr.crop_id} refers to unknown image {cr.image_id}")
-        im = images[cr.image_id]
-        crop_uid = crop_uid_of(im.sha256, cr)
-        crop_rows.setdefault(
-            crop_uid,
+            raise ValueError(f"circuit {circuit.uid}: crop {cr.crop_id} refers to unknown image {cr.image_id}")
+        yield m, images[cr.image_id], cr
+
+
+def crop_rows(circuit: "Circuit", crop_thumbnails: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """`statements.Q_CROPS`: one Crop per representative crop, by uid (the same file twice in a data
+    set is one Image, its crops one Crop: the first occurrence's row is kept)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for _, im, cr in representatives(circuit):
+        uid = crop_uid_of(im.sha256, cr)
+        rows.setdefault(
+            uid,
             {
-                "uid": crop_uid,
+                "uid": uid,
                 "image": im.sha256,
                 "source": im.source,
                 "label": im.label,
@@ -201,31 +291,18 @@ def circuit_rows(
                 "thumbnail": (crop_thumbnails or {}).get(cr.crop_id),
             },
         )
-        exemplified_rows.append(
-            {"k": u["concept"](m.depth, m.channel, m.concept), "crop": crop_uid, "rank": m.rep_rank, "activation": float(m.activation)}
-        )
-    return {
-        "feed_keys": feed_keys(circuit),
-        "model": model_row,
-        "cls": cls_row,
-        "circuit": circuit_row,
-        "layers": layer_rows,
-        "neurons": neuron_rows,
-        "includes": include_rows,
-        "feeds": feeds_rows,
-        "concepts": concept_rows,
-        "drives": drives_rows,
-        "groups": group_rows,
-        "in_group": in_group_rows,
-        "group_feeds": group_feeds_rows,
-        "crops": list(crop_rows.values()),
-        "exemplified": exemplified_rows,
-    }
+    return list(rows.values())
 
 
-def crop_uid_of(image_sha256: str, crop: Any) -> str:
-    return f"{image_sha256}/{crop.x0},{crop.y0},{crop.x1},{crop.y1}"
+def exemplified_rows(circuit: "Circuit", u: dict[str, Any]) -> list[dict[str, Any]]:
+    """`statements.Q_EXEMPLIFIED`: concept `k` is EXEMPLIFIED by `crop` at rank `rank`."""
+    return [
+        {"k": u["concept"](m.depth, m.channel, m.concept), "crop": crop_uid_of(im.sha256, cr), "rank": m.rep_rank, "activation": float(m.activation)}
+        for m, im, cr in representatives(circuit)
+    ]
 
+
+crop_uid_of = uids.crop_uid  # the writer's name for it
 
 KEY_BASE = 1 << 16  # channels per layer stay below it (ResNet50: 2,048; EfficientNet-B7: 2,560)
 
