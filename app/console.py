@@ -17,10 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from neo4j.graph import Node, Path, Relationship
 
 from ingest.config import StoreConfig
-from ingest.readonly import blank, check_readonly, execute_rolled_back, readonly_store
+from ingest.readonly import Node, Path, Relationship, blank, check_readonly, execute_rolled_back, readonly_store
 from ingest.store import Store
 
 MAX_ROWS = 5000

@@ -118,7 +118,7 @@ def time_queries(store, runs: int, model: str) -> list[tuple[str, float, float, 
 
 
 def time_app_queries(store, model: str, runs: int) -> list[tuple[str, float]]:
-    from app.data import APP_QUERIES
+    from ingest.app_queries import APP_QUERIES
 
     a = store.run("MATCH (c:Circuit {model: $model, status: 'complete'}) RETURN c.class_index AS i ORDER BY i LIMIT 1",
                   {"model": model})[0]["i"]  # fmt: skip

@@ -71,13 +71,14 @@ def cmd_store_rebuild_aggregates(args: argparse.Namespace) -> int:
     writer kept them: opening it as the writer does this on its own when they are missing), or
     with --check only compare them (exit 1 with one line when they differ)."""
     from ingest.aggregates import FIX_COMMAND, differences, rebuild
+    from ingest.job_queries import Q_COMPLETE_CIRCUITS, Q_MODELS
     from ingest.schema import ensure_schema
     from ingest.session import Runner
     from ingest.store import Store, start_store
 
     with Store(start_store()) as store:
         if args.model is not None:
-            models = [r["uid"] for r in store.run("MATCH (m:Model) RETURN m.uid AS uid ORDER BY uid")]
+            models = [r["uid"] for r in store.run(Q_MODELS)]
             if args.model not in models:
                 raise NeurflowInputError(f"--model {args.model!r} is not in the store (models: {', '.join(models) or 'none'})")
         if args.check:
@@ -93,8 +94,7 @@ def cmd_store_rebuild_aggregates(args: argparse.Namespace) -> int:
         ensure_schema(store, aggregates=False)
         with Runner(store) as runner:
             n = rebuild(runner, args.model)
-            circuits = runner.read("MATCH (c:Circuit {status: 'complete'}) WHERE $model IS NULL OR c.model = $model "
-                                   "RETURN count(c) AS n", {"model": args.model})[0]["n"]  # fmt: skip
+            circuits = runner.read(Q_COMPLETE_CIRCUITS, {"model": args.model})[0]["n"]
     print(f"rebuilt the aggregates of {circuits} complete circuit{'s' if circuits != 1 else ''} ({n} neuron aggregates)")
     return 0
 

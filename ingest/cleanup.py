@@ -10,13 +10,14 @@ half-removed circuit counted.
 
 from __future__ import annotations
 
-from typing import Any
-
-import neo4j
+from typing import TYPE_CHECKING, Any
 
 from ingest.aggregates import retract_circuit
 from ingest.session import Runner
 from ingest.store import Store
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the driver is the store layer's
+    import neo4j
 
 DELETE_BATCH = 10000
 

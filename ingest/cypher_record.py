@@ -1,7 +1,7 @@
 """Recording of the Cypher statements the project sends to a store (for the test suite's lint).
 
-When ``NEURFLOW_RECORD_CYPHER`` names a file, every statement the store layer runs successfully
-(`Store.run` / `Store.write`, `ingest.session.Runner`, the console's account probe) is appended
+When ``NEURFLOW_RECORD_CYPHER`` names a file, every statement the program's one runner
+(`ingest.session.Runner`, behind `Store.run` / `Store.write` too) runs successfully is appended
 to it once per process as one JSON line::
 
     {"query": "...", "parameters": ["model", "uid"], "where": "ingest/writer.py:223 write_circuit"}

@@ -9,12 +9,13 @@ touches the circuit's status or the neuron aggregates.
 
 from __future__ import annotations
 
-from typing import Any
-
-import neo4j
+from typing import TYPE_CHECKING, Any
 
 from ingest.session import Runner, Tx
 from ingest.store import Store
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the driver is the store layer's
+    import neo4j
 
 LABEL_KEYS = ("group", "text", "source", "score", "layer", "depth", "size")
 

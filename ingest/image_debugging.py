@@ -17,22 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.job_queries import Q_DEBUG_GROUPS
+from ingest.uids import group_uid
 from neurflow.errors import NeurflowInputError
 
 _DATASET_REF = re.compile(r"^fashion-mnist:(train|test):(\d+)$")
 
-GROUPS_CYPHER = """
-MATCH (:Class {model: $model, index: $class_index})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
-WHERE $params IS NULL OR c.params_hash = $params
-WITH c ORDER BY c.completed_at DESC LIMIT 1
-MATCH (c)-[:HAS_GROUP]->(g:Group)<-[:IN_GROUP]-(k:Concept)
-OPTIONAL MATCH (k)-[e:EXEMPLIFIED_BY]->(cr:Crop)
-WITH c, g, k, e, cr ORDER BY e.rank, cr.uid
-WITH c, g, k, collect(cr.thumbnail) AS thumbnails
-RETURN c.uid AS circuit, c.params AS params, g.uid AS group, g.layer AS layer, g.depth AS depth, g.index AS index, g.label AS label,
-       k.channel AS channel, k.index AS concept, k.mean_activation AS mean_activation, thumbnails
-ORDER BY depth, index, channel, concept
-"""
+def groups_from_circuit(circuit) -> list:
+    """Every group of a `neurflow.circuit.Circuit` as `neurflow.debugging.GroupRef`s, with the uids
+    the store gives them (`ingest.uids.group_uid`): what `read_groups` would read back after the
+    circuit is written.  Here, not in neurflow/: the uid is the store's."""
+    from neurflow.debugging import make_group  # torch: not at this module's import (the app's pages)
+
+    mean = {(k.depth, k.channel, k.index): k.mean_activation for k in circuit.concepts}
+    out = []
+    for depth in circuit.depths:
+        layer = circuit.layer_name(depth)
+        for g, members in circuit.groups(depth).items():
+            rows = [(ch, mean[(depth, ch, j)]) for ch, j in members]
+            out.append(make_group(group_uid(circuit.uid, layer, g), layer, depth, g, rows))
+    return out
 
 
 def read_groups(store, model: str, class_index: int, params: str | None = None, max_thumbnails: int = 6):
@@ -48,7 +52,7 @@ def read_circuit_groups(store, model: str, class_index: int, params: str | None 
     from neurflow.circuit import Params
     from neurflow.debugging import make_group
 
-    rows = store.run(GROUPS_CYPHER, {"model": model, "class_index": int(class_index), "params": params})
+    rows = store.run(Q_DEBUG_GROUPS, {"model": model, "class_index": int(class_index), "params": params})
     if not rows:
         return None, [], None
     by_group: dict[str, list[dict]] = {}

@@ -38,7 +38,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.fragments import LATEST, latest_complete
+
 MAX_PATH_DEPTH = 8
+
+# Some statements compose Neuron uids (the form of `ingest.uids.neuron_uid`: <model>/<layer>/<channel>)
+# with '+': from per-row values (FEEDS keys, NeuronStat rows) they cannot be parameters, and the
+# library queries take model, layer and channel as a user gives them (`neurflow query --lib`, the
+# console, which shows and runs the statement as written here).  The concatenation of parameters
+# is computed once per statement, so the uid lookup still uses the index.
 
 
 @dataclass(frozen=True)
@@ -57,14 +65,6 @@ class Query:
         return {**self.params, **given}
 
 
-def _pick(cls_pattern: str, circuit: str, params: str = "$params") -> str:
-    """Cypher lines binding `circuit` to the chosen complete circuit of the class matched by `cls_pattern`."""
-    return (
-        f"MATCH {cls_pattern}-[:HAS_CIRCUIT]->({circuit}:Circuit {{status: 'complete'}})\n"
-        f"WHERE {params} IS NULL OR {circuit}.params_hash = {params}\n"
-    )
-
-
 def param_set(given: str = "$params", carry: str = "") -> str:
     """Cypher lines binding `ps` to the parameter set `given` (a Cypher expression) or, when it is
     null, to the model's default parameter set: the one with the most complete circuits, ties to
@@ -80,14 +80,14 @@ def param_set(given: str = "$params", carry: str = "") -> str:
     )
 
 
-# every class of a model with its circuit in the parameter set -> (ps, ci, c), from the circuit
-# nodes alone (they carry model, class_index and class_name); a class's latest circuit by reduce,
-# not by sorting every circuit (ArcadeDB sorts slowly: 15-55 ms for 1,000 circuits)
+# every class of a model with its latest circuit in the parameter set (the model's default one when
+# $params is null) -> (ps, ci, c), from the circuit nodes alone (they carry model, class_index and
+# class_name)
 _PICK_PER_CLASS = param_set() + (
     "MATCH (c:Circuit {status: 'complete'})\n"
     "WHERE c.model = $model AND c.params_hash = ps\n"
     "WITH ps, c.class_index AS ci, collect(c) AS cs\n"
-    "WITH ps, ci, reduce(b = cs[0], x IN cs | CASE WHEN x.completed_at > b.completed_at THEN x ELSE b END) AS c\n"
+    f"WITH ps, ci, {LATEST} AS c\n"
 )
 
 
@@ -148,13 +148,9 @@ _KEY_TO_UID = (
 
 _CIRCUIT_DIFF = (
     param_set("coalesce($params_a, $params_b)")
-    + """MATCH (:Class {model: $model, index: $class_a})-[:HAS_CIRCUIT]->(ca:Circuit {status: 'complete'})
-WHERE ca.params_hash = coalesce($params_a, ps)
-WITH ps, ca ORDER BY ca.completed_at DESC LIMIT 1
-MATCH (:Class {model: $model, index: $class_b})-[:HAS_CIRCUIT]->(cb:Circuit {status: 'complete'})
-WHERE cb.params_hash = coalesce($params_b, ps)
-WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
-WITH ca.uid AS a, cb.uid AS b
+    + latest_complete("(:Class {model: $model, index: $class_a})", "ca", where="ca.params_hash = coalesce($params_a, ps)", carry="ps, ")
+    + latest_complete("(:Class {model: $model, index: $class_b})", "cb", where="cb.params_hash = coalesce($params_b, ps)", carry="ca, ")
+    + """WITH ca.uid AS a, cb.uid AS b
 OPTIONAL MATCH (fa:CircuitFeeds {uid: a})
 OPTIONAL MATCH (fb:CircuitFeeds {uid: b})
 WITH a, b, coalesce(fa.keys, []) AS ka, coalesce(fb.keys, []) AS kb
@@ -219,9 +215,8 @@ WITH f, v, u WHERE u.depth < $depth
 WITH f.circuit AS cu, u.depth AS d, u.uid AS uu, collect([v.uid, f.importance]) AS ins
 WITH collect([cu, d, uu, ins]) AS adj
 """
-    + _pick("(:Class {model: $model, index: $class_index})", "c")
-    + f"""WITH adj, c ORDER BY c.completed_at DESC LIMIT 1
-MATCH (c)-[:INCLUDES {{depth: 0}}]->(logit:Neuron)
+    + latest_complete("(:Class {model: $model, index: $class_index})", "c", carry="adj, ")
+    + f"""MATCH (c)-[:INCLUDES {{depth: 0}}]->(logit:Neuron)
 WHERE $depth >= 1 AND $depth <= {MAX_PATH_DEPTH}
 WITH c, logit, [a IN adj WHERE a[0] = c.uid] AS adj
 WITH c, logit, [d IN range(0, {MAX_PATH_DEPTH - 1}) | [a IN adj WHERE a[1] = d | [a[2], a[3]]]] AS by_depth
@@ -295,11 +290,9 @@ WITH c ORDER BY c.model, c.class_index, c.completed_at DESC
             "the Jaccard index |A and B| / |A or B|."
         ),
         cypher=param_set()
-        + _pick("(:Class {model: $model, index: $class_a})", "ca", "ps")
-        + "WITH ps, ca ORDER BY ca.completed_at DESC LIMIT 1\n"
-        + _pick("(:Class {model: $model, index: $class_b})", "cb", "ps")
-        + """WITH ca, cb ORDER BY cb.completed_at DESC LIMIT 1
-MATCH (l:Layer {model: $model})
+        + latest_complete("(:Class {model: $model, index: $class_a})", "ca", where="ps IS NULL OR ca.params_hash = ps", carry="ps, ")
+        + latest_complete("(:Class {model: $model, index: $class_b})", "cb", where="ps IS NULL OR cb.params_hash = ps", carry="ca, ")
+        + """MATCH (l:Layer {model: $model})
 WITH ca, cb, l, """
         + _channels("ca", "l.name")
         + " AS a, "
@@ -423,9 +416,8 @@ ORDER BY classes DESC, importance DESC, depth, channel
             "('channel:concept') and its GROUP_FEEDS edges to the groups of the layer above "
             "(feeds_to[i] has weight weights[i])."
         ),
-        cypher=_pick("(:Class {model: $model, index: $class_index})", "c")
-        + """WITH c ORDER BY c.completed_at DESC LIMIT 1
-MATCH (c)-[:HAS_GROUP]->(g:Group)
+        cypher=latest_complete("(:Class {model: $model, index: $class_index})")
+        + """MATCH (c)-[:HAS_GROUP]->(g:Group)
 OPTIONAL MATCH (g)<-[:IN_GROUP]-(k:Concept)
 WITH c, g, k ORDER BY k.channel, k.index
 WITH c, g, collect(toString(k.channel) + ':' + toString(k.index)) AS members
@@ -511,7 +503,7 @@ WITH n, cl, c, i ORDER BY cl.index
         cypher="""MATCH (c:Circuit {status: 'complete'})
 WHERE ($model IS NULL OR c.model = $model) AND ($params IS NULL OR c.params_hash = $params)
 WITH c.model AS model, c.class_index AS ci, collect(c) AS cs
-WITH model, ci, reduce(b = cs[0], x IN cs | CASE WHEN x.completed_at > b.completed_at THEN x ELSE b END) AS c
+WITH model, ci, """ + LATEST + """ AS c
 WITH model, ci, c, coalesce(c.labels_text, []) AS texts, toLower($text) AS needle
 WITH model, ci, c, [i IN range(0, size(texts) - 1) WHERE toLower(texts[i]) CONTAINS needle] AS hits
 WHERE size(hits) > 0
@@ -537,9 +529,8 @@ ORDER BY model, ci, depth, grp
             "thumbnail path relative to the artifact folder, image source, granularity); "
             "`thumbnails` lists the thumbnail paths alone."
         ),
-        cypher=_pick("(:Class {model: $model, index: $class_index})", "c")
-        + """WITH c ORDER BY c.completed_at DESC LIMIT 1
-MATCH (c)-[:HAS_CONCEPT]->(k:Concept)-[:OF]->(n:Neuron {uid: $model + '/' + $layer + '/' + toString($channel)})
+        cypher=latest_complete("(:Class {model: $model, index: $class_index})")
+        + """MATCH (c)-[:HAS_CONCEPT]->(k:Concept)-[:OF]->(n:Neuron {uid: $model + '/' + $layer + '/' + toString($channel)})
 OPTIONAL MATCH (k)-[:IN_GROUP]->(g:Group)
 OPTIONAL MATCH (k)-[e:EXEMPLIFIED_BY]->(cr:Crop)-[:CROP_OF]->(im:Image)
 WITH c, k, g, e, cr, im ORDER BY e.rank

@@ -50,11 +50,12 @@ from typing import Any, Callable
 
 import neo4j
 from neo4j import exceptions as nx
-from neo4j.graph import Node, Path, Relationship
 
 from ingest.config import StoreConfig
-from ingest.cypher_record import record as record_cypher
-from ingest.errors import ReadOnlyViolation, StoreError, StoreQueryError, one_line
+from ingest.errors import SERVER_MESSAGE_LIMIT, ReadOnlyViolation, StoreError, StoreQueryError, one_line
+from ingest import job_queries
+from ingest.session import Runner, to_plain  # noqa: F401 - to_plain: the console converts values with it
+from neo4j.graph import Node, Path, Relationship  # noqa: F401, E402 - the driver's graph values, which the console draws
 from ingest.store import Store, open_driver, start_store, translate_error
 
 CLIENT_GRACE_S = 2.0  # how long past its limit a query may take to report the server's own timeout
@@ -254,24 +255,6 @@ def check_readonly(cypher: str) -> None:
         i = j
 
 
-# --------------------------------------------------------------------------- values
-def to_plain(value: Any) -> Any:
-    """Driver values as plain Python (nodes and relationships as dicts) for tables and JSON."""
-    if isinstance(value, Node):
-        return {"labels": sorted(value.labels), **dict(value.items())}
-    if isinstance(value, Relationship):
-        return {"type": value.type, **dict(value.items())}
-    if isinstance(value, Path):
-        return [to_plain(n) for n in value.nodes]
-    if isinstance(value, list):
-        return [to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if hasattr(value, "iso_format"):  # neo4j temporal types
-        return value.iso_format()
-    return value
-
-
 # --------------------------------------------------------------------------- layer 2: the account
 _NEO4J_AGENT = re.compile(r"Neo4j/\d+(?:\.\d+)*(?:-[0-9A-Za-z.]+)?")
 
@@ -292,26 +275,19 @@ def _can_create(store: Store) -> bool | None:
     nothing).  None when the database has no label to try (creating one would change the
     schema, which ArcadeDB does not roll back)."""
     with store.session() as session:
-        probe = "CALL db.labels() YIELD label RETURN label LIMIT 1"
-        labels = [r["label"] for r in session.run(probe)]
-        record_cypher(probe)
+        runner = Runner(session)
+        labels = [r["label"] for r in runner.auto(job_queries.Q_ANY_LABEL)]
         if not labels:
             return None
-        tx = session.begin_transaction(timeout=30)
         try:
-            label = labels[0].replace("`", "``")
-            create = f"CREATE (p:`{label}` {{uid: $uid}}) RETURN 1 AS ok"
-            tx.run(create, uid=f"neurflow-readonly-probe-{uuid.uuid4().hex}").consume()
-            record_cypher(create, {"uid": None})
+            runner.rolled_back(job_queries.create_probe(labels[0]), {"uid": f"neurflow-readonly-probe-{uuid.uuid4().hex}"},
+                               timeout=30, record=True)
             return True
         except nx.Neo4jError as exc:
             msg = f"{exc.code or ''} {getattr(exc, 'message', '') or ''}"
             if "Forbidden" in msg or "not allowed" in msg or "AccessMode" in msg:
                 return False
             return None
-        finally:
-            if not tx.closed():
-                tx.rollback()
 
 
 def verify_readonly_account(store: Store) -> None:
@@ -476,22 +452,8 @@ def execute_rolled_back(
     def work() -> None:
         try:
             with driver.session(database=st.database, default_access_mode=neo4j.READ_ACCESS) as session:
-                tx = session.begin_transaction(timeout=limit)
-                try:
-                    result = tx.run(cypher, params or {})
-                    columns = list(result.keys())
-                    rows: list[list[Any]] = []
-                    for record in result:
-                        values = record.values()
-                        if on_values is not None:
-                            on_values(values)
-                        rows.append([to_plain(v) for v in values])
-                        if max_rows is not None and len(rows) >= max_rows:
-                            break
-                finally:
-                    if not tx.closed():
-                        tx.rollback()
-            outcome["result"] = (columns, rows)
+                outcome["result"] = Runner(session).rolled_back(
+                    cypher, params, timeout=limit, max_rows=max_rows, on_values=on_values)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             outcome["error"] = exc
 
@@ -520,7 +482,7 @@ def _translated(exc: BaseException, cfg: StoreConfig, limit: float, *, readonly:
         return exc  # ours already, or KeyboardInterrupt and the like
     if isinstance(exc, nx.Neo4jError):
         code = exc.code or ""
-        msg = one_line(getattr(exc, "message", None) or exc)
+        msg = one_line(getattr(exc, "message", None) or exc, SERVER_MESSAGE_LIMIT)
         if "TimedOut" in code or "Timeout" in code or "exceeded the arcadedb.command.timeout" in msg:
             return _timeout_error(limit, msg)
         if "Forbidden" in code or "AccessMode" in code or "not allowed" in msg:

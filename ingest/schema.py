@@ -60,7 +60,3 @@ def ensure_schema(store: Store, *, again: bool = False, aggregates: bool = True)
 
         ensure(store)
     store._schema_ready = True
-
-
-def show_constraints(store: Store) -> list[dict]:
-    return store.run("SHOW CONSTRAINTS")

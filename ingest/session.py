@@ -1,12 +1,19 @@
-"""One execute path for the store code's reads and writes: `Runner.execute`.
+"""The one runner of the project's statements: `Runner`.
 
-The writer, the cleanup and the aggregates run statements on whatever the caller holds (a
-`Store`, a bare `neo4j.Driver` or an open `neo4j.Session`), in managed transactions (retried by
-the driver on transient errors), with driver errors translated into the project's one-line
-`StoreError`s when a `Store` gives the configuration to name the fix, and every statement
-recorded for the test suite's Cypher lint.  Reads and writes differ only in the access mode, so
-they share this one function; a unit of work that must be atomic (a circuit's status change and
-its aggregates) passes a function that runs several statements in one transaction.
+Every statement the program sends goes through a `Runner` (as graph-data-science-client's one
+`QueryRunner`): `execute` runs a managed transaction (reads and writes differ only in the access
+mode; a unit of work that must be atomic, such as a circuit's status change and its aggregates,
+passes a function that runs several statements in one transaction), `auto` one auto-commit
+statement (schema statements, and reads that must not pay a transaction's extra messages), and
+`rolled_back` the read-only console's always-rolled-back read (`ingest.readonly`).  So there is
+one row conversion (`plain_row`), one retry policy (`execute`: the driver's retries of a server
+that went away plus ours of lost write races), one translation of driver errors into the
+project's one-line `StoreError`s (when a `Store` gives the configuration to name the fix) and one
+place where statements are recorded for the test suite's Cypher lint (`Tx.run`, `Runner.auto`).
+`Store.run` / `Store.write` are shorthands for a one-statement `Runner`.
+
+A runner works on whatever the caller holds: a `Store`, a bare `neo4j.Driver` or an open
+`neo4j.Session`.
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ from __future__ import annotations
 import random
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import neo4j
 import neo4j.graph
 
 from ingest.cypher_record import record as record_cypher
-from ingest.store import Store, translate_error
+from ingest.errors import translate_error
+
+if TYPE_CHECKING:  # pragma: no cover - ingest.store builds on this module
+    from ingest.store import Store
 
 T = TypeVar("T")
 Rows = list[dict[str, Any]]
@@ -85,7 +95,7 @@ class Tx:
         p = params or {}
         result = self._tx.run(cypher, p)
         keys = result.keys()
-        rows = [_plain(keys, r) for r in result]
+        rows = [plain_row(keys, r) for r in result]
         record_cypher(cypher, p)  # no-op unless NEURFLOW_RECORD_CYPHER
         return rows
 
@@ -93,8 +103,8 @@ class Tx:
 _GRAPH_TYPES = (neo4j.graph.Node, neo4j.graph.Relationship, neo4j.graph.Path)
 
 
-def _plain(keys: list[str], record: neo4j.Record) -> dict[str, Any]:
-    """A record as a dict.  `Record.data()` walks every list element in Python (about 1 us each:
+def plain_row(keys: list[str], record: neo4j.Record) -> dict[str, Any]:
+    """A record as a dict (the one row conversion of the project's statements).  `Record.data()` walks every list element in Python (about 1 us each:
     40 ms for the 40k channels of `class_channels` at 1,000 classes); the project's statements
     return plain values, so the values are taken as they are unless a column holds a graph object."""
     values = record.values()
@@ -103,14 +113,33 @@ def _plain(keys: list[str], record: neo4j.Record) -> dict[str, Any]:
     return dict(zip(keys, values))
 
 
-class Runner:
-    """Runs units of work in managed transactions on a Store, Driver or Session."""
+def to_plain(value: Any) -> Any:
+    """Driver values as plain Python (nodes and relationships as dicts) for tables and JSON."""
+    if isinstance(value, neo4j.graph.Node):
+        return {"labels": sorted(value.labels), **dict(value.items())}
+    if isinstance(value, neo4j.graph.Relationship):
+        return {"type": value.type, **dict(value.items())}
+    if isinstance(value, neo4j.graph.Path):
+        return [to_plain(n) for n in value.nodes]
+    if isinstance(value, list):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if hasattr(value, "iso_format"):  # neo4j temporal types
+        return value.iso_format()
+    return value
 
-    def __init__(self, target: Store | neo4j.Driver | neo4j.Session, database: str | None = None):
-        self.config = target.config if isinstance(target, Store) else None
-        self.readonly = isinstance(target, Store) and target.readonly
+
+class Runner:
+    """Runs the program's statements on a Store, Driver or Session (see the module docstring)."""
+
+    def __init__(self, target: "Store | neo4j.Driver | neo4j.Session", database: str | None = None):
+        # a Store (ingest.store, which builds on this module) is told apart by not being a driver object
+        is_store = not isinstance(target, (neo4j.Driver, neo4j.Session))
+        self.config = target.config if is_store else None
+        self.readonly = is_store and target.readonly
         self._own_session = not isinstance(target, neo4j.Session)
-        if isinstance(target, Store):
+        if is_store:
             self.session = target.session()
         elif isinstance(target, neo4j.Driver):
             self.session = target.session(database=database)
@@ -136,6 +165,60 @@ class Runner:
                     raise translate_error(exc, self.config, readonly=self.readonly) from None
                 raise
         raise AssertionError("unreachable")
+
+    def auto(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
+        """Run one statement in an auto-commit transaction: schema statements (which a managed
+        transaction may refuse) and single reads (no BEGIN / COMMIT messages, no retry)."""
+        p = params or {}
+        try:
+            result = self.session.run(cypher, p)
+            keys = result.keys()
+            rows = [plain_row(keys, r) for r in result]
+        except Exception as exc:
+            if self.config is not None:
+                raise translate_error(exc, self.config, readonly=self.readonly) from None
+            raise
+        record_cypher(cypher, p)  # no-op unless NEURFLOW_RECORD_CYPHER
+        return rows
+
+    def rolled_back(
+        self,
+        cypher: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float,
+        max_rows: int | None = None,
+        on_values: Callable[[list[Any]], None] | None = None,
+        record: bool = False,
+    ) -> tuple[list[str], list[list[Any]]]:
+        """Run one statement in an explicit transaction that is always rolled back, in the
+        session's access mode, with the transaction timeout `timeout`; return (columns, rows).
+
+        The read-only console's third layer (`ingest.readonly.execute_rolled_back`, which adds
+        the client's time limit) and the read-only account's probe.  Values go through `to_plain`
+        (nodes and relationships as dicts, for tables and JSON); `on_values` sees each record's
+        raw driver values first.  `max_rows`: stop reading after that many rows.  User Cypher is
+        not recorded for the lint (`record` False): it is the user's, not the project's.
+        Driver errors are raised as they are: the console words them itself."""
+        p = params or {}
+        tx = self.session.begin_transaction(timeout=timeout)
+        try:
+            result = tx.run(cypher, p)
+            columns = list(result.keys())
+            rows: list[list[Any]] = []
+            for rec in result:
+                values = rec.values()
+                if on_values is not None:
+                    on_values(values)
+                rows.append([to_plain(v) for v in values])
+                if max_rows is not None and len(rows) >= max_rows:
+                    break
+        finally:
+            if not tx.closed():
+                tx.rollback()
+        if record:
+            record_cypher(cypher, p)
+        return columns, rows
 
     def write(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
         return self.execute(cypher, params, write=True)

@@ -8,72 +8,19 @@ from __future__ import annotations
 
 import os
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import neo4j
 from neo4j import GraphDatabase
 from neo4j import exceptions as nx
 
+from ingest import job_queries
 from ingest.config import StoreConfig, external_config, uses_embedded
-from ingest.cypher_record import record as record_cypher
-from ingest.errors import (
-    StoreAuthError,
-    StoreDatabaseNotFound,
-    StoreError,
-    StoreQueryError,
-    StoreUnavailable,
-    one_line,
-)
+from ingest.errors import StoreError, StoreUnavailable, one_line, translate_error, unreachable_fix  # noqa: F401 - re-exported
+from ingest.session import Runner
 
 
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
-
-
-def _where(cfg: StoreConfig) -> str:
-    return f"{cfg.uri}" + (f" (database {cfg.database})" if cfg.database else "")
-
-
-def translate_error(exc: Exception, cfg: StoreConfig, *, user: str | None = None, readonly: bool = False) -> StoreError:
-    """Map a driver exception to a typed one-line error that names the fix.
-
-    `readonly`: the driver logged in with the read-only account (`StoreConfig.readonly_auth`),
-    so a refused login names the variables that set that account, not the writer's."""
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, nx.AuthError) or getattr(exc, "code", "") in (
-        "Neo.ClientError.Security.Unauthorized",
-        "Neo.ClientError.Security.AuthenticationRateLimit",
-    ):
-        reader = readonly and bool(cfg.readonly_user)  # without one, the read-only driver uses the writer's account
-        who = user or (cfg.readonly_user if reader else cfg.user)
-        if cfg.embedded:
-            fix = "the embedded store's password files were changed; restore them or move the store folder away"
-        elif reader:
-            fix = "check NEURFLOW_STORE_READONLY_USER / NEURFLOW_STORE_READONLY_PASSWORD"
-        else:
-            fix = "check NEURFLOW_STORE_USER / NEURFLOW_STORE_PASSWORD"
-        return StoreAuthError(f"the store at {cfg.uri} refused the login of user {who!r}: {fix}")
-    code = getattr(exc, "code", "") or ""
-    if code == "Neo.ClientError.Database.DatabaseNotFound" or "DatabaseNotFound" in code:
-        return StoreDatabaseNotFound(
-            f"database {cfg.database!r} does not exist on {cfg.uri}; set NEURFLOW_STORE_DATABASE to an existing database or create it"
-        )
-    if isinstance(exc, (nx.ServiceUnavailable, nx.SessionExpired)) or isinstance(exc, OSError):
-        return StoreUnavailable(f"cannot reach the store at {cfg.uri}: {unreachable_fix(cfg)}")
-    if isinstance(exc, nx.ConfigurationError):
-        return StoreError(f"bad store configuration for {cfg.uri}: {one_line(exc)}; check NEURFLOW_STORE_URI")
-    if isinstance(exc, nx.Neo4jError):
-        msg = getattr(exc, "message", None) or str(exc)
-        return StoreQueryError(f"the store refused the query: {one_line(msg)}")
-    return StoreError(f"store error at {_where(cfg)}: {one_line(exc)}")
-
-
-def unreachable_fix(cfg: StoreConfig) -> str:
-    """What a user can do when the store does not answer."""
-    if cfg.embedded:
-        return "start it with `neurflow store start` (`neurflow store status` shows its state)"
-    return ("check that the server runs and that NEURFLOW_STORE_URI names its Bolt port (like bolt://host:7687), "
-            "or unset NEURFLOW_STORE_URI to use the embedded store")
 
 
 HANDSHAKE_SECONDS = 3.0
@@ -150,7 +97,7 @@ def open_driver(cfg: StoreConfig, *, readonly: bool = False, verify: bool = True
         try:
             probe_not_http(cfg)
             with driver.session(database=cfg.database) as session:
-                session.run("RETURN 1 AS ok").consume()
+                session.run(job_queries.Q_PING).consume()
         except Exception as exc:
             driver.close()
             raise translate_error(exc, cfg, user=auth[0] if auth else None, readonly=readonly) from None
@@ -175,30 +122,15 @@ class Store:
         return self.driver.session(database=self.database, **kwargs)
 
     def run(self, cypher: str, params: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
-        """Run one auto-commit statement; rows as dicts."""
-        try:
-            with self.session() as session:
-                p = {**(params or {}), **kw}
-                rows = [record.data() for record in session.run(cypher, p)]
-            record_cypher(cypher, p)  # the test suite's lint (no-op unless NEURFLOW_RECORD_CYPHER)
-            return rows
-        except Exception as exc:
-            raise translate_error(exc, self.config, readonly=self.readonly) from None
+        """Run one auto-commit statement; rows as dicts (`ingest.session.Runner.auto`)."""
+        with Runner(self) as runner:
+            return runner.auto(cypher, {**(params or {}), **kw})
 
     def write(self, cypher: str, params: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
-        """Run one statement in a managed write transaction (retried on transient errors)."""
-        p = {**(params or {}), **kw}
-
-        def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
-            return [record.data() for record in tx.run(cypher, p)]
-
-        try:
-            with self.session() as session:
-                rows = session.execute_write(work)
-            record_cypher(cypher, p)
-            return rows
-        except Exception as exc:
-            raise translate_error(exc, self.config, readonly=self.readonly) from None
+        """Run one statement in a managed write transaction (`ingest.session.Runner.execute`: retried
+        on transient errors and lost races)."""
+        with Runner(self) as runner:
+            return runner.write(cypher, {**(params or {}), **kw})
 
     @property
     def cfg(self) -> StoreConfig:  # alias used by callers that say cfg
@@ -213,17 +145,13 @@ class Store:
                 raise translate_error(exc, self.config, readonly=self.readonly) from None
         return self._agent
 
-    @property
-    def is_arcadedb(self) -> bool:
-        return "arcadedb" in self.server_agent.lower()
-
     def counts(self) -> dict[str, int]:
         """Number of nodes per label and relationships per type (tests, status)."""
         out: dict[str, int] = {}
-        for row in self.run("MATCH (n) RETURN labels(n) AS labels, count(*) AS n"):
+        for row in self.run(job_queries.Q_COUNT_LABELS):
             for label in row["labels"]:
                 out[label] = out.get(label, 0) + row["n"]
-        for row in self.run("MATCH ()-[r]->() RETURN type(r) AS t, count(*) AS n"):
+        for row in self.run(job_queries.Q_COUNT_TYPES):
             out[row["t"]] = out.get(row["t"], 0) + row["n"]
         return out
 
@@ -239,11 +167,6 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.config!r})"
-
-
-def iter_batches(rows: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
 
 
 def _with_database(cfg: StoreConfig, env: Mapping[str, str]) -> StoreConfig:

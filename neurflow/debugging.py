@@ -2,7 +2,7 @@
 zeroing a group's channels does to the prediction.  Pure computation: the groups come in as
 plain records (read from the store or from a `Circuit`), the model as an `nn.Module`.
 
-    groups = groups_from_circuit(circuit)                 # or ingest.image_debugging.read_groups(store, ...)
+    groups = groups_from_circuit(circuit)                 # ingest.image_debugging; or read_groups(store, ...)
     scores = score_groups(model, image, groups)           # ranked, best first
     change = ablate_group(model, image, groups[0])        # logits before / after zeroing the group
 
@@ -102,18 +102,6 @@ def make_group(uid: str, layer: str, depth: int, index: int, concept_rows: Itera
     if not members:
         raise NeurflowInputError(f"group {uid} has no members")
     return GroupRef(uid, layer, int(depth), int(index), members, label, list(thumbnails or []))
-
-
-def groups_from_circuit(circuit: "Circuit") -> list[GroupRef]:
-    """Every group of a circuit (uids as the store writes them)."""
-    mean = {(k.depth, k.channel, k.index): k.mean_activation for k in circuit.concepts}
-    out = []
-    for depth in circuit.depths:
-        layer = circuit.layer_name(depth)
-        for g, members in circuit.groups(depth).items():
-            rows = [(ch, mean[(depth, ch, j)]) for ch, j in members]
-            out.append(make_group(f"{circuit.uid}/{layer}/g{g}", layer, depth, g, rows))
-    return out
 
 
 # --------------------------------------------------------------------------- computation

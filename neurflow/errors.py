@@ -20,8 +20,11 @@ class NeurflowRuntimeError(RuntimeError):
     """A failure at run time that the user can act on (the message names how): one line, exit 1."""
 
 
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
+def one_line(text: object, limit: int | None = None) -> str:
+    """`text` collapsed to one line (the project's one helper for it); cut to `limit` characters
+    with "..." when given (a server's or an HTTP endpoint's message of unknown length)."""
+    s = " ".join(str(text).split())
+    return s if limit is None or len(s) <= limit else s[: limit - 3] + "..."
 
 
 _CLI_SPELLING: contextvars.ContextVar[bool] = contextvars.ContextVar("neurflow_cli_spelling", default=False)

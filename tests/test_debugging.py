@@ -16,11 +16,11 @@ from neurflow.debugging import (
     EPS,
     ablate_group,
     crop_activations,
-    groups_from_circuit,
     query_crops,
     score_groups,
 )
 from neurflow.hooks import capture, masked_channels
+from ingest.image_debugging import groups_from_circuit
 
 
 @pytest.fixture(scope="module")

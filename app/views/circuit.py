@@ -14,23 +14,12 @@ from app.graphs import GEdge, GNode, layered_figure
 from app.state import UrlState
 from app.text import md_text, plot_text
 from app.views.common import Context, image_row, nav_button
+from ingest.uids import short_group, short_neuron
 
 MEMBER_COLUMNS = 3
 USED_BY_SHOWN = 12  # class names listed in the sentence
 USED_BY_ROWS = 100  # rows of the table (the reverse lookup on the Compare page pages through all)
 LEVELS = {"group": "Groups (GROUP_FEEDS)", "neuron": "Neurons (FEEDS)"}
-
-
-def short_group(uid: str) -> str:
-    """`<circuit uid>/<layer>/g<i>` -> `<layer>/g<i>` (stable across parameter sets)."""
-    layer, g = uid.rsplit("/", 2)[-2:]
-    return f"{layer}/{g}"
-
-
-def short_neuron(uid: str) -> str:
-    """`<model>/<layer>/<channel>` -> `<layer>/<channel>`."""
-    layer, ch = uid.rsplit("/", 2)[-2:]
-    return f"{layer}/{ch}"
 
 
 def _clicked(chart_key: str) -> str | None:

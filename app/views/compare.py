@@ -20,6 +20,7 @@ from app.graphs import DIFF_COLOURS, DIFF_ORDER, GEdge, GNode, bar_figure, fitte
 from app.state import UrlState
 from app.text import md_text, plot_text
 from app.views.common import Context, nav_button
+from ingest.uids import neuron_uid
 
 SECTIONS = {"overlap": "Shared neurons and diff", "similarity": "Similarity heatmap", "hubs": "Hub neurons",
             "reverse": "Reverse lookup"}  # fmt: skip
@@ -306,7 +307,7 @@ def _reverse(url: UrlState, ctx: Context) -> None:
     at = url.number(f"Page (of {pages})", key="rl_page", min_value=1, max_value=pages, default=1, container=c3) if pages > 1 else 1
     page_rows = first if at == 1 else data.lib("reverse_lookup", model=ctx.model, params=ctx.params, layer=layer,
                                                channel=channel, skip=(at - 1) * REVERSE_PAGE, limit=REVERSE_PAGE)
-    groups = data.app_query("neuron_groups", circuits=[r["circuit"] for r in page_rows], neuron=f"{ctx.model}/{layer}/{channel}")
+    groups = data.app_query("neuron_groups", circuits=[r["circuit"] for r in page_rows], neuron=neuron_uid(ctx.model, layer, channel))
     by_class: dict[int, list[str]] = {}
     for g in groups:
         if g.get("group"):

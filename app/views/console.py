@@ -20,10 +20,11 @@ from app.state import UrlState, dumps_param, loads_param
 from app.text import csv_cell, md_text, no_server_paths, server_roots
 from app.views.common import Context
 from ingest.errors import ReadOnlyViolation, StoreError
+from ingest.app_queries import CONSOLE_EXAMPLE_CYPHER
 from ingest.queries import QUERIES, QUERY_BY_NAME
 
 CUSTOM = "custom"
-EXAMPLE = "MATCH (cl:Class)-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})\nRETURN cl, c\nLIMIT 25"
+EXAMPLE = CONSOLE_EXAMPLE_CYPHER
 
 
 @st.cache_data(show_spinner=False, ttl=data.RESULT_TTL_S, max_entries=64)

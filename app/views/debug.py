@@ -14,6 +14,7 @@ from app import data
 from app.state import UrlState
 from app.text import md_text, no_server_paths
 from app.views.common import Context, image_row
+from ingest.uids import short_group
 
 MISCLASSIFIED_SCAN = 2000  # test images scanned for misclassified examples
 
@@ -200,7 +201,7 @@ def render(url: UrlState, ctx: Context) -> None:
             continue
         st.caption(f"Circuit {md_text(c.circuit)} · {len(c.scores)} groups, best first")
         st.dataframe(pd.DataFrame([{
-            "group": s.group.uid.rsplit("/", 2)[-2] + "/" + s.group.uid.rsplit("/", 1)[-1], "score": s.score,
+            "group": short_group(s.group.uid), "score": s.score,
             "evidence crops": len(s.evidence), "neurons": len(s.group.members), "label": s.group.label or "",
         } for s in c.scores]), hide_index=True, width="stretch")  # fmt: skip
         for s in c.scores[:top]:

@@ -8,9 +8,9 @@ Statements come from two places:
 
 - `recorded`: what the store layer sent during the test session (`ingest.cypher_record`, the
   file named by ``NEURFLOW_RECORD_CYPHER``; tests/fixtures_cypher.py sets it for the session);
-- `static_statements`: the library (``QUERIES``), the app's ``APP_QUERIES`` and console
-  example, the schema statements, the module-level statements (``Q_*``, ``*_CYPHER``) of the
-  ingest/ modules that have them (writer, evaluations, labelling, image debugging), and every
+- `static_statements`: the library (``QUERIES``), the app's ``APP_QUERIES`` (ingest/app_queries.py),
+  the schema statements, the module-level statements (``Q_*``, ``*_CYPHER``) of the ingest/
+  modules that have them (the query modules, the writer's, the jobs'), and every
   plain string literal passed as Cypher to a ``run`` / ``write`` / ``read`` call in ingest/,
   app/, cli/, neurflow/ and bench/ (statements built with f-strings, like the export's
   per-label reads, are checked as recorded, with their values).
@@ -144,7 +144,7 @@ def _statement_modules() -> list[str]:
 
 def static_statements() -> list[tuple[str, str]]:
     """(name, text) of every statement the project's code holds, reached by a test or not."""
-    from app.data import APP_QUERIES  # the app extra is part of the test install
+    from ingest.app_queries import APP_QUERIES
     from ingest.queries import QUERIES
     from ingest.schema import constraint_statements
 
@@ -156,11 +156,6 @@ def static_statements() -> list[tuple[str, str]]:
         for attr, value in vars(module).items():
             if isinstance(value, str) and _STATEMENT_NAME.search(attr) and _CYPHER_START.match(value):
                 out.append((f"{module_name}.{attr}", value))
-    console = ast.parse((ROOT / "app" / "views" / "console.py").read_text())
-    out += [
-        ("app/views/console.py EXAMPLE", n.value.value) for n in console.body
-        if isinstance(n, ast.Assign) and [getattr(t, "id", "") for t in n.targets] == ["EXAMPLE"] and isinstance(n.value, ast.Constant)
-    ]  # fmt: skip
     files = sorted(path for top in ("ingest", "app", "cli", "neurflow", "bench") for path in (ROOT / top).rglob("*.py"))
     out += _literal_statements(files)
     return out
