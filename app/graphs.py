@@ -167,7 +167,6 @@ def layered_figure(
     node_colours: dict[str, str] | None = None,
     selected: str | None = None,
     weight_name: str = "weight",
-    height: int | None = None,
     category_order: dict[str, int] | None = None,
     width_px: float = PLOT_WIDTH_PX,
 ) -> go.Figure:
@@ -176,79 +175,121 @@ def layered_figure(
     lay = layered_layout(nodes, edges, category_order)
     pos = lay.pos
     edges = [e for e in edges if e.lower in pos and e.upper in pos]
-    traces: list[go.BaseTraceType] = []
-    signed = any(e.weight < 0 for e in edges)
-
-    def line_trace(group: list[GEdge], colour: str, width: float, name: str, legend: bool) -> go.Scatter:
-        xs: list[float | None] = []
-        ys: list[float | None] = []
-        for e in group:
-            (x0, y0), (x1, y1) = pos[e.lower], pos[e.upper]
-            xs += [x0, x1, None]
-            ys += [y0, y1, None]
-        return go.Scatter(x=xs, y=ys, mode="lines", line={"color": colour, "width": width}, hoverinfo="skip",
-                          name=name, showlegend=legend, legendgroup=name)
-
-    categorical = [e for e in edges if e.category]
-    weighted = [e for e in edges if not e.category]
-    if weighted:
-        top, bins = _weight_bins(weighted)
-        for i, group in enumerate(bins):
-            if not group:
-                continue
-            frac = (i + 0.5) / len(bins)
-            pos_colour = sample_colorscale("Blues", [0.35 + 0.65 * frac])[0]
-            neg_colour = sample_colorscale("Reds", [0.35 + 0.65 * frac])[0]
-            width = 0.6 + 4.4 * frac
-            lo, hi = top * i / len(bins), top * (i + 1) / len(bins)
-            for sign, colour in ((1, pos_colour), (-1, neg_colour)):
-                part = [e for e in group if (e.weight >= 0) == (sign > 0)]
-                if part:
-                    label = f"{'−' if sign < 0 else ''}{weight_name} {lo:.2g}–{hi:.2g}" if signed else f"{weight_name} {lo:.2g}–{hi:.2g}"
-                    traces.append(line_trace(part, colour, width, label, True))
-    if categorical:
-        top = max(abs(e.weight) for e in categorical) or 1.0
-        for cat in ("both", "only_a", "only_b"):
-            group = [e for e in categorical if e.category == cat]
-            first = True
-            for thick in (False, True):
-                part = [e for e in group if (abs(e.weight) / top >= 0.5) == thick]
-                if part:
-                    traces.append(line_trace(part, DIFF_COLOURS.get(cat, "#999"), 3.5 if thick else 1.2,
-                                             f"{DIFF_NAMES.get(cat, cat)} edges", first))
-                    first = False
-    # hover points in the middle of the edges
-    if edges:
-        traces.append(go.Scatter(
-            x=[(pos[e.lower][0] + pos[e.upper][0]) / 2 for e in edges],
-            y=[(pos[e.lower][1] + pos[e.upper][1]) / 2 for e in edges],
-            mode="markers", marker={"size": 6, "opacity": 0.0}, showlegend=False,
-            hovertext=[e.hover or f"{plot_text(e.lower)} → {plot_text(e.upper)}<br>{weight_name} {e.weight:.4g}" for e in edges],
-            hoverinfo="text", name="edges",
-        ))  # fmt: skip
-    # nodes, one trace per category (markers: hover and click), then the labels as text traces
     rows: dict[int, list[GNode]] = {}
     for n in sorted(nodes, key=lambda n: pos[n.id][0]):
         rows.setdefault(n.depth, []).append(n)
     plan = label_plan(rows, width_px=width_px, selected=selected)
+    colour_of = _node_colours(nodes, node_colours or {})
+    traces = [
+        *_weighted_edge_traces([e for e in edges if not e.category], pos, weight_name, signed=any(e.weight < 0 for e in edges)),
+        *_category_edge_traces([e for e in edges if e.category], pos),
+        *_edge_hover_traces(edges, pos, weight_name),
+        *_node_traces(nodes, pos, plan, colour_of, selected),
+        *_label_traces(nodes, pos, plan, colour_of),
+    ]
+    fig = go.Figure(traces)
+    _layered_axes(fig, lay.depths, layer_names or {}, plan.hidden)
+    return fig
+
+
+def _line_trace(group: list[GEdge], pos, colour: str, width: float, name: str, legend: bool) -> go.Scatter:
+    """One trace drawing `group`'s edges as segments (None breaks the line between them)."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for e in group:
+        (x0, y0), (x1, y1) = pos[e.lower], pos[e.upper]
+        xs += [x0, x1, None]
+        ys += [y0, y1, None]
+    return go.Scatter(x=xs, y=ys, mode="lines", line={"color": colour, "width": width}, hoverinfo="skip",
+                      name=name, showlegend=legend, legendgroup=name)
+
+
+def _weighted_edge_traces(edges: list[GEdge], pos, weight_name: str, *, signed: bool) -> list[go.Scatter]:
+    """Edges by |weight| bin (width and shade grow with the bin), blue for positive and red for
+    negative weights; the legend names each bin's range (signed when any weight is negative)."""
+    if not edges:
+        return []
+    traces = []
+    top, bins = _weight_bins(edges)
+    for i, group in enumerate(bins):
+        if not group:
+            continue
+        frac = (i + 0.5) / len(bins)
+        pos_colour = sample_colorscale("Blues", [0.35 + 0.65 * frac])[0]
+        neg_colour = sample_colorscale("Reds", [0.35 + 0.65 * frac])[0]
+        width = 0.6 + 4.4 * frac
+        lo, hi = top * i / len(bins), top * (i + 1) / len(bins)
+        for sign, colour in ((1, pos_colour), (-1, neg_colour)):
+            part = [e for e in group if (e.weight >= 0) == (sign > 0)]
+            if part:
+                label = f"{'−' if sign < 0 else ''}{weight_name} {lo:.2g}–{hi:.2g}" if signed else f"{weight_name} {lo:.2g}–{hi:.2g}"
+                traces.append(_line_trace(part, pos, colour, width, label, True))
+    return traces
+
+
+def _category_edge_traces(edges: list[GEdge], pos) -> list[go.Scatter]:
+    """Diff edges in their category's colour (shared / only A / only B), thick at half the largest
+    |weight| or more; one legend entry per category."""
+    if not edges:
+        return []
+    traces = []
+    top = max(abs(e.weight) for e in edges) or 1.0
+    for cat in ("both", "only_a", "only_b"):
+        group = [e for e in edges if e.category == cat]
+        first = True
+        for thick in (False, True):
+            part = [e for e in group if (abs(e.weight) / top >= 0.5) == thick]
+            if part:
+                traces.append(_line_trace(part, pos, DIFF_COLOURS.get(cat, "#999"), 3.5 if thick else 1.2,
+                                          f"{DIFF_NAMES.get(cat, cat)} edges", first))
+                first = False
+    return traces
+
+
+def _edge_hover_traces(edges: list[GEdge], pos, weight_name: str) -> list[go.Scatter]:
+    """Invisible points in the middle of the edges that carry their hover text."""
+    if not edges:
+        return []
+    return [go.Scatter(
+        x=[(pos[e.lower][0] + pos[e.upper][0]) / 2 for e in edges],
+        y=[(pos[e.lower][1] + pos[e.upper][1]) / 2 for e in edges],
+        mode="markers", marker={"size": 6, "opacity": 0.0}, showlegend=False,
+        hovertext=[e.hover or f"{plot_text(e.lower)} → {plot_text(e.upper)}<br>{weight_name} {e.weight:.4g}" for e in edges],
+        hoverinfo="text", name="edges",
+    )]  # fmt: skip
+
+
+_DEFAULT_NODE_COLOURS = ["#1f7a70", "#264653", "#e9c46a", "#f4a261", "#e76f51"]
+
+
+def _node_colours(nodes: list[GNode], palette: dict[str, str]) -> dict[str, str]:
+    """node id -> marker colour: the palette's colour of its category, else the defaults in the
+    order categories first appear."""
+    cats = list(dict.fromkeys(n.category for n in nodes))
+    return {n.id: palette.get(n.category, _DEFAULT_NODE_COLOURS[cats.index(n.category) % len(_DEFAULT_NODE_COLOURS)])
+            for n in nodes}
+
+
+def _node_traces(nodes: list[GNode], pos, plan: LabelPlan, colour_of: dict[str, str], selected: str | None) -> list[go.Scatter]:
+    """The node markers, one trace per category (hover and click; the selected node ringed red)."""
     cats: dict[str, list[GNode]] = {}
     for n in nodes:
         cats.setdefault(n.category, []).append(n)
-    palette = node_colours or {}
-    default_colours = ["#1f7a70", "#264653", "#e9c46a", "#f4a261", "#e76f51"]
-    for i, (cat, group) in enumerate(cats.items()):
-        colour = palette.get(cat, default_colours[i % len(default_colours)])
-        traces.append(go.Scatter(
-            x=[pos[n.id][0] for n in group], y=[pos[n.id][1] for n in group], mode="markers",
-            marker={"size": [plan.size[n.id] for n in group], "color": colour, "opacity": 1,
-                    "line": {"width": [3 if n.id == selected else 0.5 for n in group],
-                             "color": ["#d62728" if n.id == selected else "#ffffff" for n in group]}},
-            hovertext=[n.hover or plot_text(n.id) for n in group], hoverinfo="text", customdata=[n.id for n in group],
-            name=DIFF_NAMES.get(cat, cat), showlegend=len(cats) > 1,
-            # opaque whatever the click selection (plotly dims unselected points): edges stay behind the nodes
-            selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
-        ))  # fmt: skip
-    colour_of = {n.id: palette.get(n.category, default_colours[list(cats).index(n.category) % len(default_colours)]) for n in nodes}
+    return [go.Scatter(
+        x=[pos[n.id][0] for n in group], y=[pos[n.id][1] for n in group], mode="markers",
+        marker={"size": [plan.size[n.id] for n in group], "color": colour_of[group[0].id], "opacity": 1,
+                "line": {"width": [3 if n.id == selected else 0.5 for n in group],
+                         "color": ["#d62728" if n.id == selected else "#ffffff" for n in group]}},
+        hovertext=[n.hover or plot_text(n.id) for n in group], hoverinfo="text", customdata=[n.id for n in group],
+        name=DIFF_NAMES.get(cat, cat), showlegend=len(cats) > 1,
+        # opaque whatever the click selection (plotly dims unselected points): edges stay behind the nodes
+        selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
+    ) for cat, group in cats.items()]  # fmt: skip
+
+
+def _label_traces(nodes: list[GNode], pos, plan: LabelPlan, colour_of: dict[str, str]) -> list[go.Scatter]:
+    """The labels `plan` placed, one text trace per placement (inside, above, below the marker)."""
+    traces = []
     for place, textpos, font in (("inside", "middle center", {"size": 9}),
                                  ("above", "top center", {"size": 10, "color": "#333333", "shadow": "0 0 3px #ffffff"}),
                                  ("below", "bottom center", {"size": 10, "color": "#333333", "shadow": "0 0 3px #ffffff"})):
@@ -262,12 +303,14 @@ def layered_figure(
                 selected={"marker": {"opacity": 0}}, unselected={"marker": {"opacity": 0}},
                 hoverinfo="skip", customdata=ids, showlegend=False, name=f"labels {place}",
             ))  # fmt: skip
-    names = layer_names or {}
-    fig = go.Figure(traces)
-    n_rows = max(1, len(lay.depths))
+    return traces
+
+
+def _layered_axes(fig: go.Figure, depths: list[int], names: dict[int, str], unlabelled: int) -> None:
+    """Height by the number of rows, one y tick per depth named by its layer, no x axis."""
     fig.update_layout(
-        meta={"unlabelled": plan.hidden},
-        height=height or min(900, 140 + 130 * n_rows),
+        meta={"unlabelled": unlabelled},
+        height=min(900, 140 + 130 * max(1, len(depths))),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         plot_bgcolor="white",
         hovermode="closest",
@@ -277,16 +320,15 @@ def layered_figure(
         xaxis={"visible": False, "range": [-0.03, 1.03]},
         yaxis={
             "tickmode": "array",
-            "tickvals": [-float(d) for d in lay.depths],
-            "ticktext": [plot_text(names.get(d, f"depth {d}")) for d in lay.depths],  # layer names are data
+            "tickvals": [-float(d) for d in depths],
+            "ticktext": [plot_text(names.get(d, f"depth {d}")) for d in depths],  # layer names are data
             "showgrid": True,
             "gridcolor": "#eeeeee",
             "zeroline": False,
             "automargin": True,
-            "range": [-(max(lay.depths, default=0)) - 0.5, 0.6],
+            "range": [-(max(depths, default=0)) - 0.5, 0.6],
         },
     )
-    return fig
 
 
 # --------------------------------------------------------------------------- console results

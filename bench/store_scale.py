@@ -373,7 +373,7 @@ def print_query_table(results: list[dict[str, Any]]) -> None:
 def write_all(store, gen: Generator, classes: list[int], report_every: int, critical: dict) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from ingest.writer import write_circuit
+    from ingest.writer import WriteOptions, write_circuit
 
     total_rels = total_nodes = 0
     write_s = gen_s = 0.0
@@ -386,7 +386,7 @@ def write_all(store, gen: Generator, classes: list[int], report_every: int, crit
         labels = gen.group_labels(c)
         gen_s += time.perf_counter() - t0
         critical[ci] = {d: c.critical(d) for d in c.depths}
-        st = write_circuit(store, c, model_info=gen.model_info(), group_labels=labels, schema=False)
+        st = write_circuit(store, c, model_info=gen.model_info(), group_labels=labels, options=WriteOptions(schema=False))
         total_rels += st.relationships
         total_nodes += st.nodes
         write_s += st.seconds

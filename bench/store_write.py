@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ingest.embedded import create_database, ensure_embedded_server, free_port, stop_embedded_server  # noqa: E402
 from ingest.schema import ensure_schema  # noqa: E402
 from ingest.store import Store  # noqa: E402
-from ingest.writer import write_circuit  # noqa: E402
+from ingest.writer import WriteOptions, write_circuit  # noqa: E402
 from tests.fixtures_store import make_circuit  # noqa: E402
 
 LAYERS = [("logits", 1000), ("layer4", 2048), ("layer3", 1024), ("layer2", 512)]
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 total_rels, total_s, warm_rels, warm_s = 0, 0.0, 0, 0.0
                 late: list[tuple[int, float]] = []
                 for i, c in enumerate(circuits):
-                    st = write_circuit(store, c, Path(tmp) / "artifacts", batch_size=args.batch)
+                    st = write_circuit(store, c, Path(tmp) / "artifacts", options=WriteOptions(batch_size=args.batch))
                     total_rels += st.relationships
                     total_s += st.seconds
                     if i > 0:  # the first circuit also pays the server's JIT warm-up
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                         late.append((st.relationships, st.seconds))
                     print(f"{c.uid}: {st.nodes} nodes, {st.relationships} relationships in {st.seconds:.2f} s = {st.rel_per_s:,.0f} rel/s")
                 # a forced rewrite measures the cleanup path too
-                st = write_circuit(store, circuits[0], force=True, batch_size=args.batch)
+                st = write_circuit(store, circuits[0], force=True, options=WriteOptions(batch_size=args.batch))
                 print(f"forced rewrite of {circuits[0].uid}: {st.seconds:.2f} s (cleaned {st.cleaned})")
                 print(f"RESULT write throughput: {total_rels / total_s:,.0f} relationships/s overall ({total_rels} relationships, {total_s:.2f} s)")
                 if warm_s:

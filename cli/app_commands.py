@@ -140,8 +140,8 @@ def demo_eval_settings():
 def cmd_demo(args: argparse.Namespace) -> int:
     """Ingest the ten demo classes (if not complete), evaluate them (if not evaluated), start the app."""
     from cli.ingest_commands import format_table, preflight_run, print_notes
-    from ingest.evaluations import circuits_to_evaluate, evaluate_stored
-    from ingest.pipeline import ingest_classes
+    from ingest.evaluations import HeldOut, circuits_to_evaluate, evaluate_stored
+    from ingest.pipeline import IngestRequest, ingest_classes
     from ingest.connect import open_store
     from cli.options import budget_from_args, layers_from_args, params_from_args
     from neurflow.models.registry import load_model, resolve_device
@@ -156,17 +156,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     print(f"demo: {len(classes)} classes of {loaded.uid} into the store (complete ones are skipped)", flush=True)
     with open_store() as store:
-        results = ingest_classes(
-            store, loaded, data, classes, params, layers=layers,
-            device=device, budget=budget, progress=not args.quiet,
-        )
+        results = ingest_classes(store, IngestRequest(loaded, data, classes, params, layers, budget, device=device),
+                                 progress=not args.quiet)
         print(format_table(results), flush=True)
         print_notes(results)
         if not args.no_evaluate:
             todo = circuits_to_evaluate(store, [r.uid for r in results])
             print(f"demo: evaluating {len(todo)} circuits (faithfulness page; "
                   f"{len(results) - len(todo)} already evaluated)", flush=True)
-            evaluate_stored(store, loaded, data, todo, demo_eval_settings(), device=device, on_class=say)
+            evaluate_stored(store, loaded, HeldOut(data), todo, demo_eval_settings(), device=device, on_class=say)
         cfg = store.config
     print(demo_next_steps(cfg, app_follows=not args.no_app), flush=True)
     if args.no_app:

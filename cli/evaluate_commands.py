@@ -40,7 +40,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> list[dict]:
     from ingest.evaluations import (
-        evaluate_stored, export, format_summary, read_evaluations, save_plots, stored_circuits, summary_table,
+        HeldOut, evaluate_stored, export, format_summary, read_evaluations, save_plots, stored_circuits, summary_table,
     )  # fmt: skip
     from cli.ingest_commands import resolve_run
     from ingest.connect import open_store
@@ -57,7 +57,7 @@ def run_evaluate(args: argparse.Namespace) -> list[dict]:
         raise NeurflowInputError(f"--out {out} exists and is not a folder")
     with open_store() as store:
         circuits = stored_circuits(store, loaded.uid, classes, args.params, loaded.class_names)  # every class checked before work
-        evaluate_stored(store, loaded, data, circuits, settings, kinds=kinds, split=args.split, device=device,
+        evaluate_stored(store, loaded, HeldOut(data, args.split), circuits, settings, kinds=kinds, device=device,
                         on_class=None if args.quiet else (lambda line: print(line, flush=True)))
         stored = [r for r in read_evaluations(store, loaded.uid, args.params) if int(r["class_index"]) in classes]
     print(format_summary(summary_table(stored)))

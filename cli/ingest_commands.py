@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from cli.options import add_method_args, add_model_args, budget_from_args, layers_from_args, params_from_args
-from ingest.pipeline import ClassResult
+from ingest.pipeline import ClassResult, IngestRequest
 from neurflow.errors import NeurflowInputError
 
 
@@ -91,12 +92,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     device, loaded, classes, data = resolve_run(args)
     layers = layers_from_args(args, loaded.spec)
     preflight_run(loaded, data, classes, params, layers, split=args.split)  # before the store starts
+    request = IngestRequest(
+        loaded, data, classes, params, layers, budget, split=args.split, device=device, force=args.force,
+        save_dir=Path(args.save_circuits) if args.save_circuits else None, write_batch=args.write_batch,
+    )
     with open_store() as store:
-        results = ingest_classes(
-            store, loaded, data, classes, params, layers=layers, split=args.split,
-            device=device, budget=budget, force=args.force, progress=not args.quiet,
-            save_dir=Path(args.save_circuits) if args.save_circuits else None, write_batch=args.write_batch,
-        )
+        results = ingest_classes(store, request, progress=not args.quiet)
     print(format_table(results))
     print_notes(results)
     return 0
@@ -122,16 +123,18 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
         images = load_images(data, loaded.spec, class_index=c, split=args.split, limit=1)
         example = images.pixels[:1] if example is None else example
     layers = preflight(loaded.module, layers_from_args(args, loaded.spec), example, classes, params)  # as the circuits will have them
-    budget = budget_from_args(args)
+    request = IngestRequest(
+        loaded, data, classes, params, layers, budget_from_args(args), split=args.split, force=args.force,
+        save_dir=Path(args.save_circuits) if args.save_circuits else None, write_batch=args.write_batch,
+    )  # device: the cluster's, chosen by ingest_on_ray from --device (options)
     with open_store() as store:  # reachable, right credentials and database; embedded: started here
         cfg = store.config
-        skipped, todo = pending_classes(store, loaded, data, classes, params, layers, budget, split=args.split, force=args.force)
+        skipped, todo = pending_classes(store, request)
     failed: list[str] = []
     results = list(skipped)
     if todo:
         try:
-            done, failed = ingest_on_ray(cfg, loaded, data, todo, params, layers, budget, split=args.split, force=args.force,
-                                         save_dir=args.save_circuits, write_batch=args.write_batch, options=options)
+            done, failed = ingest_on_ray(cfg, replace(request, classes=todo), options)
         except ClassInputError as exc:
             if skipped or exc.results:
                 print(format_table(sorted(skipped + exc.results, key=lambda r: r.class_index)))

@@ -18,7 +18,7 @@ from neurflow.errors import NeurflowInputError
 def cmd_label(args: argparse.Namespace) -> int:
     from ingest.config import artifact_dir
     from cli.ingest_commands import parse_classes
-    from ingest.labelling import ChatClient, label_groups, llm_config
+    from ingest.labelling import ChatClient, Labeller, label_groups, llm_config
     from ingest.connect import open_store
     from neurflow.cache import cache_dir
 
@@ -46,7 +46,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             else:
                 print(f"skipped   {r.uid}  {r.skipped}")
 
-        report = label_groups(store, client, artifact_dir(store.cfg), args.model, classes, params=args.params,
+        report = label_groups(store, Labeller(client, artifact_dir(store.cfg)), args.model, classes, params=args.params,
                               concurrency=args.concurrency, force=args.force, progress=progress)  # fmt: skip
     s = report.stats
     print(f"{len(report.labelled)} groups labelled ({report.written} written), {len(report.failed)} failed, "

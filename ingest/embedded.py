@@ -226,6 +226,9 @@ def embedded_config(data_dir: str | Path | None = None, env: Mapping[str, str] |
         return _config_from_state(folder, state)
 
 
+START_TIMEOUT_S = 120.0  # how long a new server may take to answer on its Bolt port before the start is given up
+
+
 def ensure_embedded_server(
     data_dir: str | Path | None = None,
     *,
@@ -233,7 +236,6 @@ def ensure_embedded_server(
     http_port: int | None = None,
     database: str = DEFAULT_DATABASE,
     env: Mapping[str, str] | None = None,
-    timeout: float = 120.0,
     heap: str | None = None,
     owner_pid: int | None = None,
     query_timeout_s: float | None = None,
@@ -293,7 +295,7 @@ def ensure_embedded_server(
                 cmd, cwd=folder, env=child_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             code = proc.poll()
             if code is not None:
@@ -305,7 +307,7 @@ def ensure_embedded_server(
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        raise StoreStartError(f"the embedded store did not become ready in {timeout:.0f} s; see {folder / 'log' / 'server.out'}")
+        raise StoreStartError(f"the embedded store did not become ready in {START_TIMEOUT_S:.0f} s; see {folder / 'log' / 'server.out'}")
 
 
 def _last_error(folder: Path) -> str | None:

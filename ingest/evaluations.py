@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -112,12 +113,21 @@ def circuits_to_evaluate(store, uids: list[str], *, again: bool = False) -> list
     return [r for r in store.run(Q_CIRCUITS_BY_UID, {"uids": uids}) if r["uid"] not in done]
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """Where the evaluation images come from: a data set (folder or name) and its split, held out
+    from the split the circuits were built on."""
+
+    data: str
+    split: str = "test"
+
+
 def evaluate_stored(
-    store, loaded, data: str, circuits: list[dict[str, Any]], settings: EvalSettings, *,
-    kinds: tuple[str, ...] = KINDS, split: str = "test", device="cpu", on_class: Callable[[str], None] | None = None,
+    store, loaded, held_out: HeldOut, circuits: list[dict[str, Any]], settings: EvalSettings, *,
+    kinds: tuple[str, ...] = KINDS, device="cpu", on_class: Callable[[str], None] | None = None,
 ) -> int:
-    """Evaluate each stored circuit (rows of `stored_circuits`) on held-out images of its class and
-    MERGE the numbers under it: the loop of `neurflow evaluate` and of `neurflow demo`.
+    """Evaluate each stored circuit (rows of `stored_circuits`) on `held_out` images of its class
+    and MERGE the numbers under it: the loop of `neurflow evaluate` and of `neurflow demo`.
 
     Every circuit is read back before the first computation, so a broken one fails fast.
     `on_class(line)` gets one line per class (its time).  Returns the number of rows written."""
@@ -128,7 +138,7 @@ def evaluate_stored(
     written = 0
     for row, view in zip(circuits, views):
         t0 = time.perf_counter()
-        pixels = load_images(data, loaded.spec, class_index=view.class_index, split=split,
+        pixels = load_images(held_out.data, loaded.spec, class_index=view.class_index, split=held_out.split,
                              limit=max(settings.test_images, settings.crop_images)).pixels
         rows = evaluate_circuit(loaded.module, view, pixels, settings, device=device, kinds=kinds)
         written += write_evaluations(store, view, loaded.uid, rows, settings)

@@ -426,17 +426,17 @@ class Labeller:
             return LabelResult(g.uid, error=f"{type(exc).__name__}: {_one_line(exc)}")
 
 
-def label_groups(store, client: ChatClient, artifacts: str | Path, model: str, classes: list[int], *,
+def label_groups(store, labeller: Labeller, model: str, classes: list[int], *,
                  params: str | None = None, concurrency: int = 4, force: bool = False,
                  progress: Callable[[LabelResult], None] | None = None) -> LabelReport:  # fmt: skip
-    """Label every group of the chosen complete circuits of `classes`; write the successful ones.
+    """Label every group of the chosen complete circuits of `classes` with `labeller` (its chat
+    client and the thumbnails folder it reads crops from); write the successful ones.
 
     Manually labelled groups are kept unless `force`."""
     from ingest.writer import set_group_labels
 
     groups = read_label_groups(store, model, classes, params)
     by_uid = {g.uid: g for g in groups}
-    labeller = Labeller(client, artifacts)
     todo = [g for g in groups if force or g.label_source != MANUAL]
     report = LabelReport([LabelResult(g.uid, skipped="manual label (use --force)") for g in groups if g not in todo])
     with ThreadPoolExecutor(max_workers=max(1, int(concurrency))) as pool:
@@ -448,7 +448,7 @@ def label_groups(store, client: ChatClient, artifacts: str | Path, model: str, c
             for r in report.results if r.label is not None]  # fmt: skip
     if rows:
         report.written = set_group_labels(store, rows)
-    report.stats = dict(client.stats)
+    report.stats = dict(labeller.client.stats)
     return report
 
 

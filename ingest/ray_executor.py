@@ -48,12 +48,12 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ingest.errors import StoreError
-from ingest.pipeline import ClassResult, planned_uid
+from ingest.pipeline import ClassResult, IngestRequest, complete_circuit, ingest_class, is_transient_store_error
 from neurflow.errors import NeurflowInputError
 
 FAULT_DIR_ENV = "NEURFLOW_RAY_FAULT_DIR"
@@ -104,18 +104,12 @@ class ModelPayload:
 
 @dataclass(frozen=True)
 class ClassJob:
-    """Everything a task needs besides the model, the store and its class index."""
+    """Everything a task needs besides the model, the store and its class index: the driver's
+    request without the model (`request.model` is None; its `device` is "cpu" or "cuda", the GPU
+    Ray assigned to the task, and its `save_dir` an absolute path)."""
 
-    data: str
-    params: Any  # neurflow.circuit.Params
-    layers: list[str]
-    split: str
-    device: str  # "cpu" or "cuda" (the GPU Ray assigned to the task)
-    budget: Any  # neurflow.method.Budget
-    force: bool
+    request: IngestRequest
     artifacts: str
-    save_dir: str | None
-    write_batch: int | None
     threads: int = 1
     env: dict[str, str] = field(default_factory=dict)  # fault-injection settings of the driver
 
@@ -155,7 +149,6 @@ def run_class(payload: ModelPayload, store_config, job: ClassJob, class_index: i
     """One class in a Ray worker: model from the payload, `ingest_class`, write to the shared store."""
     import torch
 
-    from ingest.pipeline import ingest_class, is_transient_store_error
     from ingest.store import Store
 
     env = {**{k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}, **job.env}
@@ -167,14 +160,11 @@ def run_class(payload: ModelPayload, store_config, job: ClassJob, class_index: i
         raise TransientStoreError(f"fault injection: store unavailable for class {class_index}")
     die = fault == "kill"
     torch.set_num_threads(max(1, job.threads))
-    loaded = payload.load(job.device)
+    request = replace(job.request, model=payload.load(job.request.device))
     try:
         with Store(store_config) as store:
             result = ingest_class(
-                store, loaded, job.data, class_index, job.params, layers=list(job.layers), split=job.split,
-                device=job.device, budget=job.budget, force=job.force, artifacts=Path(job.artifacts),
-                save_dir=Path(job.save_dir) if job.save_dir else None, write_batch=job.write_batch,
-                _stop_after="feeds:first" if die else None,
+                store, request, class_index, artifacts=Path(job.artifacts), _stop_after="feeds:first" if die else None,
             )  # fmt: skip
             if die:  # fault injection: a worker that dies in the middle of writing its circuit
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -274,34 +264,31 @@ def _reason(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text}"[:200] if text else type(cause).__name__
 
 
-def pending_classes(store, loaded, data: str, classes: list[int], params, layers: list[str], budget, *,
-                    split: str, force: bool) -> tuple[list[ClassResult], list[int]]:
-    """`(skipped rows, classes to build)`: a class whose circuit is already complete is skipped.
+def pending_classes(store, request: IngestRequest) -> tuple[list[ClassResult], list[int]]:
+    """`(skipped rows, classes to build)`: a class whose circuit is already complete is skipped
+    (`complete_circuit`, the local executor's check; `request.layers` as preflight resolved them).
 
     A class's images are read here (for their fingerprint) only when the class has complete
     circuits at all: a first ingestion of 1,000 classes reads no image twice, and a broken image
     is found by its task (one line, not retried)."""
-    from ingest.writer import circuit_status
     from neurflow.datasets import load_images
 
-    names = {c: loaded.class_names[c] if c < len(loaded.class_names) else str(c) for c in classes}
-    done = set() if force else {r["c"] for r in store.run(
+    loaded, classes = request.model, request.classes
+    done = set() if request.force else {r["c"] for r in store.run(
         "MATCH (c:Circuit {model: $model, status: 'complete'}) WHERE c.class_index IN $classes "
         "RETURN DISTINCT c.class_index AS c", model=loaded.uid, classes=list(classes))}  # fmt: skip
     skipped, todo = [], []
     for c in classes:
-        images = load_images(data, loaded.spec, class_index=c, split=split) if c in done else None
-        if images is not None and circuit_status(store, planned_uid(loaded, images, c, params, layers, budget)) == "complete":
-            skipped.append(ClassResult(c, names[c], "skipped (already complete)"))
+        images = load_images(request.data, loaded.spec, class_index=c, split=request.split) if c in done else None
+        if images is not None and complete_circuit(store, request, c, images, request.layers) is not None:
+            skipped.append(ClassResult(c, request.class_name(c), "skipped (already complete)"))
         else:
             todo.append(c)
     return skipped, todo
 
 
-def ingest_on_ray(store_config, loaded, data: str, classes: list[int], params, layers: list[str], budget, *,
-                  split: str = "train", force: bool = False, save_dir: str | None = None,
-                  write_batch: int | None = None, options: RayOptions = RayOptions()) -> tuple[list[ClassResult], list[str]]:
-    """Build and write `classes` as one Ray task each; `(one row per class, failures)`.
+def ingest_on_ray(store_config, request: IngestRequest, options: RayOptions = RayOptions()) -> tuple[list[ClassResult], list[str]]:
+    """Build and write `request.classes` as one Ray task each; `(one row per class, failures)`.
 
     The model, the layers and the store were checked by the caller.  Workers that die and
     transient store errors are retried (`options.max_retries`); a user error found by a task
@@ -313,7 +300,8 @@ def ingest_on_ray(store_config, loaded, data: str, classes: list[int], params, l
 
     ray = require_ray()
     options.check()
-    names = {c: loaded.class_names[c] if c < len(loaded.class_names) else str(c) for c in classes}
+    classes = request.classes
+    names = {c: request.class_name(c) for c in classes}
     results: list[ClassResult] = []
     failed: list[str] = []
     address = options.address or os.environ.get("RAY_ADDRESS") or None
@@ -333,15 +321,14 @@ def ingest_on_ray(store_config, loaded, data: str, classes: list[int], params, l
                     raise NeurflowInputError(message)
                 print(f"note: {message}; the tasks wait until such a node joins (autoscaler)", file=sys.stderr)
         job = ClassJob(
-            data=str(data), params=params, layers=list(layers), split=split, device=device, budget=budget,
-            force=force, artifacts=str(artifact_dir(store_config)),
-            save_dir=str(Path(save_dir).resolve()) if save_dir else None,
-            write_batch=write_batch, threads=max(1, int(options.task_cpus)),
+            request=replace(request, model=None, data=str(request.data), device=device,
+                            save_dir=Path(request.save_dir).resolve() if request.save_dir else None),
+            artifacts=str(artifact_dir(store_config)), threads=max(1, int(options.task_cpus)),
             env={k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)},
         )  # fmt: skip
         with Store(store_config) as store:  # the constraints exist before concurrent tasks MERGE (nothing is written before)
             ensure_schema(store)
-        payload = ray.put(ModelPayload.from_loaded(loaded))
+        payload = ray.put(ModelPayload.from_loaded(request.model))
         config = ray.put(store_config)
         task = ray.remote(run_class).options(
             num_cpus=options.task_cpus, num_gpus=num_gpus, max_retries=options.max_retries,

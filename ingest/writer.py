@@ -140,6 +140,19 @@ def _completion(circuit: "Circuit", rows: dict[str, Any], started: str) -> dict[
     }
 
 
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a circuit is written, apart from what: rows per write transaction, whether the schema is
+    ensured first (`schema=False`: the caller did it, as a bench writing thousands of circuits
+    does), the database of a bare Driver, and the testing hook `stop_after` (stop after that step,
+    or after its first batch with ``"<step>:first"``, leaving the circuit ``running``)."""
+
+    batch_size: int = DEFAULT_BATCH
+    schema: bool = True
+    database: str | None = None
+    stop_after: str | None = None
+
+
 def write_circuit(
     target: Store | neo4j.Driver | neo4j.Session,
     circuit: "Circuit",
@@ -149,10 +162,7 @@ def write_circuit(
     model_info: dict[str, Any] | None = None,
     thumbnails: Callable[[int], "PILImage"] | None = None,
     group_labels: dict[tuple[int, int], dict[str, Any]] | None = None,
-    database: str | None = None,
-    batch_size: int = DEFAULT_BATCH,
-    schema: bool = True,
-    _stop_after: str | None = None,
+    options: WriteOptions = WriteOptions(),
 ) -> WriteStats:
     """Write `circuit` to the store.  See the module docstring for the guarantees.
 
@@ -162,20 +172,15 @@ def write_circuit(
     - `thumbnails`: crop id -> PIL image of the crop (representative crops only are asked).
     - `group_labels`: (depth, group index) -> {label, label_source, label_score}.  Without it a
       forced rewrite keeps the labels the groups had.
-    - `database`: with a bare Driver, the database to use.
-    - `_stop_after`: testing hook, stop (leaving the circuit ``running``) after that step.
+    - `options`: batch size, schema, a bare Driver's database, the testing hook (`WriteOptions`).
     """
     t0 = time.perf_counter()
     cid = circuit.uid
-    runner = Runner(target, database)
+    runner = Runner(target, options.database)
     stats = WriteStats(circuit=cid, action="written")
     try:
-        if schema:
-            if isinstance(target, Store):
-                ensure_schema(target)
-            else:
-                for st in constraint_statements():
-                    runner.write(st)
+        if options.schema:
+            _ensure_schema(target, runner)
         existing = runner.read("MATCH (c:Circuit {uid: $uid}) RETURN c.status AS status", {"uid": cid})
         status = existing[0]["status"] if existing else None
         if status == "complete" and not force:
@@ -194,40 +199,10 @@ def write_circuit(
             circuit, model_info=model_info, crop_thumbnails=crop_paths, group_labels=group_labels or kept_labels
         )
         started = now()
-        if status is not None:  # leaves the aggregates (if complete) and becomes `running`: one transaction
-            runner.execute(lambda tx: retract_circuit(tx, cid))
-        # 1. the Circuit node first, as `running`: readers ignore it until the last transaction
-        runner.write(statements.Q_HEAD, {"model": rows["model"], "cls": rows["cls"], "circuit": rows["circuit"], "now": started})
-        stats.nodes += 3
-        stats.relationships += 2
-        if status is not None:
-            stats.action = "rewritten"
-            stats.cleaned = clean(runner, cid, circuit.model, circuit.class_index)
-        if _stop_after == "head":
+        if not _write_head(runner, circuit, rows, status, started, stats, options.stop_after):
             return stats
-        runner.write(statements.Q_LAYERS, {"model": circuit.model, "rows": rows["layers"]})
-        stats.nodes += len(rows["layers"])
-        stats.relationships += len(rows["layers"])
-
-        common = {"circuit": cid, "model": circuit.model, "class_index": circuit.class_index}
-        rows["crop_thumbnails"] = [{"uid": r["uid"], "thumbnail": r["thumbnail"]} for r in rows["crops"] if r["thumbnail"]]
-        for name, statement, nodes_per_row, rels_per_row in STEPS:
-            cypher = getattr(statements, statement)
-            data = rows[name]
-            for i in range(0, len(data), batch_size):
-                chunk = data[i : i + batch_size]
-                out = runner.write(cypher, {**common, **statements.payload(name, chunk)})
-                if out and "created" in out[0] and out[0]["created"] != len(chunk):
-                    raise RuntimeError(
-                        f"writing {cid}: step {name} created {out[0]['created']} of {len(chunk)} rows (missing nodes?)"
-                    )
-                stats.nodes += nodes_per_row * len(chunk)
-                stats.relationships += rels_per_row * len(chunk)
-                if _stop_after == f"{name}:first":
-                    return stats
-            if _stop_after == name:
-                return stats
-
+        if not _write_steps(runner, circuit, rows, stats, options):
+            return stats
         props = _completion(circuit, rows, started)
         runner.execute(lambda tx: complete_circuit(tx, rows, props))
         stats.seconds = time.perf_counter() - t0
@@ -244,3 +219,60 @@ def write_circuit(
         raise
     finally:
         runner.close()
+
+
+def _ensure_schema(target, runner: Runner) -> None:
+    """Constraints before the first MERGE: once per `Store` object, every time for a bare Driver
+    or Session (no object to remember it on)."""
+    if isinstance(target, Store):
+        ensure_schema(target)
+    else:
+        for st in constraint_statements():
+            runner.write(st)
+
+
+def _write_head(runner: Runner, circuit: "Circuit", rows: dict[str, Any], status: str | None, started: str,
+                stats: WriteStats, stop_after: str | None) -> bool:  # fmt: skip
+    """Steps 1-2: an earlier circuit of this uid retracted and cleaned, the Circuit node written
+    `running` with its Model and Class (readers ignore it until the last transaction), then the
+    Layers.  False when the testing hook stops after the head."""
+    cid = circuit.uid
+    if status is not None:  # leaves the aggregates (if complete) and becomes `running`: one transaction
+        runner.execute(lambda tx: retract_circuit(tx, cid))
+    runner.write(statements.Q_HEAD, {"model": rows["model"], "cls": rows["cls"], "circuit": rows["circuit"], "now": started})
+    stats.nodes += 3
+    stats.relationships += 2
+    if status is not None:
+        stats.action = "rewritten"
+        stats.cleaned = clean(runner, cid, circuit.model, circuit.class_index)
+    if stop_after == "head":
+        return False
+    runner.write(statements.Q_LAYERS, {"model": circuit.model, "rows": rows["layers"]})
+    stats.nodes += len(rows["layers"])
+    stats.relationships += len(rows["layers"])
+    return True
+
+
+def _write_steps(runner: Runner, circuit: "Circuit", rows: dict[str, Any], stats: WriteStats, options: WriteOptions) -> bool:
+    """The `STEPS` in order, each in batches of `options.batch_size` rows, each batch checked to
+    have created all its rows.  False when the testing hook stops the write."""
+    cid = circuit.uid
+    common = {"circuit": cid, "model": circuit.model, "class_index": circuit.class_index}
+    rows["crop_thumbnails"] = [{"uid": r["uid"], "thumbnail": r["thumbnail"]} for r in rows["crops"] if r["thumbnail"]]
+    for name, statement, nodes_per_row, rels_per_row in STEPS:
+        cypher = getattr(statements, statement)
+        data = rows[name]
+        for i in range(0, len(data), options.batch_size):
+            chunk = data[i : i + options.batch_size]
+            out = runner.write(cypher, {**common, **statements.payload(name, chunk)})
+            if out and "created" in out[0] and out[0]["created"] != len(chunk):
+                raise RuntimeError(
+                    f"writing {cid}: step {name} created {out[0]['created']} of {len(chunk)} rows (missing nodes?)"
+                )
+            stats.nodes += nodes_per_row * len(chunk)
+            stats.relationships += rels_per_row * len(chunk)
+            if options.stop_after == f"{name}:first":
+                return False
+        if options.stop_after == name:
+            return False
+    return True

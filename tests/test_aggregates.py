@@ -10,7 +10,7 @@ import pytest
 
 from ingest.aggregates import differences, rebuild, recompute, stored
 from ingest.session import Runner
-from ingest.writer import circuit_status, delete_circuit, set_group_labels, write_circuit
+from ingest.writer import WriteOptions, circuit_status, delete_circuit, set_group_labels, write_circuit
 from tests.fixtures_store import make_circuit, model_info
 
 
@@ -67,7 +67,7 @@ def test_aggregates_follow_ingest_rewrite_crash_and_delete(store):
     assert not same(consistent(store), after_ingest)
 
     # crash midway through a forced rewrite, then the resumption
-    write_circuit(store, circuits[2], force=True, batch_size=5, _stop_after="feeds:first")
+    write_circuit(store, circuits[2], force=True, options=WriteOptions(batch_size=5, stop_after="feeds:first"))
     assert circuit_status(store, circuits[2].uid) == "running"
     mid = consistent(store)
     assert not any(2 in s["class_indices"] and s["params_hash"] == ps for s in mid.values())  # not counted while running
@@ -76,7 +76,7 @@ def test_aggregates_follow_ingest_rewrite_crash_and_delete(store):
 
     # a crash of a first write leaves nothing counted; its resumption counts it once
     fresh = make_circuit(0, params=params(4))
-    write_circuit(store, fresh, _stop_after="concepts")
+    write_circuit(store, fresh, options=WriteOptions(stop_after="concepts"))
     consistent(store)
     write_circuit(store, fresh)
     consistent(store)

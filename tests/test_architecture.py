@@ -109,3 +109,36 @@ def test_the_console_script_is_the_command_line_package():
 
 def test_the_checker_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+MAX_LINES, MAX_PARAMS = 100, 8
+
+
+def _oversized(tree: ast.AST, where: str) -> list[str]:
+    """Functions over MAX_LINES lines, and public ones over MAX_PARAMS parameters (self/cls not
+    counted): a list of parameters that long wants a named type, a function that long a split."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            params = [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]
+            count = len([p for p in params if p.arg not in ("self", "cls")])
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_LINES or (count > MAX_PARAMS and not node.name.startswith("_")):
+                out.append(f"{where}:{node.lineno} {node.name}: {lines} lines, {count} parameters")
+    return out
+
+
+def test_functions_are_short_and_take_few_parameters():
+    """ingest/, app/ and cli/: no function over 100 lines, no public function over 8 parameters."""
+    found = [line for pkg in ("ingest", "app", "cli") for path in sorted((ROOT / pkg).rglob("*.py"))
+             for line in _oversized(ast.parse(path.read_text()), str(path.relative_to(ROOT)))]
+    assert found == [], found
+
+
+def test_the_size_checker_sees_long_functions_and_long_parameter_lists():
+    long_body = "def f():\n" + "    x = 1\n" * 100
+    assert _oversized(ast.parse(long_body), "m") == ["m:1 f: 101 lines, 0 parameters"]
+    assert _oversized(ast.parse("def g(a, b, c, d, e, f, g, h, *, i=1): pass"), "m") == ["m:1 g: 1 lines, 9 parameters"]
+    assert _oversized(ast.parse("def _h(a, b, c, d, e, f, g, h, i): pass\nclass C:\n    def m(self, a, b, c, d, e, f, g, h): pass"), "m") == []

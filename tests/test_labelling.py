@@ -21,6 +21,7 @@ import pytest
 
 from ingest.labelling import (
     ChatClient,
+    Labeller,
     LLMConfig,
     label_groups,
     read_label_groups,
@@ -215,7 +216,7 @@ def test_labels_every_group_and_scores_the_check(llm, labelled_store, tmp_path):
     store, artifacts = labelled_store
     groups = read_label_groups(store, TEST_MODEL, [0, 1])
     assert groups and all(g.thumbnails for g in groups)
-    report = label_groups(store, _client(llm, tmp_path), artifacts, TEST_MODEL, [0, 1], concurrency=3)
+    report = label_groups(store, Labeller(_client(llm, tmp_path), artifacts), TEST_MODEL, [0, 1], concurrency=3)
     assert not report.failed and report.written == len(groups) == len(report.labelled)
     labels = _labels(store)
     for g in groups:
@@ -233,7 +234,7 @@ def test_labels_every_group_and_scores_the_check(llm, labelled_store, tmp_path):
     assert n_images % 2 == 0 and n_images >= 2
     # unchanged groups are not asked again: everything comes from the disk cache
     before = len(llm.requests)
-    again = label_groups(store, _client(llm, tmp_path), artifacts, TEST_MODEL, [0, 1])
+    again = label_groups(store, Labeller(_client(llm, tmp_path), artifacts), TEST_MODEL, [0, 1])
     assert len(llm.requests) == before and again.stats["cached"] == 2 * len(groups)
     assert {r.uid: r.label for r in again.labelled} == {u: labels[u]["label"] for u in labels}
     # the library's label search finds them
@@ -245,7 +246,7 @@ def test_429_then_success_with_backoff(llm, labelled_store, tmp_path):
     store, artifacts = labelled_store
     llm.fail_first = 3
     client = _client(llm, tmp_path, max_retries=4)
-    report = label_groups(store, client, artifacts, TEST_MODEL, [0], concurrency=1)
+    report = label_groups(store, Labeller(client, artifacts), TEST_MODEL, [0], concurrency=1)
     assert not report.failed and report.labelled
     assert report.stats["retries"] == 3
 
@@ -253,7 +254,7 @@ def test_429_then_success_with_backoff(llm, labelled_store, tmp_path):
 def test_5xx_until_the_retries_run_out_leaves_groups_unlabelled(llm, labelled_store, tmp_path):
     store, artifacts = labelled_store
     llm.fail_first, llm.fail_status = 10**6, 503
-    report = label_groups(store, _client(llm, tmp_path, max_retries=2), artifacts, TEST_MODEL, [0], concurrency=2)
+    report = label_groups(store, Labeller(_client(llm, tmp_path, max_retries=2), artifacts), TEST_MODEL, [0], concurrency=2)
     assert not report.labelled and report.failed
     assert all("HTTP 503" in r.error and "3 tries" in r.error for r in report.failed)
     assert all(v["label"] is None for v in _labels(store).values())
@@ -262,7 +263,7 @@ def test_5xx_until_the_retries_run_out_leaves_groups_unlabelled(llm, labelled_st
 def test_timeouts(llm, labelled_store, tmp_path):
     store, artifacts = labelled_store
     llm.mode, llm.delay = "slow", 1.5
-    report = label_groups(store, _client(llm, tmp_path, timeout=0.3, max_retries=1), artifacts, TEST_MODEL, [0],
+    report = label_groups(store, Labeller(_client(llm, tmp_path, timeout=0.3, max_retries=1), artifacts), TEST_MODEL, [0],
                           concurrency=4)  # fmt: skip
     assert not report.labelled and report.failed
     assert all("timeout" in r.error for r in report.failed)
@@ -276,7 +277,7 @@ def test_bad_answers_leave_no_half_label(llm, labelled_store, tmp_path, mode, re
     victim = groups[1]
     url = "data:image/png;base64," + base64.b64encode((artifacts / victim.thumbnails[0]).read_bytes()).decode()
     llm.mode, llm.slow_for = mode, hashlib.sha256(url.encode()).hexdigest()[:10]
-    report = label_groups(store, _client(llm, tmp_path), artifacts, TEST_MODEL, [0], concurrency=2)
+    report = label_groups(store, Labeller(_client(llm, tmp_path), artifacts), TEST_MODEL, [0], concurrency=2)
     failed = {r.uid: r.error for r in report.failed}
     assert victim.uid in failed and reason in failed[victim.uid]
     labels = _labels(store)
@@ -284,7 +285,7 @@ def test_bad_answers_leave_no_half_label(llm, labelled_store, tmp_path, mode, re
     assert {r.uid for r in report.labelled} == {g.uid for g in groups} - set(failed)
     # a bad answer is not cached: once the server behaves, the group is labelled
     llm.mode = "ok"
-    report = label_groups(store, _client(llm, tmp_path), artifacts, TEST_MODEL, [0])
+    report = label_groups(store, Labeller(_client(llm, tmp_path), artifacts), TEST_MODEL, [0])
     assert not report.failed and _labels(store)[victim.uid]["label"]
 
 
@@ -293,7 +294,7 @@ def test_manual_labels_are_kept_and_searchable(llm, labelled_store, tmp_path):
     groups = read_label_groups(store, TEST_MODEL, [1])
     target = groups[0].uid
     assert set_manual_label(store, target, "  striped   collar ") == 1
-    report = label_groups(store, _client(llm, tmp_path), artifacts, TEST_MODEL, [1])
+    report = label_groups(store, Labeller(_client(llm, tmp_path), artifacts), TEST_MODEL, [1])
     assert [r.uid for r in report.skipped] == [target]
     row = _labels(store)[target]
     assert row["label"] == "striped collar" and row["source"] == "manual" and row["score"] is None

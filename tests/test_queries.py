@@ -22,7 +22,7 @@ from ingest.queries import MAX_PATH_DEPTH, QUERIES, get_query, run_query
 from ingest.readonly import check_readonly, run_readonly
 from ingest.schema import ensure_schema
 from ingest.store import Store
-from ingest.writer import set_group_labels, write_circuit
+from ingest.writer import WriteOptions, set_group_labels, write_circuit
 from tests.fixtures_store import make_circuit, model_info
 
 M = "testnet"
@@ -44,7 +44,7 @@ def world(store_server):
     newer = make_circuit(1, params=p2)
     write_circuit(store, newer, model_info=model_info())
     running = make_circuit(2, params=p3)
-    write_circuit(store, running, _stop_after="groups")
+    write_circuit(store, running, options=WriteOptions(stop_after="groups"))
 
     def group(c, depth):  # uid of the first group of a layer
         return f"{c.uid}/{c.layer_name(depth)}/g{min(c.groups(depth))}"

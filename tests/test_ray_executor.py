@@ -234,6 +234,7 @@ def test_concurrent_writers_retry_conflicts(store, tmp_path):
     """Six writers at once on one model: ArcadeDB refuses the MERGEs that lose a race (duplicated
     key); `write_with_retries` writes those circuits again and every circuit lands whole."""
     from ingest.pipeline import write_with_retries
+    from ingest.writer import WriteOptions
     from tests.fixtures_store import expected_counts, make_circuit, model_info
 
     circuits = [make_circuit(i, layers=[("logits", 8), ("layer3", 8), ("layer2", 8), ("layer1", 6)]) for i in range(6)]
@@ -245,7 +246,7 @@ def test_concurrent_writers_retry_conflicts(store, tmp_path):
         try:
             with Store(store.config) as s:
                 barrier.wait()
-                stats = write_with_retries(s, circuit, tmp_path, model_info=model_info(), batch_size=5)
+                stats = write_with_retries(s, circuit, tmp_path, model_info=model_info(), options=WriteOptions(batch_size=5))
                 actions[circuit.class_index] = stats.action
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -269,6 +270,7 @@ def test_task_model_and_store_errors_without_a_cluster(trained_model, tmp_path):
     import torch
 
     from ingest.config import StoreConfig
+    from ingest.pipeline import IngestRequest
     from ingest.ray_executor import ClassJob, ModelPayload, TransientStoreError, run_class
     from neurflow.circuit import Params
     from neurflow.method import Budget
@@ -282,10 +284,9 @@ def test_task_model_and_store_errors_without_a_cluster(trained_model, tmp_path):
         trained_model.uid, trained_model.weights_sha256, trained_model.class_names,
     )  # fmt: skip
 
-    job = ClassJob(
-        data="fashion-mnist", params=Params(tau=3, k=10, ig_steps=8, max_images=8), layers=list(trained_model.spec.layers),
-        split="train", device="cpu", budget=Budget(), force=False, artifacts=str(tmp_path), save_dir=None, write_batch=None,
-    )  # fmt: skip
+    request = IngestRequest(None, "fashion-mnist", [1], Params(tau=3, k=10, ig_steps=8, max_images=8),
+                            list(trained_model.spec.layers), Budget())
+    job = ClassJob(request=request, artifacts=str(tmp_path))
     threads = torch.get_num_threads()
     try:
         with pytest.raises(TransientStoreError, match="cannot reach the store"):

@@ -17,7 +17,7 @@ from PIL import Image
 from ingest.errors import StoreQueryError
 from ingest.queries import run_query
 from ingest.schema import LABELS, ensure_schema
-from ingest.writer import circuit_status, delete_circuit, set_group_labels, write_circuit
+from ingest.writer import WriteOptions, circuit_status, delete_circuit, set_group_labels, write_circuit
 from tests.fixtures_store import expected_counts, make_circuit, model_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ def test_neurons_are_shared_across_classes(store):
 def test_partial_running_circuit_is_ignored_then_cleaned_on_rerun(store):
     done, crashed = make_circuit(0), make_circuit(1)
     write_circuit(store, done)
-    write_circuit(store, crashed, _stop_after="drives")  # as if the process died after the DRIVES batches
+    write_circuit(store, crashed, options=WriteOptions(stop_after="drives"))  # as if the process died after the DRIVES batches
     assert circuit_status(store, crashed.uid) == "running"
     # readers never see it
     rows = run_query(store, "overview")
@@ -162,9 +162,9 @@ def test_partial_running_circuit_is_ignored_then_cleaned_on_rerun(store):
 @pytest.mark.parametrize("stop", ["head", "neurons", "feeds:first", "concepts", "groups", "crops"])
 def test_crash_at_any_step_leaves_no_duplicates(store, stop):
     c = make_circuit(3)
-    write_circuit(store, c, batch_size=7, _stop_after=stop)
+    write_circuit(store, c, options=WriteOptions(batch_size=7, stop_after=stop))
     assert circuit_status(store, c.uid) == "running"
-    write_circuit(store, c, batch_size=7)
+    write_circuit(store, c, options=WriteOptions(batch_size=7))
     assert counts(store) == nonzero(expected_counts([c]))
 
 
@@ -213,7 +213,7 @@ _KILL_CHILD = textwrap.dedent(
     session.Runner.execute = execute
     cfg = StoreConfig(uri=os.environ["URI"], user="root", password=os.environ["PW"], database=os.environ["DB"])
     print("writing", flush=True)
-    writer.write_circuit(Store(cfg), make_circuit(2), batch_size=3)
+    writer.write_circuit(Store(cfg), make_circuit(2), options=writer.WriteOptions(batch_size=3))
     print("finished", flush=True)
     """
 )
@@ -250,7 +250,7 @@ def test_sigkill_mid_write_then_rerun(store):
 
 def test_write_through_a_bare_driver_and_session(store):
     c = make_circuit(0)
-    st = write_circuit(store.driver, c, database=store.database)
+    st = write_circuit(store.driver, c, options=WriteOptions(database=store.database))
     assert st.action == "written"
     with store.session() as session:
         assert write_circuit(session, c).skipped
@@ -272,7 +272,7 @@ def test_export_formats(store, tmp_path, monkeypatch, capsys):
     done = [make_circuit(0), make_circuit(1)]
     for c in done:
         write_circuit(store, c, model_info=model_info())
-    write_circuit(store, make_circuit(2), _stop_after="head")  # running: not exported
+    write_circuit(store, make_circuit(2), options=WriteOptions(stop_after="head"))  # running: not exported
     want = nonzero(expected_counts(done))
     want["Class"] = want["HAS_CLASS"] = 3  # classes are model structure; class 2 has no complete circuit yet
     del want["NeuronStat"], want["LayerStat"], want["CircuitFeeds"]  # the writer's aggregates: derived data, not exported
