@@ -20,6 +20,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from cli.ingest_commands import parse_classes
     from ingest.labelling import ChatClient, Labeller, label_groups, llm_config
     from ingest.connect import open_store
+    from ingest.job_queries import Q_MODEL_CLASS_COUNT
     from neurflow.cache import cache_dir
 
     if args.concurrency < 1:
@@ -28,8 +29,7 @@ def cmd_label(args: argparse.Namespace) -> int:
                      json_mode=not args.no_json_mode)  # fmt: skip  # fails first: no endpoint, no change
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     with open_store() as store:
-        rows = store.run("MATCH (m:Model {uid: $model}) OPTIONAL MATCH (m)-[:HAS_CLASS]->(cl:Class) "
-                         "RETURN m.num_classes AS n, max(cl.index) AS top", {"model": args.model})
+        rows = store.run(Q_MODEL_CLASS_COUNT, {"model": args.model})
         if not rows:
             raise NeurflowInputError(f"the store has no model {args.model!r}: ingest its circuits first (neurflow ingest)")
         n = rows[0]["n"] or ((rows[0]["top"] + 1) if rows[0]["top"] is not None else 0)

@@ -53,6 +53,7 @@ import sys
 from typing import Any, Iterable, Iterator
 
 from ingest.session import Runner, Tx
+from ingest.statements import Q_REFRESH_LABELS
 
 STAT_LABEL = "NeuronStat"
 
@@ -551,10 +552,8 @@ def rebuild(runner: Runner, model: str | None = None, *, progress: Any = None) -
         pass
     runner.write(Q_DROP_LAYERS, {"model": model})
     runner.write(Q_CLASS_NAMES, {"model": model})
-    from ingest.group_labels import Q_REFRESH
-
     for i in range(0, len(circuits), 100):
-        runner.write(Q_REFRESH, {"circuits": [c["uid"] for c in circuits[i : i + 100]]})
+        runner.write(Q_REFRESH_LABELS, {"circuits": [c["uid"] for c in circuits[i : i + 100]]})
     rows = list(_stats(circuits).values())
     for i in range(0, len(rows), 5000):
         runner.write(Q_PUT, {"rows": rows[i : i + 5000]})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ingest import statements as st
 from ingest.aggregates import retract_circuit
 from ingest.session import Runner
 from ingest.store import Store
@@ -38,69 +39,31 @@ def clean(runner: Runner, uid: str, model: str, class_index: int, batch: int = D
     (DETACH-deleted) Concept and Group nodes; FEEDS, between shared neurons, by its `circuit`.
     The circuit's Evaluation nodes go too: they describe the circuit being replaced."""
     p = {"circuit": uid, "model": model, "class_index": class_index}
-    crops = [r["uid"] for r in runner.read(
-        "MATCH (k:Concept {circuit: $circuit})-[:EXEMPLIFIED_BY]->(cr:Crop) RETURN DISTINCT cr.uid AS uid", p
-    )]  # fmt: skip
+    crops = [r["uid"] for r in runner.read(st.Q_CLEAN_CROPS_OF, p)]
     out = {
-        "concepts": _delete_loop(
-            runner, "MATCH (k:Concept {circuit: $circuit}) WITH k LIMIT $batch DETACH DELETE k RETURN count(*) AS n", p, batch
-        ),
-        "groups": _delete_loop(
-            runner, "MATCH (g:Group {circuit: $circuit}) WITH g LIMIT $batch DETACH DELETE g RETURN count(*) AS n", p, batch
-        ),
-        # through the FEEDS.class_index index (a scan of the model's neurons' FEEDS takes seconds at scale)
-        "feeds": _delete_loop(
-            runner,
-            "MATCH ()-[f:FEEDS]->() WHERE f.class_index = $class_index AND f.circuit = $circuit "
-            "WITH f LIMIT $batch DELETE f RETURN count(*) AS n",
-            p,
-            batch,
-        ),
-        "includes": _delete_loop(
-            runner,
-            "MATCH (:Circuit {uid: $circuit})-[i:INCLUDES]->() WITH i LIMIT $batch DELETE i RETURN count(*) AS n",
-            p,
-            batch,
-        ),
-        "evaluations": _delete_loop(
-            runner,
-            "MATCH (:Circuit {uid: $circuit})-[:HAS_EVALUATION]->(e:Evaluation) WITH e LIMIT $batch "
-            "DETACH DELETE e RETURN count(*) AS n",
-            p,
-            batch,
-        ),
+        "concepts": _delete_loop(runner, st.Q_CLEAN_CONCEPTS, p, batch),
+        "groups": _delete_loop(runner, st.Q_CLEAN_GROUPS, p, batch),
+        "feeds": _delete_loop(runner, st.Q_CLEAN_FEEDS, p, batch),
+        "includes": _delete_loop(runner, st.Q_CLEAN_INCLUDES, p, batch),
+        "evaluations": _delete_loop(runner, st.Q_CLEAN_EVALUATIONS, p, batch),
     }
     if crops:
-        rows = runner.write(
-            """
-            UNWIND $crops AS cu
-            MATCH (cr:Crop {uid: cu})
-            WHERE NOT (cr)<-[:EXEMPLIFIED_BY]-()
-            OPTIONAL MATCH (cr)-[:CROP_OF]->(im:Image)
-            DETACH DELETE cr
-            RETURN count(*) AS n, collect(DISTINCT im.uid) AS images
-            """,
-            {"crops": crops},
-        )
+        rows = runner.write(st.Q_CLEAN_UNUSED_CROPS, {"crops": crops})
         out["crops"] = rows[0]["n"] if rows else 0
         images = rows[0]["images"] if rows else []
         if images:
-            out["images"] = runner.write(
-                "UNWIND $images AS iu MATCH (im:Image {uid: iu}) WHERE NOT (im)<-[:CROP_OF]-() "
-                "DETACH DELETE im RETURN count(*) AS n",
-                {"images": images},
-            )[0]["n"]
+            out["images"] = runner.write(st.Q_CLEAN_UNUSED_IMAGES, {"images": images})[0]["n"]
     return out
 
 
 def delete_circuit(target: Store | neo4j.Driver | neo4j.Session, uid: str, *, database: str | None = None) -> dict[str, int]:
     """Remove a circuit entirely (its node too).  Shared Model/Layer/Neuron/Class nodes stay."""
     with Runner(target, database) as runner:
-        rows = runner.read("MATCH (c:Circuit {uid: $uid}) RETURN c.model AS model, c.class_index AS class_index", {"uid": uid})
+        rows = runner.read(st.Q_CIRCUIT_CLASS, {"uid": uid})
         if not rows:
             return {}
         runner.execute(lambda tx: retract_circuit(tx, uid))
         out = clean(runner, uid, rows[0]["model"], rows[0]["class_index"])
-        runner.write("MATCH (c:Circuit {uid: $uid}) DETACH DELETE c", {"uid": uid})
+        runner.write(st.Q_DELETE_CIRCUIT, {"uid": uid})
         out["circuits"] = 1
         return out

@@ -43,7 +43,7 @@ from ingest.config import (
     embedded_ports,
     store_dir,
 )
-from ingest.errors import PortInUse, StoreError, StoreStartError, StoreUnavailable, one_line
+from ingest.errors import SERVER_MESSAGE_LIMIT, PortInUse, StoreError, StoreStartError, StoreUnavailable, one_line
 
 STATE_FILE = "server.json"
 ERROR_FILE = "server.error"
@@ -312,7 +312,7 @@ def ensure_embedded_server(
 
 def _last_error(folder: Path) -> str | None:
     try:
-        return one_line((folder / ERROR_FILE).read_text())
+        return one_line((folder / ERROR_FILE).read_text(), SERVER_MESSAGE_LIMIT)
     except FileNotFoundError:
         return None
 
@@ -377,7 +377,7 @@ def _http(cfg: StoreConfig, method: str, path: str, payload: dict | None = None)
         detail = exc.read().decode(errors="replace")
         with contextlib.suppress(Exception):
             detail = json.loads(detail).get("detail") or json.loads(detail).get("error") or detail
-        raise StoreError(f"the embedded store refused {path}: {one_line(detail)}") from None
+        raise StoreError(f"the embedded store refused {path}: {one_line(detail, SERVER_MESSAGE_LIMIT)}") from None
     except urllib.error.URLError as exc:
         raise StoreUnavailable(f"cannot reach the embedded store's HTTP port {cfg.http_port} ({exc.reason}); is it running? `neurflow store status`") from None
     return json.loads(body) if body else {}
@@ -488,7 +488,7 @@ def serve(args: argparse.Namespace) -> int:
             time.sleep(0.25)
         return 0
     except BaseException as exc:  # noqa: BLE001 - the reason goes to server.error for the client
-        msg = one_line(exc)
+        msg = one_line(exc, SERVER_MESSAGE_LIMIT)
         if "Address already in use" in msg or "BindException" in msg:
             msg = f"a port is in use by another program ({msg}); set NEURFLOW_STORE_BOLT_PORT / NEURFLOW_STORE_HTTP_PORT"
         elif "lock" in msg.lower():

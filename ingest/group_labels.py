@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ingest import statements as st
 from ingest.session import Runner, Tx
 from ingest.store import Store
 
@@ -18,27 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only: the driver is the stor
     import neo4j
 
 LABEL_KEYS = ("group", "text", "source", "score", "layer", "depth", "size")
-
-Q_SET_LABELS = (
-    "UNWIND $rows AS r MATCH (g:Group {uid: r.uid}) "
-    "SET g.label = r.label, g.label_source = r.label_source, g.label_score = r.label_score "
-    "RETURN count(g) AS n, collect(DISTINCT g.circuit) AS circuits"
-)
-
-# the labelled groups of each circuit, in (depth, index) order, as parallel lists on the circuit
-Q_REFRESH = """
-UNWIND $circuits AS cu
-MATCH (c:Circuit {uid: cu})
-OPTIONAL MATCH (c)-[:HAS_GROUP]->(g:Group)
-WHERE g.label IS NOT NULL
-WITH c, g ORDER BY g.depth, g.index
-WITH c, collect(g) AS gs
-SET c.labels_group = [g IN gs | g.uid], c.labels_text = [g IN gs | g.label],
-    c.labels_source = [g IN gs | g.label_source], c.labels_score = [g IN gs | g.label_score],
-    c.labels_layer = [g IN gs | g.layer], c.labels_depth = [g IN gs | g.depth], c.labels_size = [g IN gs | g.size]
-RETURN count(c) AS n
-"""
-
 
 def label_lists(group_rows: list[dict[str, Any]]) -> dict[str, list]:
     """Circuit-node properties for the labelled groups among the writer's group rows."""
@@ -55,10 +35,10 @@ def label_lists(group_rows: list[dict[str, Any]]) -> dict[str, list]:
 
 
 def _set(tx: Tx, rows: list[dict[str, Any]]) -> int:
-    out = tx.run(Q_SET_LABELS, {"rows": rows})
+    out = tx.run(st.Q_SET_LABELS, {"rows": rows})
     if not out or not out[0]["n"]:
         return 0
-    tx.run(Q_REFRESH, {"circuits": out[0]["circuits"]})
+    tx.run(st.Q_REFRESH_LABELS, {"circuits": out[0]["circuits"]})
     return out[0]["n"]
 
 

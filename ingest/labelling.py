@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from neurflow.errors import NeurflowInputError
+from ingest.job_queries import Q_LABEL_GROUPS
+from neurflow.errors import NeurflowInputError, one_line
 
 log = logging.getLogger("neurflow.labelling")
 
@@ -159,7 +160,7 @@ class ChatClient:
                     raw = resp.read()
                 return parse_completion(raw)
             except urllib.error.HTTPError as exc:
-                detail = _one_line(exc.read()[:300].decode("utf-8", "replace"))
+                detail = one_line(exc.read()[:300].decode("utf-8", "replace"), 200)
                 last = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
                 if exc.code not in RETRY_STATUS:
                     raise LabelError(last) from None
@@ -170,7 +171,7 @@ class ChatClient:
                 if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                     last = f"timeout after {self.cfg.timeout:g} s"
                 else:
-                    last = f"cannot reach {self.cfg.url}: {_one_line(exc.reason)}"
+                    last = f"cannot reach {self.cfg.url}: {one_line(exc.reason, 200)}"
             except (ConnectionError, http_client_errors()) as exc:
                 last = f"connection error: {type(exc).__name__}"
             if attempt < self.cfg.max_retries:
@@ -192,11 +193,6 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _one_line(text: object, limit: int = 200) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
 def parse_completion(raw: bytes) -> str:
     """The message text of a chat-completions response; `LabelError` for a malformed or truncated one."""
     try:
@@ -204,7 +200,7 @@ def parse_completion(raw: bytes) -> str:
         choice = doc["choices"][0]
         content = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise LabelError(f"malformed chat-completions response: {_one_line(raw[:200].decode('utf-8', 'replace'))!r}") from None
+        raise LabelError(f"malformed chat-completions response: {one_line(raw[:200].decode('utf-8', 'replace'), 200)!r}") from None
     if choice.get("finish_reason") == "length":
         raise LabelError("truncated answer (finish_reason = length): raise max_tokens")
     if isinstance(content, list):  # some servers answer with content parts
@@ -223,7 +219,7 @@ def parse_json_answer(text: str) -> dict[str, Any]:
     try:
         doc = json.loads(s)
     except ValueError:
-        raise LabelError(f"answer is not valid JSON (truncated?): {_one_line(text[-120:])!r}") from None
+        raise LabelError(f"answer is not valid JSON (truncated?): {one_line(text[-120:], 200)!r}") from None
     if not isinstance(doc, dict):
         raise LabelError("answer is JSON but not an object")
     return doc
@@ -302,24 +298,6 @@ def parse_matching(doc: dict[str, Any], n: int) -> set[int]:
 
 
 # --------------------------------------------------------------------------- store reads
-GROUPS_CYPHER = """
-MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit {status: 'complete'})
-WHERE cl.index IN $classes AND ($params IS NULL OR c.params_hash = $params)
-WITH cl, c ORDER BY c.completed_at DESC
-WITH cl, collect(c)[0] AS c
-MATCH (c)-[:HAS_GROUP]->(g:Group)
-OPTIONAL MATCH (g)<-[:IN_GROUP]-(k:Concept)-[e:EXEMPLIFIED_BY]->(cr:Crop)
-WITH cl, c, g, e, cr ORDER BY e.rank, e.activation DESC, cr.uid
-WITH cl, c, g, collect(cr.thumbnail) AS thumbnails
-OPTIONAL MATCH (lo:Group)-[f:GROUP_FEEDS]->(g)
-WITH cl, c, g, thumbnails, lo, f ORDER BY f.weight DESC, lo.uid
-WITH cl, c, g, thumbnails, collect(lo.uid) AS lower
-RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, g.uid AS uid, g.layer AS layer,
-       g.depth AS depth, g.label AS label, g.label_source AS label_source, thumbnails, lower
-ORDER BY class_index, depth, uid
-"""
-
-
 @dataclass
 class GroupInfo:
     uid: str
@@ -335,7 +313,7 @@ class GroupInfo:
 
 
 def read_label_groups(store, model: str, classes: list[int], params: str | None = None) -> list[GroupInfo]:
-    rows = store.run(GROUPS_CYPHER, {"model": model, "classes": list(classes), "params": params})
+    rows = store.run(Q_LABEL_GROUPS, {"model": model, "classes": list(classes), "params": params})
     out = []
     for r in rows:
         thumbs = list(dict.fromkeys(t for t in r["thumbnails"] if t))
@@ -423,7 +401,7 @@ class Labeller:
             return LabelResult(g.uid, error=str(exc))
         except OSError as exc:  # unreadable thumbnail and the like
             log.warning("group %s left unlabelled: %s", g.uid, exc)
-            return LabelResult(g.uid, error=f"{type(exc).__name__}: {_one_line(exc)}")
+            return LabelResult(g.uid, error=f"{type(exc).__name__}: {one_line(exc, 200)}")
 
 
 def label_groups(store, labeller: Labeller, model: str, classes: list[int], *,

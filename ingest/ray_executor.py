@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import StoreError
+from ingest.job_queries import classes_with_complete
 from ingest.pipeline import ClassResult, IngestRequest, complete_circuit, ingest_class, is_transient_store_error
 from neurflow.errors import NeurflowInputError
 
@@ -274,9 +275,7 @@ def pending_classes(store, request: IngestRequest) -> tuple[list[ClassResult], l
     from neurflow.datasets import load_images
 
     loaded, classes = request.model, request.classes
-    done = set() if request.force else {r["c"] for r in store.run(
-        "MATCH (c:Circuit {model: $model, status: 'complete'}) WHERE c.class_index IN $classes "
-        "RETURN DISTINCT c.class_index AS c", model=loaded.uid, classes=list(classes))}  # fmt: skip
+    done = set() if request.force else classes_with_complete(store, loaded.uid, classes)
     skipped, todo = [], []
     for c in classes:
         images = load_images(request.data, loaded.spec, class_index=c, split=request.split) if c in done else None

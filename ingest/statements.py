@@ -212,3 +212,56 @@ def payload(name: str, chunk: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {param: list(p) for param, p in pos.items()}
     out["rows"] = {key: [r[key] for r in rows] for key in rows[0]}
     return out
+
+
+# --------------------------------------------------------------------------- cleanup (ingest/cleanup.py)
+# Deleting what a circuit wrote, in batches of $batch (each returns how many it deleted).
+Q_CLEAN_CROPS_OF = "MATCH (k:Concept {circuit: $circuit})-[:EXEMPLIFIED_BY]->(cr:Crop) RETURN DISTINCT cr.uid AS uid"
+Q_CLEAN_CONCEPTS = "MATCH (k:Concept {circuit: $circuit}) WITH k LIMIT $batch DETACH DELETE k RETURN count(*) AS n"
+Q_CLEAN_GROUPS = "MATCH (g:Group {circuit: $circuit}) WITH g LIMIT $batch DETACH DELETE g RETURN count(*) AS n"
+# through the FEEDS.class_index index (a scan of the model's neurons' FEEDS takes seconds at scale)
+Q_CLEAN_FEEDS = (
+    "MATCH ()-[f:FEEDS]->() WHERE f.class_index = $class_index AND f.circuit = $circuit "
+    "WITH f LIMIT $batch DELETE f RETURN count(*) AS n"
+)
+Q_CLEAN_INCLUDES = "MATCH (:Circuit {uid: $circuit})-[i:INCLUDES]->() WITH i LIMIT $batch DELETE i RETURN count(*) AS n"
+Q_CLEAN_EVALUATIONS = (
+    "MATCH (:Circuit {uid: $circuit})-[:HAS_EVALUATION]->(e:Evaluation) WITH e LIMIT $batch "
+    "DETACH DELETE e RETURN count(*) AS n"
+)
+Q_CLEAN_UNUSED_CROPS = """
+            UNWIND $crops AS cu
+            MATCH (cr:Crop {uid: cu})
+            WHERE NOT (cr)<-[:EXEMPLIFIED_BY]-()
+            OPTIONAL MATCH (cr)-[:CROP_OF]->(im:Image)
+            DETACH DELETE cr
+            RETURN count(*) AS n, collect(DISTINCT im.uid) AS images
+            """
+Q_CLEAN_UNUSED_IMAGES = (
+    "UNWIND $images AS iu MATCH (im:Image {uid: iu}) WHERE NOT (im)<-[:CROP_OF]-() "
+    "DETACH DELETE im RETURN count(*) AS n"
+)
+Q_CIRCUIT_CLASS = "MATCH (c:Circuit {uid: $uid}) RETURN c.model AS model, c.class_index AS class_index"
+Q_DELETE_CIRCUIT = "MATCH (c:Circuit {uid: $uid}) DETACH DELETE c"
+
+
+# --------------------------------------------------------------------------- group labels (ingest/group_labels.py)
+Q_SET_LABELS = (
+    "UNWIND $rows AS r MATCH (g:Group {uid: r.uid}) "
+    "SET g.label = r.label, g.label_source = r.label_source, g.label_score = r.label_score "
+    "RETURN count(g) AS n, collect(DISTINCT g.circuit) AS circuits"
+)
+
+# the labelled groups of each circuit, in (depth, index) order, as parallel lists on the circuit
+Q_REFRESH_LABELS = """
+UNWIND $circuits AS cu
+MATCH (c:Circuit {uid: cu})
+OPTIONAL MATCH (c)-[:HAS_GROUP]->(g:Group)
+WHERE g.label IS NOT NULL
+WITH c, g ORDER BY g.depth, g.index
+WITH c, collect(g) AS gs
+SET c.labels_group = [g IN gs | g.uid], c.labels_text = [g IN gs | g.label],
+    c.labels_source = [g IN gs | g.label_source], c.labels_score = [g IN gs | g.label_score],
+    c.labels_layer = [g IN gs | g.layer], c.labels_depth = [g IN gs | g.depth], c.labels_size = [g IN gs | g.size]
+RETURN count(c) AS n
+"""

@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import neo4j
-
 from ingest import statements
 from ingest.aggregates import complete_circuit, critical_lists, retract_circuit
 from ingest.circuit_rows import circuit_rows, crop_uid_of  # noqa: F401 - re-exported
@@ -54,6 +52,7 @@ from ingest.store import Store
 from ingest.thumbnails import THUMBNAIL_MAX, thumbnail_path, write_thumbnails  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # importing neurflow pulls in torch; the writer only needs the records
+    import neo4j
     from PIL.Image import Image as PILImage
 
     from neurflow.circuit import Circuit

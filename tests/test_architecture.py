@@ -109,7 +109,6 @@ def test_the_console_script_is_the_command_line_package():
 
 def test_the_checker_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
 
 
 MAX_LINES, MAX_PARAMS = 100, 8
@@ -142,3 +141,118 @@ def test_the_size_checker_sees_long_functions_and_long_parameter_lists():
     assert _oversized(ast.parse(long_body), "m") == ["m:1 f: 101 lines, 0 parameters"]
     assert _oversized(ast.parse("def g(a, b, c, d, e, f, g, h, *, i=1): pass"), "m") == ["m:1 g: 1 lines, 9 parameters"]
     assert _oversized(ast.parse("def _h(a, b, c, d, e, f, g, h, i): pass\nclass C:\n    def m(self, a, b, c, d, e, f, g, h): pass"), "m") == []
+
+
+# --------------------------------------------------------------------------- the store layer
+# Every statement the program sends lives in a query module; only the store layer talks to the
+# driver; each node kind's uid is built in ingest/uids.py (the Circuit's in neurflow/circuit.py).
+QUERY_MODULES = {
+    "ingest/queries.py", "ingest/app_queries.py", "ingest/job_queries.py", "ingest/fragments.py",
+    "ingest/statements.py", "ingest/schema.py",
+}  # fmt: skip
+STATEMENT_MODULES = {
+    # jobs whose statements are still named module constants (`Q_*`) of the job itself, next to
+    # the code that runs them; the Cypher lint reads them by name (tests/cypher_lint)
+    "ingest/aggregates.py", "ingest/evaluations.py", "ingest/evaluation_rows.py", "ingest/export.py",
+    "ingest/writer.py",
+}  # fmt: skip
+STORE_LAYER = {
+    "ingest/store.py", "ingest/session.py", "ingest/readonly.py", "ingest/errors.py", "ingest/embedded.py",
+    "ingest/connect.py", "ingest/logs.py", "ingest/cypher_record.py",
+}  # fmt: skip
+_CYPHER = __import__("re").compile(
+    r"\b(?:OPTIONAL\s+)?MATCH\s*\(|\bMERGE\s*\(|\bDETACH\s+DELETE\b|^\s*(?:CREATE|RETURN|UNWIND|CALL|SHOW|DROP)\s+[\w(`$]"
+    r"|\bRETURN\s+\w+(?:\.\w+)?\s+AS\s+\w+"
+)
+_DRIVER_CALLS = {"session", "execute_read", "execute_write", "begin_transaction", "read_transaction", "write_transaction"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            out.add(id(body[0].value))
+    return out
+
+
+def cypher_strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of each string literal (or f-string part) that reads as Cypher; docstrings left out."""
+    docs = _docstrings(tree)
+    return sorted((node.lineno, node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+                  and _CYPHER.search(node.value))  # fmt: skip
+
+
+def driver_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) of each runtime `neo4j` import and each driver call (`.session(`, `execute_read` ...)."""
+    out = []
+    for node in _runtime_imports(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        out += [(node.lineno, f"import {n}") for n in names if n.split(".")[0] == "neo4j"]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _DRIVER_CALLS:
+            out.append((node.lineno, f".{node.func.attr}("))
+    return out
+
+
+def _sources():
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            yield str(path.relative_to(ROOT)), ast.parse(path.read_text())
+
+
+def test_no_cypher_outside_the_query_modules():
+    found = [f"{rel}:{line} {text.strip()[:60]!r}" for rel, tree in _sources()
+             if rel not in QUERY_MODULES | STATEMENT_MODULES for line, text in cypher_strings(tree)]
+    assert found == [], found
+
+
+def test_no_cypher_in_the_app_and_the_command_line():
+    assert not {m for m in QUERY_MODULES | STATEMENT_MODULES if m.split("/")[0] in ("app", "cli", "neurflow")}
+
+
+def test_no_driver_call_outside_the_store_layer():
+    found = [f"{rel}:{line} {what}" for rel, tree in _sources() if rel not in STORE_LAYER for line, what in driver_uses(tree)]
+    assert found == [], found
+
+
+def test_the_store_checks_see_cypher_and_driver_calls():
+    tree = ast.parse('"""MATCH (doc) RETURN doc"""\nq = "MATCH (n) RETURN n"\nr = f"MERGE (x:{label} {{uid: $u}})"\n'
+                     "s = 'CREATE INDEX x IF NOT EXISTS FOR (n:N) ON (n.uid)'\nt = 'the MATCH of words'\n"
+                     "import neo4j\nwith driver.session() as s:\n    s.execute_write(work)\n")
+    assert [line for line, _ in cypher_strings(tree)] == [2, 3, 4]
+    assert driver_uses(tree) == [(6, "import neo4j"), (7, ".session("), (8, ".execute_write(")]
+
+
+_UID_BUILDING = __import__("re").compile(r"^/g$|^/$")  # f"{a}/{b}/g{c}", f"{a}/{b}/{c}" and the like
+
+
+def uid_builders(tree: ast.AST) -> list[int]:
+    """Lines of f-strings that join three or more values with "/" (a uid's form: `{a}/{b}/{c}`,
+    `{cid}/{layer}/g{g}`), and Cypher that joins with '/' (a uid concatenated in a statement)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            values = [v for v in node.values if isinstance(v, ast.FormattedValue)]
+            seps = [v.value for v in node.values if isinstance(v, ast.Constant)]
+            if len(values) >= 3 and sum(1 for s in seps if _UID_BUILDING.match(s)) >= 2:
+                out.append(node.lineno)
+    return out
+
+
+UID_HOMES = {
+    "ingest/uids.py": "every node kind's uid",
+    "neurflow/circuit.py": "the Circuit's uid: its identity hash is the method's, and neurflow/ imports no ingest/",
+    "neurflow/evaluation.py": "Curve.key (kind/layer/mode/scope): a key of the evaluation's curves, not a store uid",
+}
+
+
+def test_each_uid_kind_is_built_in_one_place():
+    found = [f"{rel}:{line}" for rel, tree in _sources() if rel not in UID_HOMES for line in uid_builders(tree)]
+    assert found == [], found
+
+
+def test_the_uid_check_sees_uid_building():
+    tree = ast.parse('a = f"{cid}/{layer}/g{g}"\nb = f"{m}/{layer}/{ch}"\nc = f"{a}/{b}"\nd = f"{x} / {y} / {z}"\n')
+    assert uid_builders(tree) == [1, 2]
