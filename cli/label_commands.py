@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from ingest.job_queries import Q_MODEL_CLASS_COUNT
 from neurflow.errors import NeurflowInputError
 
 
@@ -20,7 +21,6 @@ def cmd_label(args: argparse.Namespace) -> int:
     from cli.ingest_commands import parse_classes
     from ingest.labelling import ChatClient, Labeller, label_groups, llm_config
     from ingest.connect import open_store
-    from ingest.job_queries import Q_MODEL_CLASS_COUNT
     from neurflow.cache import cache_dir
 
     if args.concurrency < 1:

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from ingest.job_queries import Q_COMPLETE_CIRCUITS, Q_MODELS
 from neurflow.errors import NeurflowInputError, NeurflowRuntimeError
 
 DEFAULT_MAX_ROWS = 1000
@@ -71,7 +72,6 @@ def cmd_store_rebuild_aggregates(args: argparse.Namespace) -> int:
     writer kept them: opening it as the writer does this on its own when they are missing), or
     with --check only compare them (exit 1 with one line when they differ)."""
     from ingest.aggregates import FIX_COMMAND, differences, rebuild
-    from ingest.job_queries import Q_COMPLETE_CIRCUITS, Q_MODELS
     from ingest.schema import ensure_schema
     from ingest.session import Runner
     from ingest.store import Store, start_store

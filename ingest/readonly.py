@@ -50,12 +50,12 @@ from typing import Any, Callable
 
 import neo4j
 from neo4j import exceptions as nx
+from neo4j.graph import Node, Path, Relationship  # noqa: F401 - the driver's graph values, which the console draws
 
+from ingest import job_queries
 from ingest.config import StoreConfig
 from ingest.errors import SERVER_MESSAGE_LIMIT, ReadOnlyViolation, StoreError, StoreQueryError, one_line
-from ingest import job_queries
 from ingest.session import Runner, to_plain  # noqa: F401 - to_plain: the console converts values with it
-from neo4j.graph import Node, Path, Relationship  # noqa: F401, E402 - the driver's graph values, which the console draws
 from ingest.store import Store, open_driver, start_store, translate_error
 
 CLIENT_GRACE_S = 2.0  # how long past its limit a query may take to report the server's own timeout
