@@ -37,6 +37,7 @@ from dataclasses import replace
 
 import torch
 
+import neurflow.ig_strategy as ig_strategy
 import neurflow.method as method
 from neurflow.adaptive import TOLERANCE
 from neurflow.attribution import per_neuron_attributions
@@ -63,7 +64,8 @@ RUNS = {
 def phase_timer(times: dict[str, float]):
     """Seconds spent reading activations and in IG (the rest: tracing, clustering, ...)."""
     wrapped = {"activations": "_collect_means", "IG": "layer_attributions"}
-    originals = {name: getattr(method, name) for name in [*wrapped.values(), "adaptive_attributions"]}
+    where = {"_collect_means": method, "layer_attributions": ig_strategy, "adaptive_attributions": ig_strategy}
+    originals = {name: getattr(where[name], name) for name in where}
 
     def timed(label, fn):
         def run(*a, **kw):
@@ -84,15 +86,15 @@ def phase_timer(times: dict[str, float]):
         return out, report
 
     for label, name in wrapped.items():
-        setattr(method, name, timed(label, originals[name]))
-    method.adaptive_attributions = counted
+        setattr(where[name], name, timed(label, originals[name]))
+    ig_strategy.adaptive_attributions = counted
     read = method._MapReader.read
     method._MapReader.read = timed("maps", read)  # lower-layer maps read for IG (inside the IG phase)
     try:
         yield
     finally:
         for name, fn in originals.items():
-            setattr(method, name, fn)
+            setattr(where[name], name, fn)
         method._MapReader.read = read
 
 
@@ -125,9 +127,9 @@ def photo_images(n: int, spec, images_from_tensor):
 
 
 def run(label, loaded, images, args, device):
-    original = method.layer_attributions
+    original = ig_strategy.layer_attributions
     if label == "baseline":
-        method.layer_attributions = per_neuron_attributions
+        ig_strategy.layer_attributions = per_neuron_attributions
     times: dict[str, float] = defaultdict(float)
     try:
         # warm-up: first calls pay for kernel selection (oneDNN primitives, cuDNN plans)
@@ -147,7 +149,7 @@ def run(label, loaded, images, args, device):
             times["total"] = time.perf_counter() - t
             times["total cpu"] = time.process_time() - c
     finally:
-        method.layer_attributions = original
+        ig_strategy.layer_attributions = original
     return circuit, times
 
 

@@ -143,9 +143,6 @@ def adaptive_attributions(
     tau: int,
     steps: int,
     *,
-    first: int = FIRST_RUNG,
-    safety: float = SAFETY,
-    tolerance: float = TOLERANCE / REL_SAFETY,
     probe: int = PROBE,
     direct: bool = False,
     closed: Callable[[list[int]], np.ndarray] | None = None,
@@ -160,6 +157,7 @@ def adaptive_attributions(
     `direct`, every neuron is computed at `steps` at once (a layer above failed its probe).  With
     `closed` (the sub-network has IG's closed form, `neurflow.closed_form`), `closed(neuron
     indices)` gives every neuron's `steps`-point values for the cost of one point: no ladder."""
+    first = FIRST_RUNG
     rungs = ladder(steps, first)
     report = Escalation(neurons, rungs)
     if closed is not None:
@@ -188,7 +186,7 @@ def adaptive_attributions(
             if i:
                 prev, cur = cur, attribute(pending, n, False)
             last = n == steps
-            ok = [last or accept(cur[row], prev[row], tau, safety=safety, tolerance=tolerance) for row in range(len(pending))]
+            ok = [last or accept(cur[row], prev[row], tau) for row in range(len(pending))]
             store([p for p, good in zip(pending, ok) if good], cur[[r for r, good in enumerate(ok) if good]], n)
             early += 0 if last else sum(ok)
             still = [r for r, good in enumerate(ok) if not good]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -83,16 +84,17 @@ def per_neuron_attributions(
     sub: nn.Module,
     pairs: list[tuple[int, int]],
     lower_maps: Callable[[list[int]], torch.Tensor],
+    rule: "IGRule",
+    run: "IGRun",
     *,
-    steps: int,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
     on_rows: Callable[[int], None] | None = None,
     **_,
 ) -> torch.Tensor:
     """The reference code's loop: one captum IG call per upper neuron, its k top samples as one
-    batch.  Same signature and result as `layer_attributions`; the benchmark's baseline and the
-    tests that check the pipeline against it."""
+    batch.  Same signature and result as `layer_attributions` (of `rule`, only the step count:
+    the reference has no other rule); the benchmark's baseline and the tests that check the
+    pipeline against it."""
+    steps, device, autocast_dtype = rule.steps, torch.device(run.device), run.autocast_dtype
     by_neuron: dict[int, list[int]] = {}
     for i, (u, _) in enumerate(pairs):
         by_neuron.setdefault(u, []).append(i)
@@ -238,58 +240,86 @@ def _target_network(
     return small, {u: j for j, u in enumerate(targets)}
 
 
+@dataclass(frozen=True)
+class IGRule:
+    """Which sum of gradients one `layer_attributions` call computes: captum's `steps`-point
+    Gauss-Legendre rule; with `kronrod`, the `(steps, 2 steps + 1)` Gauss-Kronrod pair on shared
+    points (adaptive IG's first rung); with `closed_form`, the `steps`-point sum from one path
+    point per crop where the sub-network allows it (`neurflow.closed_form`)."""
+
+    steps: int
+    kronrod: bool = False
+    closed_form: bool = False
+
+
+@dataclass(frozen=True)
+class IGRun:
+    """Where and how the path points run: none of it changes the sum computed, except
+    `autocast_dtype` (bf16 IG, which `neurflow.precision` certifies).  `max_rows` bounds the path
+    points per forward pass (`auto_max_rows`)."""
+
+    device: torch.device | str
+    max_rows: int
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+
 def layer_attributions(
     sub: nn.Module,
     pairs: list[tuple[int, int]],
     lower_maps: Callable[[list[int]], torch.Tensor],
+    rule: IGRule,
+    run: IGRun,
     *,
-    steps: int,
-    max_rows: int,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    targets: list[int] | None = None,
     restrict: bool = True,
     on_rows: Callable[[int], None] | None = None,
-    targets: list[int] | None = None,
-    kronrod: bool = False,
-    closed_form: bool = False,
 ) -> torch.Tensor:
     """Attributions for every `(upper channel, crop id)` pair, in the order given: `(P, C_lower)`.
 
-    `lower_maps(crop_ids)` returns the lower layer's full outputs of those crops; `max_rows`
-    bounds the path points per forward pass (see `auto_max_rows`); `restrict` computes only
-    the target channels of the upper layer (`restrict_outputs`): those of `pairs`, or `targets`
-    (a superset) so that calls on subsets of a layer's pairs run the same sub-network.
+    `lower_maps(crop_ids)` returns the lower layer's full outputs of those crops; `restrict`
+    computes only the target channels of the upper layer (`restrict_outputs`): those of `pairs`,
+    or `targets` (a superset) so that calls on subsets of a layer's pairs run the same sub-network.
 
-    With `kronrod`, the path points are those of the `(steps, 2 steps + 1)` Gauss-Kronrod pair
-    (`kronrod_quadrature`) and the result is `(2, P, C_lower)`: Kronrod's attributions, then the
-    `steps`-point Gauss rule's from the same gradients.  With `closed_form`, the `steps`-point
-    sum comes from one path point per crop where the sub-network allows it
-    (`neurflow.closed_form`), checked on the first crop against the step-by-step sum; elsewhere,
-    or if the check fails, it is computed step by step.  Otherwise the gradients carry captum's
+    With `rule.kronrod`, the result is `(2, P, C_lower)`: Kronrod's attributions, then the
+    `steps`-point Gauss rule's from the same gradients.  With `rule.closed_form`, the closed form
+    is checked on the first crop against the step-by-step sum; where the sub-network has none, or
+    the check fails, the sum is computed step by step.  Otherwise the gradients carry captum's
     weights exactly as `--exact-ig` has always computed them."""
-    device = torch.device(device)
+    device = torch.device(run.device)
+    steps, kronrod = rule.steps, rule.kronrod
     alphas, weights = kronrod_quadrature(steps, device) if kronrod else quadrature(steps, device)
-    chunks = plan_chunks(pairs, alphas.numel(), max_rows)
+    chunks = plan_chunks(pairs, alphas.numel(), run.max_rows)
     first = chunks[0][:2] if chunks else []
     probe = lower_maps([crop for crop, _ in first]).to(device).float()
     net, column = _target_network(sub, sorted(set(targets or ()) | {u for u, _ in pairs}), probe, restrict)
-    if closed_form and not kronrod:
-        closed = closed_form_network(net, alphas, weights, probe)
-        if closed is not None:
-            check = list(first[0][1])  # the first crop's pairs: both ways, compared
-            probe_pairs = [pairs[i] for i in check]
-            stepwise = _run_chunks(net, column, probe_pairs, plan_chunks(probe_pairs, alphas.numel(), max_rows),
-                                   lower_maps, alphas, weights, device, None, channels_last, None, kronrod=False)
-            result = _run_chunks(closed.net, column, pairs, plan_chunks(pairs, 1, max_rows), lower_maps,
-                                 torch.ones(1, device=device), torch.full((1,), closed.scale, device=device),
-                                 device, None, channels_last, on_rows, kronrod=False)
-            if _agree(result[check], stepwise):
-                return result
-            warnings.warn("IG's closed form disagreed with the step-by-step sum on a probe crop; "
-                          "computing this layer step by step")
-    return _run_chunks(net, column, pairs, chunks, lower_maps, alphas, weights, device, autocast_dtype, channels_last,
-                       on_rows, kronrod)
+    if rule.closed_form and not kronrod:
+        result = _closed_form(net, column, pairs, first, probe, lower_maps, alphas, weights, run, device, on_rows)
+        if result is not None:
+            return result
+    return _run_chunks(net, column, pairs, chunks, lower_maps, alphas, weights, device, run.autocast_dtype,
+                       run.channels_last, on_rows, kronrod)
+
+
+def _closed_form(net, column, pairs, first, probe, lower_maps, alphas, weights, run: IGRun, device,
+                 on_rows) -> torch.Tensor | None:
+    """`layer_attributions` in closed form, or None where `net` has none or it disagrees with the
+    step-by-step sum on the first crop (then with a warning)."""
+    closed = closed_form_network(net, alphas, weights, probe)
+    if closed is None:
+        return None
+    check = list(first[0][1])  # the first crop's pairs: both ways, compared
+    probe_pairs = [pairs[i] for i in check]
+    stepwise = _run_chunks(net, column, probe_pairs, plan_chunks(probe_pairs, alphas.numel(), run.max_rows),
+                           lower_maps, alphas, weights, device, None, run.channels_last, None, kronrod=False)
+    result = _run_chunks(closed.net, column, pairs, plan_chunks(pairs, 1, run.max_rows), lower_maps,
+                         torch.ones(1, device=device), torch.full((1,), closed.scale, device=device),
+                         device, None, run.channels_last, on_rows, kronrod=False)
+    if _agree(result[check], stepwise):
+        return result
+    warnings.warn("IG's closed form disagreed with the step-by-step sum on a probe crop; "
+                  "computing this layer step by step")
+    return None
 
 
 def _agree(closed: torch.Tensor, stepwise: torch.Tensor, tolerance: float = CLOSED_FORM_CHECK) -> bool:

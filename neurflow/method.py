@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,9 +24,9 @@ from torch import nn
 from neurflow.progress import tqdm
 
 from neurflow import __version__
-from neurflow.adaptive import DEFAULT_ON as _ADAPTIVE_DEFAULT, PROBE, TOLERANCE, adaptive_attributions
+from neurflow.adaptive import DEFAULT_ON as _ADAPTIVE_DEFAULT
 from neurflow.allocator import keep_freed_memory
-from neurflow.attribution import auto_max_rows, available_bytes, layer_attributions
+from neurflow.attribution import IGRun, auto_max_rows, available_bytes
 from neurflow.circuit import (
     LOGITS,
     Circuit,
@@ -43,21 +43,28 @@ from neurflow.circuit import (
     TopSampleRec,
     data_fingerprint,
 )
-from neurflow.closed_form import closed_form_applies
 from neurflow.concepts import neuron_concepts
 from neurflow.groups import group_edges, layer_groups
 from neurflow.hooks import capture, fired_once, output_tensor, run_once, spatial_mean, valid_layer_names
 from neurflow.errors import class_label, option
 from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops, has_content
-from neurflow.precision import certify
-from neurflow.subnetwork import build_subnetworks, fold_batchnorm, forward_copy
+from neurflow.ig_strategy import IGStrategy, LayerIG, choose as _choose_ig, tf32
+from neurflow.forward_copy import forward_copy
+from neurflow.subnetwork import build_subnetworks, fold_batchnorm
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How the work is batched and which exact-result speed-ups run; none changes the result's meaning."""
+    """How the work is batched and which speed-ups run.
+
+    Batching, memory layout, the BatchNorm folds, map reuse and the allocator setting change the
+    stored numbers by float rounding at most and are no part of a circuit's identity.  The IG
+    strategy (`ig_strategy`: exact, adaptive, certified low precision) is recorded in the
+    circuit's identity (`precision`): adaptive IG stores values within its tolerance of the
+    full-step ones, and bf16/TF32 keep the core sets but not every stored importance bit for
+    bit, so each is another circuit."""
 
     crop_batch: int | None = None  # crops per forward pass when reading activations; None: by image size
     ig_internal_batch: int | None = None  # IG path points per forward pass; None: from free memory
@@ -73,7 +80,7 @@ class Budget:
     # process-wide, once): 2x on the CPU activation pass of 224 px crops, same numbers
     keep_freed_memory: bool = True
     # the forward passes over images and crops run a copy of the model with eval BatchNorm folded into the
-    # convs and ReLUs in place where safe (subnetwork.forward_copy): the same means up to fp32 rounding of the
+    # convs and ReLUs in place where safe (neurflow.forward_copy): the same means up to fp32 rounding of the
     # size channels-last gives (README, Ingestion speed); None: with adaptive IG (the default path), off with --exact-ig
     forward_copy: bool | None = None
 
@@ -81,27 +88,15 @@ class Budget:
     def fast_forward(self) -> bool:
         return self.adaptive_ig if self.forward_copy is None else self.forward_copy
 
-    @property
-    def low_precision(self) -> bool:
-        return self.autocast_dtype is not None or self.tf32
-
-    @property
-    def adaptive(self) -> bool:
-        """Adaptive IG runs on the fp32 path only (low precision keeps its own certification)."""
-        return self.adaptive_ig and not self.low_precision
+    def ig_strategy(self) -> IGStrategy:
+        """A fresh IG strategy for one circuit (`neurflow.ig_strategy`; adaptive IG keeps state
+        from layer to layer): the one place the budget's IG options are read."""
+        return _choose_ig(self.autocast_dtype, self.tf32, self.adaptive_ig)
 
     @property
     def precision(self) -> str:
-        """How IG was computed, as recorded in a circuit's identity: certified low precision keeps
-        the core sets but not every stored importance bit for bit."""
-        parts = []
-        if self.autocast_dtype is not None:
-            parts.append({torch.bfloat16: "bf16"}.get(self.autocast_dtype, str(self.autocast_dtype)) + "-certified")
-        if self.tf32:
-            parts.append("tf32-certified")
-        if self.adaptive:
-            parts.append(f"fp32+adaptive-ig-tol{TOLERANCE:g}")
-        return "+".join(parts) or "fp32"
+        """How IG was computed, as recorded in a circuit's identity (the strategy's name for it)."""
+        return self.ig_strategy().precision
 
 
 def circuit_identity(images: ImageSet, params: Params, layers: list[str], budget: Budget = Budget()) -> Identity:
@@ -238,18 +233,6 @@ def _frozen(model: nn.Module, channels_last: bool = False):
         model.train(was_training)
 
 
-@contextmanager
-def tf32(allow: bool):
-    """TF32 convolutions and matmuls on CUDA on or off (PyTorch turns them on for cuDNN by
-    default, which rounds like bf16); the circuit is built with them off unless asked."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     """Move a batch of pixels or maps to the device (pinned and asynchronous to a GPU)."""
     if device.type == "cuda" and x.device.type == "cpu":
@@ -374,10 +357,7 @@ def build_circuit(
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     device = torch.device(device)
-    if budget.crop_batch is None:  # 512 small images, ~40 at 224 px: big batches of big images only thrash caches
-        budget = replace(budget, crop_batch=int(min(512, max(16, 512 * 64 * 64 // max(1, images.pixels.shape[-2] * images.pixels.shape[-1])))))
-    if budget.channels_last is None:  # measured: 0.9-2x faster for ResNet50 crops, 3x slower at 28 px
-        budget = replace(budget, channels_last=device.type == "cuda" or min(images.pixels.shape[-2:]) >= 64)
+    budget = _settled_budget(budget, images, device)
     _seed(params.seed)
     if budget.keep_freed_memory:
         keep_freed_memory()
@@ -435,23 +415,12 @@ def build_circuit(
                 for i in range(len(images))
             ],
         )
+        build = _Build(circuit, params, budget, device, crops, keep, budget.ig_strategy(), progress, phase)
         critical: list[list[int]] = [[class_index]]
-        used_crops: set[int] = set()
-        ig_state: dict = {}
         for d in range(len(layers) - 1):
-            lower_name = layers[d + 1]
-            lower_maps = maps.reader(d + 1)
-            below = _analyse_layer(
-                circuit, d, critical[d], means[layers[d]].numpy(), means[lower_name].numpy(), subs[d],
-                lower_maps, params, budget, device, progress, phase, used_crops, crops, keep, ig_state,
-            )
-            critical.append(below)
-        bottom = len(layers) - 1
-        circuit.neurons += [NeuronRec(depth=bottom, channel=c) for c in critical[bottom]]
-        for c in critical[bottom]:
-            for r, cid in enumerate(_top_k(means[layers[bottom]].numpy()[:, c], params.k, keep)):
-                circuit.top_samples.append(TopSampleRec(bottom, c, r, int(cid), float(means[layers[bottom]][cid, c])))
-                used_crops.add(int(cid))
+            critical.append(_analyse_layer(build, d, critical[d], means[layers[d]].numpy(),
+                                           means[layers[d + 1]].numpy(), subs[d], maps.reader(d + 1)))
+        _add_bottom(build, critical[-1], means[layers[-1]])
         zero = circuit.zero_importance_core()
         if zero:
             circuit.notes.append(
@@ -461,11 +430,30 @@ def build_circuit(
         _add_groups(circuit, params, phase)
         nb = len(boxes)
         circuit.crops = [
-            CropRec(cid, cid // nb, *boxes[cid % nb][:4], granularity=boxes[cid % nb][4]) for cid in sorted(used_crops)
+            CropRec(cid, cid // nb, *boxes[cid % nb][:4], granularity=boxes[cid % nb][4]) for cid in sorted(build.used_crops)
         ]
     circuit.seconds = time.perf_counter() - started
     circuit.finished_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return circuit
+
+
+def _settled_budget(budget: Budget, images: ImageSet, device: torch.device) -> Budget:
+    """`budget` with its by-size defaults (None) filled in for these images on this device."""
+    if budget.crop_batch is None:  # 512 small images, ~40 at 224 px: big batches of big images only thrash caches
+        budget = replace(budget, crop_batch=int(min(512, max(16, 512 * 64 * 64 // max(1, images.pixels.shape[-2] * images.pixels.shape[-1])))))
+    if budget.channels_last is None:  # measured: 0.9-2x faster for ResNet50 crops, 3x slower at 28 px
+        budget = replace(budget, channels_last=device.type == "cuda" or min(images.pixels.shape[-2:]) >= 64)
+    return budget
+
+
+def _add_bottom(build: _Build, critical: list[int], means: torch.Tensor) -> None:
+    """The bottom layer's critical neurons and their top samples (no core sets below them)."""
+    circuit, bottom = build.circuit, len(build.circuit.layers) - 1
+    circuit.neurons += [NeuronRec(depth=bottom, channel=c) for c in critical]
+    for c in critical:
+        for r, cid in enumerate(_top_k(means.numpy()[:, c], build.params.k, build.keep)):
+            circuit.top_samples.append(TopSampleRec(bottom, c, r, int(cid), float(means[cid, c])))
+            build.used_crops.add(int(cid))
 
 
 def _blank_note(keep: np.ndarray | None, params: Params) -> str | None:
@@ -547,120 +535,103 @@ def _collect_means(model, layers, crops: _CropSource, device, budget: Budget, pr
     return means
 
 
-def _analyse_layer(
-    circuit: Circuit, d: int, upper: list[int], upper_means: np.ndarray, lower_means: np.ndarray, sub: nn.Module,
-    lower_maps, params: Params, budget: Budget, device, progress, phase, used_crops: set[int], crops: _CropSource,
-    keep: np.ndarray | None = None, ig_state: dict | None = None,
-) -> list[int]:
+@dataclass
+class _Build:
+    """What the layers of one circuit share while `build_circuit` analyses them top to bottom."""
+
+    circuit: Circuit
+    params: Params
+    budget: Budget
+    device: torch.device
+    crops: _CropSource
+    keep: np.ndarray | None  # crops with content (`_content_mask`); None: all
+    strategy: IGStrategy  # chosen once from the budget; adaptive IG carries its verdict down the layers
+    progress: bool
+    phase: PhaseCallback
+    used_crops: set[int] = field(default_factory=set)
+
+
+def _analyse_layer(build: _Build, d: int, upper: list[int], upper_means: np.ndarray, lower_means: np.ndarray,
+                   sub: nn.Module, lower_maps) -> list[int]:
     """Top samples, IG, core sets, concepts and edge weights for the critical neurons at depth `d`.
 
-    `ig_state` carries adaptive IG's verdict down the layers (`neurflow.adaptive`: after a failed
-    probe the layers below run at ig_steps directly).
-
     Returns the critical neurons one layer down (the union of the core sets, spec §4)."""
-    k, tau = params.k, params.tau
-    tops = {u: _top_k(upper_means[:, u], k, keep) for u in upper}
+    tops = {u: _top_k(upper_means[:, u], build.params.k, build.keep) for u in upper}
     pairs = [(u, int(cid)) for u in upper for cid in tops[u]]
-    name = circuit.layers[d].name
-    bar = tqdm(total=len(pairs), desc=f"IG {name}", unit="pair", disable=not progress, leave=False)
+    attributions = _layer_ig(build, d, upper, pairs, sub, lower_maps)
+    below: set[int] = set()
+    for i, u in enumerate(upper):
+        core = _add_neuron(build, d, u, attributions[i], tops[u], (upper_means, lower_means), sub, lower_maps)
+        below.update(int(v) for v in core)
+    return sorted(below)
+
+
+def _layer_ig(build: _Build, d: int, upper: list[int], pairs: list[tuple[int, int]], sub: nn.Module,
+              lower_maps) -> np.ndarray:
+    """`(neurons, k, C)` attributions of the layer at depth `d`, by the circuit's IG strategy."""
+    budget, name = build.budget, build.circuit.layers[d].name
+    bar = tqdm(total=len(pairs), desc=f"IG {name}", unit="pair", disable=not build.progress, leave=False)
     done = [0]
 
     def on_rows(n: int) -> None:
         bar.update(n)
         done[0] += n
-        phase(f"IG {name}", done[0], len(pairs))
+        build.phase(f"IG {name}", done[0], len(pairs))
 
     max_rows = budget.ig_internal_batch or auto_max_rows(
-        sub, lower_maps([pairs[0][1]]), device, autocast_dtype=budget.autocast_dtype,
+        sub, lower_maps([pairs[0][1]]), build.device, autocast_dtype=budget.autocast_dtype,
         channels_last=budget.channels_last,
     )
-
-    def attribute(which: list[tuple[int, int]], low: bool, report=None, steps: int = params.ig_steps,
-                  kronrod: bool = False, closed_form: bool = False):
-        with tf32(low and budget.tf32):
-            a = layer_attributions(
-                sub, which, lower_maps, steps=steps, max_rows=max_rows, device=device,
-                autocast_dtype=budget.autocast_dtype if low else None, channels_last=budget.channels_last,
-                on_rows=report, targets=upper, kronrod=kronrod, closed_form=closed_form,
-            ).numpy()
-        shape = (len(which) // k, k, a.shape[-1])
-        return (a[0].reshape(shape), a[1].reshape(shape)) if kronrod else a.reshape(shape)
-
-    if budget.adaptive:
-        first = [True]
-
-        def at_steps(idx: list[int], steps: int, kronrod: bool):
-            report, first[0] = (on_rows if first[0] else None), False
-            return attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], False, report, steps, kronrod)
-
-        state = ig_state if ig_state is not None else {}
-        # the layer above had more neurons than a probe and every one settled below ig_steps: no
-        # probe here, every neuron climbs at once (one pass over each top crop serves all its
-        # targets instead of two); the class logit alone is no evidence
-        probe = 0 if state.get("settled") else PROBE
-        closed = None
-        if closed_form_applies(sub):  # one path point per crop gives the ig_steps sum (neurflow.closed_form)
-            def closed(idx: list[int]):
-                return attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], False, on_rows, closed_form=True)
-        attributions, escalation = adaptive_attributions(at_steps, len(upper), tau, params.ig_steps,
-                                                         direct=state.get("direct", False), probe=probe, closed=closed)
-        if not escalation.closed_form:  # a closed-form layer says nothing about how the next one converges
-            state["direct"] = state.get("direct", False) or not escalation.converging  # a failed probe: exact below
-            state["settled"] = escalation.settled and len(upper) > PROBE
-        log.info("%s: adaptive IG, %d neurons accepted: %s", name, escalation.neurons, escalation)
-    else:
-        attributions = attribute(pairs, budget.low_precision, on_rows)
+    layer = LayerIG(name, sub, upper, pairs, build.params.k, build.params.tau, build.params.ig_steps, lower_maps,
+                    IGRun(build.device, max_rows, None, budget.channels_last), on_rows)
+    attributions = build.strategy.attributions(layer)
     bar.close()
-    if budget.low_precision:
-        attributions, report = certify(
-            attributions, tau, lambda idx: attribute([p for i in idx for p in pairs[i * k : (i + 1) * k]], False)
+    return attributions
+
+
+def _add_neuron(build: _Build, d: int, u: int, a_u: np.ndarray, top: np.ndarray,
+                means: tuple[np.ndarray, np.ndarray], sub: nn.Module, lower_maps) -> np.ndarray:
+    """Neuron `u`'s core set, top samples, concepts and edges into the circuit (spec §3-6);
+    returns the core set.  `means` are the upper and lower layers' spatial means per crop."""
+    circuit, params = build.circuit, build.params
+    upper_means, lower_means = means
+    circuit.neurons.append(NeuronRec(depth=d, channel=u))
+    importance = np.abs(a_u).mean(axis=0)
+    core = np.argsort(-importance, kind="stable")[:params.tau]
+    if params.epsilon >= 0:
+        core = _prune(build, sub, u, core, top, lower_maps)
+    for r, v in enumerate(core):
+        circuit.core.append(CoreRec(d, u, int(v), r, float(importance[v])))
+    for r, cid in enumerate(top):
+        circuit.top_samples.append(TopSampleRec(d, u, r, int(cid), float(upper_means[cid, u])))
+        build.used_crops.add(int(cid))
+    nc = neuron_concepts(
+        lower_means[top], upper_means[top, u], a_u, core,
+        max_concepts=params.max_concepts, num_representatives=params.num_representatives,
+    )
+    for j in range(len(nc.vectors)):
+        circuit.concepts.append(
+            ConceptRec(d, u, j, int((nc.labels == j).sum()), float(nc.mean_activations[j]),
+                       tuple(float(x) for x in nc.vectors[j]))
         )
-        log.info(
-            "%s: low-precision IG, %d of %d neurons redone in fp32 (margin %.3f, largest error %.4f)",
-            name, report.refined, report.neurons, report.margin, report.max_error,
-        )
-    below: set[int] = set()
-    for i, u in enumerate(upper):
-        circuit.neurons.append(NeuronRec(depth=d, channel=u))
-        a_u = attributions[i]
-        importance = np.abs(a_u).mean(axis=0)
-        ranked = np.argsort(-importance, kind="stable")[:tau]
-        if params.epsilon >= 0:
-            ranked = _prune(sub, u, ranked, tops[u], lower_maps, len(crops), params, budget, device, keep)
-        core = ranked
-        for r, v in enumerate(core):
-            circuit.core.append(CoreRec(d, u, int(v), r, float(importance[v])))
-        below.update(int(v) for v in core)
-        top = tops[u]
-        for r, cid in enumerate(top):
-            circuit.top_samples.append(TopSampleRec(d, u, r, int(cid), float(upper_means[cid, u])))
-            used_crops.add(int(cid))
-        nc = neuron_concepts(
-            lower_means[top], upper_means[top, u], a_u, core,
-            max_concepts=params.max_concepts, num_representatives=params.num_representatives,
-        )
-        for j in range(len(nc.vectors)):
-            circuit.concepts.append(
-                ConceptRec(d, u, j, int((nc.labels == j).sum()), float(nc.mean_activations[j]),
-                           tuple(float(x) for x in nc.vectors[j]))
+        rep_rank = {pos: r for r, pos in enumerate(nc.representatives[j])}
+        for pos in np.flatnonzero(nc.labels == j):
+            circuit.concept_members.append(
+                ConceptMemberRec(d, u, j, int(top[pos]), float(upper_means[top[pos], u]), rep_rank.get(int(pos), -1))
             )
-            rep_rank = {pos: r for r, pos in enumerate(nc.representatives[j])}
-            for pos in np.flatnonzero(nc.labels == j):
-                circuit.concept_members.append(
-                    ConceptMemberRec(d, u, j, int(top[pos]), float(upper_means[top[pos], u]), rep_rank.get(int(pos), -1))
-                )
-            for col, v in enumerate(core):
-                circuit.edges.append(EdgeRec(d, u, j, int(v), float(nc.weights[j, col])))
-    return sorted(below)
+        for col, v in enumerate(core):
+            circuit.edges.append(EdgeRec(d, u, j, int(v), float(nc.weights[j, col])))
+    return core
 
 
-def _prune(sub, u, ranked, top, lower_maps, n_crops, params: Params, budget: Budget, device, keep=None) -> np.ndarray:
+def _prune(build: _Build, sub, u, ranked, top, lower_maps) -> np.ndarray:
     """Optional pruning of spec §3: the shortest prefix whose top-k overlap is near the minimum."""
+    params, device, batch, n_crops = build.params, build.device, build.budget.crop_batch, len(build.crops)
     k = params.k
     prefixes = [torch.as_tensor(ranked[:i].copy(), device=device) for i in range(1, len(ranked) + 1)]
     values: list[list[torch.Tensor]] = [[] for _ in prefixes]
-    for start in range(0, n_crops, budget.crop_batch):
-        ids = list(range(start, min(start + budget.crop_batch, n_crops)))
+    for start in range(0, n_crops, batch):
+        ids = list(range(start, min(start + batch, n_crops)))
         lower = lower_maps(ids).to(device)  # read once per batch, masked once per prefix
         for i, prefix in enumerate(prefixes):
             h = lower.clone()
@@ -669,7 +640,7 @@ def _prune(sub, u, ranked, top, lower_maps, n_crops, params: Params, budget: Bud
                 values[i].append(spatial_mean(sub(h))[:, u].float().cpu())
     acts = [torch.cat(v).numpy() for v in values]
     base = set(int(c) for c in top)
-    acc = np.array([len(base & set(int(c) for c in _top_k(a, k, keep))) / k for a in acts])
+    acc = np.array([len(base & set(int(c) for c in _top_k(a, k, build.keep))) / k for a in acts])
     length = int(np.flatnonzero(acc < acc.min() + params.epsilon)[0]) + 1 if params.epsilon > 0 else int(np.argmin(acc)) + 1
     return ranked[:length]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neurflow.adaptive import FIRST_RUNG, TOLERANCE, accept, adaptive_attributions, ladder
-from neurflow.attribution import layer_attributions
+from neurflow.attribution import IGRule, IGRun, layer_attributions
 from neurflow.circuit import Params
 from neurflow.method import Budget, build_circuit
 from neurflow.subnetwork import build_subnetworks
@@ -176,9 +176,9 @@ def test_the_last_rung_is_the_exact_computation_bit_for_bit():
         lower = capture(model, x, [CNN_LAYERS[1]], reduce=False)[CNN_LAYERS[1]]
     targets = [0, 2, 3]
     pairs = [(u, c) for u in targets for c in range(6)]
-    run = dict(steps=16, max_rows=4096, device="cpu", targets=targets)
-    whole = layer_attributions(subs[1], pairs, lambda ids: lower[ids], **run)
-    part = layer_attributions(subs[1], pairs[6:12], lambda ids: lower[ids], **run)
+    rule, run = IGRule(16), IGRun("cpu", 4096)
+    whole = layer_attributions(subs[1], pairs, lambda ids: lower[ids], rule, run, targets=targets)
+    part = layer_attributions(subs[1], pairs[6:12], lambda ids: lower[ids], rule, run, targets=targets)
     assert torch.equal(whole[6:12], part)
 
 
@@ -188,7 +188,7 @@ def test_adaptive_equals_exact_on_the_demo_model(trained_model, class_images, ca
     layers = list(trained_model.spec.layers)
     exact = build_circuit(trained_model.module, layers, class_images(3), 3, TEST_PARAMS, progress=False,
                           budget=Budget(adaptive_ig=False))
-    with caplog.at_level("INFO", logger="neurflow.method"):
+    with caplog.at_level("INFO", logger="neurflow.ig_strategy"):
         adaptive = build_circuit(trained_model.module, layers, class_images(3), 3, TEST_PARAMS, progress=False,
                                  budget=Budget(adaptive_ig=True))
     _assert_within_tolerance(adaptive, exact)
@@ -208,7 +208,7 @@ def test_adaptive_equals_exact_on_the_fashion_resnet_demo_settings(caplog):
     params = Params(tau=3, k=20, ig_steps=16, max_images=12, granularities=(1.0, 0.5), min_crop_std=0.2)
     layers = ["block4", "block3"]
     exact = build_circuit(loaded.module, layers, images, 0, params, progress=False, budget=Budget(adaptive_ig=False))
-    with caplog.at_level("INFO", logger="neurflow.method"):
+    with caplog.at_level("INFO", logger="neurflow.ig_strategy"):
         adaptive = build_circuit(loaded.module, layers, images, 0, params, progress=False, budget=Budget(adaptive_ig=True))
     _assert_within_tolerance(adaptive, exact)
     assert "run at 16 directly after the probe" in caplog.text  # block4's probe failed

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from neurflow.attribution import (
+    IGRule,
+    IGRun,
     _kronrod_nodes,
     auto_max_rows,
     integrated_gradients,
@@ -64,8 +66,8 @@ def test_shared_paths_equal_captum(channels_last, max_rows):
     lower = MAPS.contiguous(memory_format=torch.channels_last) if channels_last else MAPS
     seen = []
     ours = layer_attributions(
-        sub, PAIRS, lambda ids: lower[ids], steps=12, max_rows=max_rows, device=torch.device("cpu"),
-        channels_last=channels_last, on_rows=seen.append,
+        sub, PAIRS, lambda ids: lower[ids], IGRule(12), IGRun("cpu", max_rows, channels_last=channels_last),
+        on_rows=seen.append,
     )
     assert ours.shape == (len(PAIRS), 6)
     assert sum(seen) == len(PAIRS)
@@ -95,10 +97,10 @@ def test_kronrod_pass_gives_the_gauss_attributions_and_a_closer_kronrod_value():
     """One pass over the 9 Kronrod points: its Gauss row equals the 4-step attributions (up to
     rounding: the weights are applied after the gradients), its Kronrod row is closer to 64 steps."""
     sub = _block()
-    run = dict(lower_maps=lambda ids: MAPS[ids], max_rows=256, device=torch.device("cpu"))
-    pair = layer_attributions(sub, PAIRS, steps=4, kronrod=True, **run)
+    maps, run = (lambda ids: MAPS[ids]), IGRun("cpu", 256)
+    pair = layer_attributions(sub, PAIRS, maps, IGRule(4, kronrod=True), run)
     assert pair.shape == (2, len(PAIRS), 6)
-    four, fine = (layer_attributions(sub, PAIRS, steps=s, **run) for s in (4, 64))
+    four, fine = (layer_attributions(sub, PAIRS, maps, IGRule(s), run) for s in (4, 64))
     torch.testing.assert_close(pair[1], four, rtol=1e-5, atol=1e-7)
     assert (pair[0] - fine).abs().sum() < (four - fine).abs().sum()
 
@@ -106,7 +108,7 @@ def test_kronrod_pass_gives_the_gauss_attributions_and_a_closer_kronrod_value():
 def test_completeness_holds_per_pair():
     """IG's completeness axiom: per pair, the summed (not averaged) attributions equal a(h) - a(0)."""
     sub = _block()
-    ours = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=64, max_rows=256, device=torch.device("cpu"))
+    ours = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], IGRule(64), IGRun("cpu", 256))
     out_h, out_0 = sub(MAPS).mean(dim=(2, 3)), sub(torch.zeros_like(MAPS)).mean(dim=(2, 3))
     for row, (u, c) in enumerate(PAIRS):
         total = ours[row].sum() * 49
@@ -140,7 +142,7 @@ def test_fold_batchnorm_keeps_outputs_and_attributions():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in block.modules())  # the model is left alone
     torch.testing.assert_close(folded(MAPS), block(MAPS), rtol=1e-5, atol=1e-5)
-    a = layer_attributions(folded, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=64, device=torch.device("cpu"))
+    a = layer_attributions(folded, PAIRS, lambda ids: MAPS[ids], IGRule(12), IGRun("cpu", 64))
     torch.testing.assert_close(a, _captum(block, PAIRS), rtol=1e-4, atol=1e-6)
 
 
@@ -162,8 +164,8 @@ def test_restricted_network_computes_only_the_targets():
     assert [m.out_channels for m in convs.values()] == [2]  # the last conv computes 2 of 6 channels
     torch.testing.assert_close(small(MAPS), sub(MAPS)[:, targets], rtol=1e-5, atol=1e-6)
     assert sub(MAPS).shape[1] == 6  # the original is left whole
-    restricted = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=64, device=torch.device("cpu"))
-    whole = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=64, device=torch.device("cpu"),
+    restricted = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], IGRule(12), IGRun("cpu", 64))
+    whole = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], IGRule(12), IGRun("cpu", 64),
                                restrict=False)
     torch.testing.assert_close(restricted, whole, rtol=1e-5, atol=1e-7)
 
@@ -192,7 +194,7 @@ def test_ig_of_a_linear_map_is_the_known_answer():
     pairs = [(u, c) for c in range(5) for u in (0, 3)]
     want = torch.stack([MAPS[c].mean(dim=(1, 2)) * conv.weight[u, :, 0, 0] / 49 for u, c in pairs])
     for steps in (1, 3):
-        got = layer_attributions(sub, pairs, lambda ids: MAPS[ids], steps=steps, max_rows=64, device=torch.device("cpu"))
+        got = layer_attributions(sub, pairs, lambda ids: MAPS[ids], IGRule(steps), IGRun("cpu", 64))
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
         assert (got[:, 2] == 0).all()
         ref = integrated_gradients(sub, MAPS[[c for _, c in pairs]], torch.tensor([u for u, _ in pairs]), steps=steps)
@@ -217,8 +219,8 @@ def test_restricted_identity_shortcut_has_no_full_size_index_select_backward():
             stack += [f for f, _ in fn.next_functions]
     names = {type(fn).__name__ for fn in seen}
     assert not any("IndexSelect" in n for n in names) and any("Convolution" in n for n in names)
-    whole = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=64, device=torch.device("cpu"),
+    whole = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], IGRule(12), IGRun("cpu", 64),
                                restrict=False)
     for max_rows in (12, 64):  # several backward passes per chunk (retain_graph) and one
-        got = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=12, max_rows=max_rows, device=torch.device("cpu"))
+        got = layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], IGRule(12), IGRun("cpu", max_rows))
         torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-7)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from neurflow.attribution import integrated_gradients, layer_attributions
+from neurflow.attribution import IGRule, IGRun, integrated_gradients, layer_attributions
 from neurflow.closed_form import closed_form_applies, path_relu
 from neurflow.subnetwork import build_subnetworks, fold_batchnorm
 from tests.test_attribution import Block
@@ -123,8 +123,7 @@ def _captum(module: nn.Module, steps: int) -> torch.Tensor:
 
 
 def _attr(sub: nn.Module, steps: int, closed_form: bool) -> torch.Tensor:
-    return layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], steps=steps, max_rows=4096, device="cpu",
-                              closed_form=closed_form)
+    return layer_attributions(sub, PAIRS, lambda ids: MAPS[ids], IGRule(steps, closed_form=closed_form), IGRun("cpu", 4096))
 
 
 @pytest.mark.parametrize("module_fn", [ConvLayer, Head, ReluThenLinear])
@@ -177,9 +176,9 @@ def test_closed_form_on_the_demo_cnn_matches_every_layer(trained_model, class_im
         assert closed_form_applies(sub), layers[d]
         lower = outs[layers[d + 1]]
         pairs = [(u, c) for u in (0, 2, 5) for c in range(8)]
-        run = dict(steps=24, max_rows=4096, device="cpu")
-        step_by_step = layer_attributions(sub, pairs, lambda ids: lower[ids], **run)
-        closed = layer_attributions(sub, pairs, lambda ids: lower[ids], closed_form=True, **run)
+        run = IGRun("cpu", 4096)
+        step_by_step = layer_attributions(sub, pairs, lambda ids: lower[ids], IGRule(24), run)
+        closed = layer_attributions(sub, pairs, lambda ids: lower[ids], IGRule(24, closed_form=True), run)
         err = (closed - step_by_step).abs().sum(1) / step_by_step.abs().sum(1).clamp_min(1e-30)
         assert float(err.max()) < 1e-5, layers[d]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import neurflow.method as method
+import neurflow.ig_strategy as ig_strategy
 from neurflow.attribution import per_neuron_attributions
 from neurflow.circuit import Params
 from neurflow.method import Budget, build_circuit
@@ -89,7 +89,7 @@ def test_pipeline_matches_one_captum_call_per_neuron(trained_model, class_images
     params = Params(tau=4, k=8, ig_steps=6, max_images=6)
     ours = build_circuit(trained_model.module, layers, class_images(5), 5, params, progress=False)
 
-    monkeypatch.setattr(method, "layer_attributions", per_neuron_attributions)
+    monkeypatch.setattr(ig_strategy, "layer_attributions", per_neuron_attributions)
     plain = build_circuit(trained_model.module, layers, class_images(5), 5, params, progress=False,
                           budget=Budget(channels_last=False, fold_batchnorm=False))
     assert _core_sets(ours, ranks=True) == _core_sets(plain, ranks=True)
