@@ -265,3 +265,14 @@ SET c.labels_group = [g IN gs | g.uid], c.labels_text = [g IN gs | g.label],
     c.labels_layer = [g IN gs | g.layer], c.labels_depth = [g IN gs | g.depth], c.labels_size = [g IN gs | g.size]
 RETURN count(c) AS n
 """
+
+
+# --------------------------------------------------------------------------- the writer's reads and its failure mark
+Q_CIRCUIT_STATUS = "MATCH (c:Circuit {uid: $uid}) RETURN c.status AS status"
+Q_KEPT_LABELS = (
+    "MATCH (g:Group {circuit: $uid}) WHERE g.label IS NOT NULL "
+    "RETURN g.depth AS depth, g.index AS idx, g.label AS label, g.label_source AS label_source, "
+    "g.label_score AS label_score"
+)
+"""The labels the groups of an earlier write of a circuit had: a rewrite without new labels keeps them."""
+Q_MARK_FAILED = "MATCH (c:Circuit {uid: $uid}) WHERE c.status = 'running' SET c.status = 'failed'"

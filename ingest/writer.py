@@ -100,19 +100,14 @@ class WriteStats:
 def circuit_status(target: Store | neo4j.Driver | neo4j.Session, uid: str, *, database: str | None = None) -> str | None:
     """Status of the circuit `uid` in the store, or None."""
     with Runner(target, database) as runner:
-        rows = runner.read("MATCH (c:Circuit {uid: $uid}) RETURN c.status AS status", {"uid": uid})
+        rows = runner.read(statements.Q_CIRCUIT_STATUS, {"uid": uid})
     return rows[0]["status"] if rows else None
 
 
 def _kept_labels(runner: Runner, cid: str) -> dict[tuple[int, int], dict[str, Any]]:
     """Labels the groups of an earlier write of `cid` had: a rewrite without new labels keeps them."""
     out = {}
-    for r in runner.read(
-        "MATCH (g:Group {circuit: $uid}) WHERE g.label IS NOT NULL "
-        "RETURN g.depth AS depth, g.index AS idx, g.label AS label, g.label_source AS label_source, "
-        "g.label_score AS label_score",
-        {"uid": cid},
-    ):
+    for r in runner.read(statements.Q_KEPT_LABELS, {"uid": cid}):
         out[(r["depth"], r["idx"])] = {k: r[k] for k in ("label", "label_source", "label_score")}
     return out
 
@@ -180,7 +175,7 @@ def write_circuit(
     try:
         if options.schema:
             _ensure_schema(target, runner)
-        existing = runner.read("MATCH (c:Circuit {uid: $uid}) RETURN c.status AS status", {"uid": cid})
+        existing = runner.read(statements.Q_CIRCUIT_STATUS, {"uid": cid})
         status = existing[0]["status"] if existing else None
         if status == "complete" and not force:
             stats.action = "skipped"
@@ -212,7 +207,7 @@ def write_circuit(
         # left `running` is cleaned and rewritten by the rerun all the same
         if not is_store_unreachable(exc):
             try:
-                runner.write("MATCH (c:Circuit {uid: $uid}) WHERE c.status = 'running' SET c.status = 'failed'", {"uid": cid})
+                runner.write(statements.Q_MARK_FAILED, {"uid": cid})
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass
         raise

@@ -154,7 +154,6 @@ STATEMENT_MODULES = {
     # jobs whose statements are still named module constants (`Q_*`) of the job itself, next to
     # the code that runs them; the Cypher lint reads them by name (tests/cypher_lint)
     "ingest/aggregates.py", "ingest/evaluations.py", "ingest/evaluation_rows.py", "ingest/export.py",
-    "ingest/writer.py",
 }  # fmt: skip
 STORE_LAYER = {
     "ingest/store.py", "ingest/session.py", "ingest/readonly.py", "ingest/errors.py", "ingest/embedded.py",
