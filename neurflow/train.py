@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -90,13 +91,22 @@ def test_accuracy(model: torch.nn.Module) -> float:
 
 
 # ------------------------------------------------------------------------------ training
+@dataclass(frozen=True)
+class Recipe:
+    """What the trained weights depend on (recorded in the sidecar): the defaults are the recipe
+    the cached fashion-cnn is trained with."""
+
+    seed: int = SEED
+    epochs: int = EPOCHS
+    batch_size: int = BATCH_SIZE
+    max_lr: float = MAX_LR
+    flip: bool = False  # horizontal flip augmentation
+    label_smoothing: float = LABEL_SMOOTHING
+
+
 def train(
-    seed: int = SEED,
-    epochs: int = EPOCHS,
-    batch_size: int = BATCH_SIZE,
-    max_lr: float = MAX_LR,
-    flip: bool = False,
-    label_smoothing: float = LABEL_SMOOTHING,
+    recipe: Recipe = Recipe(),
+    *,
     bf16: bool | None = None,
     threads: int | None = None,
     limit: int | None = None,
@@ -108,6 +118,8 @@ def train(
 
     `limit` keeps only the first `limit` training and test images (for quick checks).
     Returns the model (eval mode, contiguous float32 weights) and a summary dict."""
+    seed, epochs, batch_size, max_lr = recipe.seed, recipe.epochs, recipe.batch_size, recipe.max_lr
+    flip, label_smoothing = recipe.flip, recipe.label_smoothing
     start = time.perf_counter()
     old_threads = torch.get_num_threads()
     if threads is None:

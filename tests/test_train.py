@@ -58,18 +58,19 @@ def test_missing_weights_without_training_names_the_command(tmp_path, monkeypatc
 
 
 def test_training_is_deterministic():
-    a, info_a = train.train(epochs=1, limit=512, batch_size=64, verbose=False)
-    b, info_b = train.train(epochs=1, limit=512, batch_size=64, verbose=False)
+    quick = train.Recipe(epochs=1, batch_size=64)
+    a, info_a = train.train(quick, limit=512, verbose=False)
+    b, info_b = train.train(quick, limit=512, verbose=False)
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert info_a["test_accuracy"] == info_b["test_accuracy"] and info_a["limit"] == 512
-    c, _ = train.train(epochs=1, limit=512, batch_size=64, seed=1, verbose=False)
+    c, _ = train.train(train.Recipe(seed=1, epochs=1, batch_size=64), limit=512, verbose=False)
     assert not torch.equal(c.state_dict()["fc.weight"], sa["fc.weight"])
 
 
 def test_training_says_it_is_training_with_an_estimate(capsys):
     """`fashion-cnn` trains on first use: the user is told, with the time left (a bar on a terminal)."""
-    train.train(epochs=2, limit=1536, batch_size=64, verbose=True)  # 24 steps per epoch
+    train.train(train.Recipe(epochs=2, batch_size=64), limit=1536, verbose=True)  # 24 steps per epoch
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     estimate = [line for line in lines if line.startswith("fashion-cnn: training, about ")]

@@ -52,7 +52,7 @@ from neurflow.classes import imagenet_categories, imagenet_synsets, placeholder_
 from neurflow.datasets import FASHION_MNIST, FASHION_MNIST_CLASSES
 from neurflow.errors import option
 from neurflow.images import NeurflowInputError, file_hash
-from neurflow.models import fashion_resnet
+from neurflow.models import fashion_resnet, sources
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD, FashionCNN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -168,9 +168,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         spec = _SPECS[name]
     except (KeyError, TypeError):
-        from neurflow.models.sources import parse_source
-
-        parse_source(str(name), available_models())  # the error names the three forms of --model
+        sources.parse_source(str(name), available_models())  # the error names the three forms of --model
         raise NeurflowInputError(f"{name!r} is not a registry model: load it with load_model") from None
     return with_default_names(spec)
 
@@ -259,8 +257,6 @@ def build_model(name: str, num_classes: int | None = None, seed: int = 0) -> nn.
     `name` may be any form `load_model` takes: a ``file.py:factory`` model is what the factory
     returns (its own weights; `num_classes` does not apply)."""
     if name not in _SPECS:
-        from neurflow.models import sources
-
         source = sources.parse_source(name, available_models())
         if source.kind == "file":
             return sources.call_factory(source.path, source.factory)
@@ -449,9 +445,7 @@ def _load_registry(name: str, weights: str | None, random_init: bool, train_if_m
     if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
         module = build_model(name, spec.num_classes)
         module.load_state_dict(state, strict=True)
-    from neurflow.models.sources import state_hash
-
-    sha = state_hash(module)
+    sha = sources.state_hash(module)
     is_default = default is not None and default.is_file() and (
         path.resolve() == default.resolve() or sha == _default_weights_hash(name, default)
     )
@@ -489,8 +483,6 @@ def load_model(
     `random_init=True` (seeded, for tests and timing).  A state dict whose classifier has a
     different number of rows builds the model with that many classes.  Class names: see
     `resolve_class_names` (`class_names` is a class-names file, ``--class-names``)."""
-    from neurflow.models import sources
-
     source = sources.parse_source(name, available_models())
     dev = resolve_device(device)
     if random_init and weights is not None:
@@ -517,8 +509,6 @@ def _load_state(name: str, path: Path, module: nn.Module, state: dict[str, torch
 
 def _load_torchvision(source, weights: str | None, random_init: bool):
     """`(spec, module, weights path, sha256, uid)` of ``torchvision:<arch>``."""
-    from neurflow.models import sources
-
     arch, name = source.arch, source.name
     if random_init:
         module, path, sha, uid, num_classes = build_model(name), None, None, f"{name}-random", 1000
@@ -530,13 +520,7 @@ def _load_torchvision(source, weights: str | None, random_init: bool):
         )
     else:
         path = Path(weights).expanduser()
-        state = read_state_dict(path)
-        aux = sources._AUX.get(arch, ())
-        state = {k: v for k, v in state.items() if not (aux and k.startswith(aux))}
-        with torch.device("meta"):
-            probe = sources.build_torchvision(arch, 1000)
-        head = sources._head_key(probe, 1000)
-        num_classes = int(state[head].shape[0]) if head in state and state[head].ndim >= 2 else 1000
+        state, num_classes = sources.torchvision_state(arch, read_state_dict(path))
         with torch.device("meta"):  # no random initialisation: every tensor comes from the file
             module = sources.build_torchvision(arch, num_classes)
         module = _load_state(name, path, module, state)
@@ -554,8 +538,6 @@ def _load_torchvision(source, weights: str | None, random_init: bool):
 
 def _load_factory(source, weights: str | None, random_init: bool):
     """`(spec, module, weights path, sha256, uid)` of ``path/to/file.py:factory``."""
-    from neurflow.models import sources
-
     if random_init:
         raise NeurflowInputError(
             f"{option('random_init', True)} does not apply to {source.path.name}:{source.factory}: the factory makes its own weights"

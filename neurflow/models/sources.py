@@ -161,6 +161,18 @@ def torchvision_preprocessing(arch: str) -> tuple[int, tuple[float, ...], tuple[
     return size, mean, std
 
 
+def torchvision_state(arch: str, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """`(state, number of classes)` of a state dict for ``torchvision:<arch>``: the auxiliary
+    classifiers' keys dropped (the model is built without them), the class count read from the
+    classifier weight's rows (1000 when the file has no such weight)."""
+    aux = _AUX.get(arch, ())
+    state = {k: v for k, v in state.items() if not (aux and k.startswith(aux))}
+    with torch.device("meta"):
+        probe = build_torchvision(arch, 1000)
+    head = _head_key(probe, 1000)
+    return state, int(state[head].shape[0]) if head in state and state[head].ndim >= 2 else 1000
+
+
 def _head_key(module: nn.Module, num_classes: int) -> str | None:
     """The state-dict key of the classifier weight: the last weight with `num_classes` rows."""
     key = None
