@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -309,8 +310,6 @@ class Circuit:
     def ig_tolerance(self) -> float:
         """Largest relative deviation of stored importances and edge weights from the full-step IG
         values that the precision allows: 0 for exact IG, the `-tol` of adaptive IG (neurflow/adaptive.py)."""
-        import re
-
         m = re.search(r"adaptive-ig-tol([0-9.e-]+)", self.precision)
         return float(m.group(1)) if m else 0.0
 

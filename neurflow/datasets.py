@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -376,8 +377,6 @@ def adopt_data_names(loaded, data: str) -> None:
     Fashion-MNIST's ten names for a 10-class model; an image folder's sub-folder names when it
     has one per class (the ImageFolder numbering the model was trained with).  Otherwise the
     model keeps its 'class <i>' placeholders, and a folder is refused by `folder_class_map`."""
-    from dataclasses import replace
-
     spec = loaded.spec
     if getattr(spec, "class_names", ()):
         return

@@ -9,6 +9,10 @@ bilinear interpolation is linear, so the crops can be cut after preprocessing.
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -378,8 +382,6 @@ _OTHER_MAGIC = (
 
 def max_megapixels() -> float:
     """The pixel budget in force (`MAX_MEGAPIXELS`, or `$NEURFLOW_MAX_MEGAPIXELS` when set)."""
-    import os
-
     raw = os.environ.get(MAX_MEGAPIXELS_ENV, "").strip()
     if not raw:
         return MAX_MEGAPIXELS
@@ -474,10 +476,6 @@ def read_picture_channels(source: "str | Path | bytes", channels: int, *,
                           what: str | None = None) -> tuple[torch.Tensor, int]:
     """`read_picture`, and the channel count the file held (1 gray, 3 colour) before it was
     converted to the model's `channels` (`ImageSet.source_channels`)."""
-    import io
-    import re
-    import warnings
-
     from PIL import Image, UnidentifiedImageError
 
     what = what or (f"image {source}" if not isinstance(source, (bytes, bytearray)) else "the uploaded image")

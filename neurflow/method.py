@@ -50,7 +50,7 @@ from neurflow.errors import class_label, option
 from neurflow.images import ImageSet, NeurflowInputError, crop_boxes, cut_crops, has_content
 from neurflow.ig_strategy import IGStrategy, LayerIG, choose as _choose_ig, tf32
 from neurflow.forward_copy import forward_copy
-from neurflow.subnetwork import build_subnetworks, fold_batchnorm
+from neurflow.subnetwork import build_subnetworks, check_cuts, fold_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,6 @@ def preflight(model: nn.Module, layers: list[str], example: torch.Tensor, classe
     class out of range or images with the wrong channel count is one error line and nothing
     else happens.  `build_circuit` makes the same checks again for each class (a caller of the
     library gets them without this).  `example` is one preprocessed image `(1, C, S, S)`."""
-    from neurflow.subnetwork import check_cuts
-
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
         _check_channels(model, example)

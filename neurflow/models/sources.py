@@ -41,10 +41,12 @@ attribution holds.  Transformers (ViT, Swin) have no such blocks: pass ``--layer
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,8 +94,6 @@ def parse_source(text: str, registry: list[str]) -> Source:
     """Which of the three forms `text` is; an unknown name or architecture is one error line with
     the close matches (a torchvision architecture given bare, like ``resnet18``, is pointed to
     ``torchvision:resnet18``)."""
-    import difflib
-
     text = str(text).strip()
     if text in registry:
         return Source("registry", text)
@@ -130,8 +130,6 @@ def no_inplace(module: nn.Module) -> nn.Module:
 
 def build_torchvision(arch: str, num_classes: int) -> nn.Module:
     """`get_model(arch, weights=None, num_classes=...)` (no auxiliary classifiers), out-of-place."""
-    import warnings
-
     import torchvision.models as tvm
 
     kwargs: dict = {"weights": None, "num_classes": int(num_classes)}
