@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from captum.attr import IntegratedGradients
 from captum.attr._utils.approximation_methods import approximation_parameters
+from numpy.polynomial import legendre, polynomial
 from torch import nn
 
 from neurflow.closed_form import closed_form_network
@@ -128,8 +129,6 @@ def _kronrod_nodes(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Kronrod's rule keeps Gauss's `n` nodes and adds the `n + 1` roots of the Stieltjes polynomial
     `E` (monic, degree `n + 1`, orthogonal to `P_n x^k` for `k <= n`); its weights make it exact
     for polynomials up to degree `3n + 1` (checked in tests/test_attribution.py)."""
-    from numpy.polynomial import legendre, polynomial
-
     xg, _ = legendre.leggauss(n)
     pn = legendre.leg2poly([0] * n + [1])
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from neurflow.cache import cache_dir
 from neurflow.datasets import read_fashion_mnist
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD, FashionCNN
+from neurflow.progress import tqdm
 
 WEIGHTS_NAME = "fashion-cnn.pt"
 SIDECAR_NAME = "fashion-cnn.json"
@@ -198,8 +199,6 @@ class _Progress:
     ESTIMATE_AFTER = 20
 
     def __init__(self, name: str, total: int, verbose: bool) -> None:
-        from neurflow.progress import tqdm
-
         self.name, self.total, self.verbose, self.done = name, total, verbose, 0
         self.started = time.perf_counter()
         self.bar = tqdm(total=total, desc=f"training {name}", unit="step", disable=not verbose, file=sys.stderr)

@@ -52,6 +52,7 @@ from neurflow.classes import imagenet_categories, imagenet_synsets, placeholder_
 from neurflow.datasets import FASHION_MNIST, FASHION_MNIST_CLASSES
 from neurflow.errors import option
 from neurflow.images import NeurflowInputError, file_hash
+from neurflow import train
 from neurflow.models import fashion_resnet, sources
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD, FashionCNN
 
@@ -277,8 +278,6 @@ def build_model(name: str, num_classes: int | None = None, seed: int = 0) -> nn.
 def _default_path(name: str) -> Path | None:
     """Where the default weights of `name` live (they may not exist yet); None when it has none."""
     if name == "fashion-cnn":
-        from neurflow import train
-
         return train.weights_path()
     if name == "fashion-resnet":
         return fashion_resnet.WEIGHTS_FILE
@@ -295,8 +294,6 @@ def _default_weights(name: str, train_if_missing: bool) -> Path:
     """The default weights file of `name`, training fashion-cnn's first when allowed."""
     path = _default_path(name)
     if name == "fashion-cnn":
-        from neurflow import train
-
         if not path.is_file():
             if not train_if_missing:
                 raise NeurflowInputError(
