@@ -7,7 +7,7 @@ errors; `ingest_classes` runs it class after class in this process (the local ex
 command line (`cli.ingest_commands`) only parses options and prints the table.
 
 A class whose circuit (same identity: model, class, parameters, layers, data, precision, method
-version) is already `complete` in the store is skipped unless `force` (`complete_circuit`, the one
+version) is already `complete` in the store is skipped unless `force` (`already_complete`, the one
 skip check of both executors).
 """
 
@@ -122,7 +122,7 @@ def planned_uid(loaded, images, class_index: int, params: Params, layers: list[s
     return circuit_uid(loaded.uid, class_index, circuit_identity(images, params, layers, budget or Budget()))
 
 
-def complete_circuit(store, request: IngestRequest, class_index: int, images, layers: list[str]) -> str | None:
+def already_complete(store, request: IngestRequest, class_index: int, images, layers: list[str]) -> str | None:
     """The skip check of both executors: the uid of this class's circuit when the store already has
     it `complete` (same identity: model, class, parameters, layers, data, precision, method
     version), else None; always None with `request.force`."""
@@ -157,7 +157,7 @@ def ingest_class(
     t0 = time.perf_counter()
     images = load_images(request.data, loaded.spec, class_index=c, split=request.split)
     layers = resolve_layers(loaded.module, request.layers, images.pixels[:1].to(loaded.device))[0]  # as the circuit will have them
-    uid = complete_circuit(store, request, c, images, layers)
+    uid = already_complete(store, request, c, images, layers)
     if uid is not None:
         return ClassResult(c, name, "skipped (already complete)", uid=uid)
     artifacts = artifacts or artifact_dir(getattr(store, "cfg", None))

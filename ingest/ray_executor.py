@@ -54,7 +54,7 @@ from typing import Any
 
 from ingest.errors import StoreError
 from ingest.job_queries import classes_with_complete
-from ingest.pipeline import ClassResult, IngestRequest, complete_circuit, ingest_class, is_transient_store_error
+from ingest.pipeline import ClassResult, IngestRequest, already_complete, ingest_class, is_transient_store_error
 from neurflow.errors import NeurflowInputError
 
 FAULT_DIR_ENV = "NEURFLOW_RAY_FAULT_DIR"
@@ -267,7 +267,7 @@ def _reason(exc: BaseException) -> str:
 
 def pending_classes(store, request: IngestRequest) -> tuple[list[ClassResult], list[int]]:
     """`(skipped rows, classes to build)`: a class whose circuit is already complete is skipped
-    (`complete_circuit`, the local executor's check; `request.layers` as preflight resolved them).
+    (`already_complete`, the local executor's check; `request.layers` as preflight resolved them).
 
     A class's images are read here (for their fingerprint) only when the class has complete
     circuits at all: a first ingestion of 1,000 classes reads no image twice, and a broken image
@@ -279,7 +279,7 @@ def pending_classes(store, request: IngestRequest) -> tuple[list[ClassResult], l
     skipped, todo = [], []
     for c in classes:
         images = load_images(request.data, loaded.spec, class_index=c, split=request.split) if c in done else None
-        if images is not None and complete_circuit(store, request, c, images, request.layers) is not None:
+        if images is not None and already_complete(store, request, c, images, request.layers) is not None:
             skipped.append(ClassResult(c, request.class_name(c), "skipped (already complete)"))
         else:
             todo.append(c)
