@@ -1,6 +1,6 @@
 """Read-only execution for the Cypher console, keeping graph elements for the graph view.
 
-The three layers of `ingest/readonly.py` all apply: `check_readonly` refuses write clauses
+The three layers of `ingest/store/readonly.py` all apply: `check_readonly` refuses write clauses
 before anything is sent, the query runs on `readonly_store` (a read-only account, which that
 function insists on where the server does not enforce READ access mode; READ access mode),
 inside an explicit transaction that is always rolled back, within a time limit the server
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-from ingest.config import StoreConfig
-from ingest.readonly import Node, Path, Relationship, blank, check_readonly, execute_rolled_back, readonly_store
-from ingest.store import Store
+from ingest.store.config import StoreConfig
+from ingest.store.readonly import Node, Path, Relationship, blank, check_readonly, execute_rolled_back, readonly_store
+from ingest.store.connection import Store
 
 MAX_ROWS = 5000
 MAX_GRAPH_NODES = 300

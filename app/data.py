@@ -1,6 +1,6 @@
 """Store reads for the app: one read-only connection, cached results keyed on the store's version.
 
-Every read goes through `lib()` (a library query of `ingest/queries.py`) or `app_query()` (the
+Every read goes through `lib()` (a library query of `ingest/queries/library.py`) or `app_query()` (the
 app's own Cypher below: plain Cypher that ArcadeDB and Neo4j 5 both run, no APOC).  Results are
 cached with ``st.cache_data`` under the store *version* (store address, database, number of
 circuits and the latest ``Circuit.completed_at``), so a new ingestion shows up at once and an
@@ -19,12 +19,12 @@ from typing import Any
 
 import streamlit as st
 
-from ingest.app_queries import APP_QUERIES, Q_VERSION
-from ingest.config import StoreConfig
-from ingest.config import artifact_dir as config_artifact_dir
-from ingest.queries import get_query, run_query
-from ingest.readonly import readonly_store
-from ingest.store import Store, start_store
+from ingest.queries.app_reads import APP_QUERIES, Q_VERSION
+from ingest.store.config import StoreConfig
+from ingest.store.config import artifact_dir as config_artifact_dir
+from ingest.queries.library import get_query, run_query
+from ingest.store.readonly import readonly_store
+from ingest.store.connection import Store, start_store
 
 VERSION_TTL_S = 3.0
 RESULT_TTL_S = 600  # backstop for changes the version does not see (e.g. new group labels)
@@ -99,7 +99,7 @@ def _app(version_key: str, name: str, params: dict[str, Any]) -> list[dict[str, 
 
 
 def lib(name: str, **params: Any) -> list[dict[str, Any]]:
-    """A library query (ingest/queries.py), cached; missing parameters take their defaults."""
+    """A library query (ingest/queries/library.py), cached; missing parameters take their defaults."""
     return _lib(version(), name, get_query(name).bind(**params))
 
 
@@ -117,7 +117,7 @@ def clear_caches() -> None:
 
 def reconnect() -> None:
     """Forget the configuration and the connection too (Retry after the store was down)."""
-    from ingest.readonly import close_readonly_stores
+    from ingest.store.readonly import close_readonly_stores
 
     clear_caches()
     _config.clear()
@@ -128,9 +128,9 @@ def reconnect() -> None:
 
 def evaluations(model: str, params: str | None) -> list[dict[str, Any]]:
     """Stored evaluations of the latest complete circuit of each class (in parameter set `params`),
-    as `ingest.evaluations.read_evaluations` returns them, cached.  `ingest.evaluation_rows` is the
+    as `ingest.jobs.evaluations.read_evaluations` returns them, cached.  `ingest.read.evaluation_rows` is the
     torch-free half of the evaluations code, so the page does not import torch."""
-    from ingest.evaluation_rows import latest_per_class
+    from ingest.read.evaluation_rows import latest_per_class
 
     return latest_per_class(app_query("evaluations", model=model, params=params))
 
@@ -155,7 +155,7 @@ def cluster_order(matrix: "np.ndarray") -> list[int]:
 
 @st.cache_data(show_spinner=False, ttl=RESULT_TTL_S, max_entries=16)
 def _similarity(version_key: str, model: str, layer: str, params: str | None) -> dict[str, Any]:  # noqa: ARG001
-    from ingest.similarity import jaccard_matrix
+    from ingest.read.similarity import jaccard_matrix
 
     sim = jaccard_matrix(run_query(store(), "class_channels", model=model, layer=layer, params=params))
     jac = sim.jaccard.astype("float32")
@@ -166,7 +166,7 @@ def similarity(model: str, layer: str, params: str | None) -> dict[str, Any]:
     """Every class's Jaccard similarity to every other in one layer, cached: `classes` (indices),
     `matrix` (float32, classes x classes), `order` (positions in cluster order), `sizes`.  One
     channel list per class from the store (`class_channels`: one row of per-class lists), the matrix in numpy
-    (`ingest.similarity`): the store never returns classes^2 rows."""
+    (`ingest.read.similarity`): the store never returns classes^2 rows."""
     return _similarity(version(), model, layer, params)
 
 

@@ -9,7 +9,7 @@ from app import data
 from app.state import PAGES, UrlState
 from app.text import md_text, no_server_paths
 from app.views import circuit, common, compare, console, overview
-from ingest.errors import StoreError
+from ingest.store.errors import StoreError
 
 VIEWS = {"overview": overview, "circuit": circuit, "compare": compare, "console": console}
 

@@ -61,7 +61,7 @@ def csv_cell(value: Any) -> Any:
 # --------------------------------------------------------------------------- server paths
 def server_roots() -> list[tuple[Path, str]]:
     """The folders paths are shown relative to: (folder, how it is named), deepest first."""
-    from ingest.config import artifact_dir, store_dir, uses_embedded
+    from ingest.store.config import artifact_dir, store_dir, uses_embedded
 
     # from the environment alone (what `app.data.config` reads too): no store is started for a message
     store = store_dir() if uses_embedded() else None

@@ -4,7 +4,7 @@
 
     # at 1,000 classes: the synthetic store of bench/store_scale.py, kept in a folder
     python bench/store_scale.py --classes 1000 --keep --store-dir /tmp/scale1000 --only models --repeats 1
-    NEURFLOW_STORE_DIR=/tmp/scale1000 python -m ingest.aggregates   # a store written before the writer kept aggregates
+    NEURFLOW_STORE_DIR=/tmp/scale1000 python -m ingest.write.aggregates   # a store written before the writer kept aggregates
     NEURFLOW_STORE_DIR=/tmp/scale1000 python bench/app_speed.py --model resnet50-synth --pages-only
 
 Reads the configured store (the embedded one by default, where `neurflow demo` puts the demo;
@@ -18,7 +18,7 @@ sections.  Prints:
 - per page: the first render (a new AppTest session run, with the app's store caches cleared, so
   every store read of the page is a real query) and a warm render (caches filled).  Target: the
   first render <= 2 s.
-- per library query of ingest/queries.py: the first run and the median / max of `--runs` more,
+- per library query of ingest/queries/library.py: the first run and the median / max of `--runs` more,
   through the read-only connection the app uses.  Target: median <= 100 ms.
 - the app's own queries (app/data.py), for information.
 
@@ -61,7 +61,7 @@ def page_views(classes: int) -> list[tuple[str, dict[str, str]]]:
 
 def query_params(store, model: str) -> dict[str, dict]:
     """Arguments for every library query, chosen from what the store holds."""
-    from ingest.queries import QUERIES
+    from ingest.queries.library import QUERIES
 
     classes = [r["index"] for r in store.run(
         "MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(:Circuit {status: 'complete'}) RETURN DISTINCT cl.index AS index "
@@ -100,7 +100,7 @@ def query_params(store, model: str) -> dict[str, dict]:
 
 
 def time_queries(store, runs: int, model: str) -> list[tuple[str, float, float, float, int]]:
-    from ingest.queries import QUERIES, run_query
+    from ingest.queries.library import QUERIES, run_query
 
     out = []
     args = query_params(store, model)
@@ -118,7 +118,7 @@ def time_queries(store, runs: int, model: str) -> list[tuple[str, float, float, 
 
 
 def time_app_queries(store, model: str, runs: int) -> list[tuple[str, float]]:
-    from ingest.app_queries import APP_QUERIES
+    from ingest.queries.app_reads import APP_QUERIES
 
     a = store.run("MATCH (c:Circuit {model: $model, status: 'complete'}) RETURN c.class_index AS i ORDER BY i LIMIT 1",
                   {"model": model})[0]["i"]  # fmt: skip
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import app.router  # noqa: F401
     from app.graphs import layered_figure  # noqa: F401
-    from ingest.store import start_store
-    from ingest.readonly import readonly_store
+    from ingest.store.connection import start_store
+    from ingest.store.readonly import readonly_store
 
     imports = time.perf_counter() - t
     cfg = start_store()

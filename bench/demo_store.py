@@ -56,7 +56,7 @@ def critical_fractions(store, model: str) -> dict[str, dict[str, float]]:
 
 def default_param_set(store, model: str) -> str:
     """The parameter set the app and the library queries read by default (most complete circuits)."""
-    from ingest.queries import param_set
+    from ingest.queries.library import param_set
 
     rows = store.run(param_set() + "RETURN ps", {"model": model, "params": None})
     if not rows:
@@ -66,7 +66,7 @@ def default_param_set(store, model: str) -> str:
 
 def fidelity_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """layer -> mask / retain ratios of the class means (single-layer scope)."""
-    from ingest.evaluations import summary_table
+    from ingest.jobs.evaluations import summary_table
 
     out: dict[str, dict[str, float]] = {}
     for r in summary_table(rows):
@@ -92,9 +92,9 @@ def pearsons(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def report(store, model: str, layer: str) -> dict[str, Any]:
-    from ingest.evaluations import read_evaluations
-    from ingest.queries import run_query
-    from ingest.similarity import similarity_matrix
+    from ingest.jobs.evaluations import read_evaluations
+    from ingest.queries.library import run_query
+    from ingest.read.similarity import similarity_matrix
 
     ps = default_param_set(store, model)
     sim = similarity_matrix(store, model=model, layer=layer)
@@ -140,7 +140,7 @@ def print_report(r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ingest.connect import open_store
+    from ingest.store.connect import open_store
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="fashion-resnet")

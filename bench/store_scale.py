@@ -19,11 +19,11 @@
      about 10 % of groups labelled.
 
    Top samples and non-representative concept members are left out: the writer stores neither.
-2. Writes them through the real writer (`ingest.writer.write_circuit`, no thumbnails; its
+2. Writes them through the real writer (`ingest.write.writer.write_circuit`, no thumbnails; its
    aggregates included) into a
    fresh embedded ArcadeDB server in a temporary folder (or `--store-dir`), printing the write
    throughput in relationships/s overall and per batch of classes.
-3. Times every query of the library (`ingest.queries.QUERIES`, whatever it holds) `--repeats`
+3. Times every query of the library (`ingest.queries.library.QUERIES`, whatever it holds) `--repeats`
    times with varied parameters (classes, layers, depths, class pairs), after one untimed
    warm-up run each, and prints p50 / p95 per query against the goal (p95 <= 100 ms).
 
@@ -316,7 +316,7 @@ def time_queries(
     """Time every library query `repeats` times (after an untimed warm-up); a query whose runs
     pass `budget_s` in all stops early (at least 3 timed runs, or just the warm-up's time when
     that alone took longer than the budget)."""
-    from ingest.queries import QUERIES, run_query
+    from ingest.queries.library import QUERIES, run_query
 
     results = []
     for q in QUERIES:
@@ -373,7 +373,7 @@ def print_query_table(results: list[dict[str, Any]]) -> None:
 def write_all(store, gen: Generator, classes: list[int], report_every: int, critical: dict) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from ingest.writer import WriteOptions, write_circuit
+    from ingest.write.writer import WriteOptions, write_circuit
 
     total_rels = total_nodes = 0
     write_s = gen_s = 0.0
@@ -421,9 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.classes < 2 or args.layers < 3:
         ap.error("--classes must be >= 2 and --layers >= 3")
 
-    from ingest.embedded import ensure_embedded_server, free_port, stop_embedded_server
-    from ingest.schema import ensure_schema
-    from ingest.store import Store
+    from ingest.store.embedded import ensure_embedded_server, free_port, stop_embedded_server
+    from ingest.store.schema import ensure_schema
+    from ingest.store.connection import Store
 
     shape = Shape(classes=args.classes, layers=args.layers, tau=args.tau, saturate=args.saturate, seed=args.seed)
     gen = Generator(shape)

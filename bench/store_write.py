@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest.embedded import create_database, ensure_embedded_server, free_port, stop_embedded_server  # noqa: E402
-from ingest.schema import ensure_schema  # noqa: E402
-from ingest.store import Store  # noqa: E402
-from ingest.writer import WriteOptions, write_circuit  # noqa: E402
+from ingest.store.embedded import create_database, ensure_embedded_server, free_port, stop_embedded_server  # noqa: E402
+from ingest.store.schema import ensure_schema  # noqa: E402
+from ingest.store.connection import Store  # noqa: E402
+from ingest.write.writer import WriteOptions, write_circuit  # noqa: E402
 from tests.fixtures_store import make_circuit  # noqa: E402
 
 LAYERS = [("logits", 1000), ("layer4", 2048), ("layer3", 1024), ("layer2", 512)]

@@ -79,11 +79,11 @@ def _port_free(host: str, port: int) -> bool:
 
 def _bring_up_to_date(cfg) -> None:
     """Open the store once as the writer before the app starts: a store written by an earlier
-    version gets the aggregates the app's queries read (ingest.aggregates; one line on stderr
+    version gets the aggregates the app's queries read (ingest.write.aggregates; one line on stderr
     while it rebuilds).  The app itself reads with a read-only account, which cannot; without
     usable writer credentials the app still starts and its pages name the command that fixes it."""
-    from ingest.errors import StoreError
-    from ingest.connect import open_store
+    from ingest.store.errors import StoreError
+    from ingest.store.connect import open_store
 
     try:
         with open_store(cfg):
@@ -95,8 +95,8 @@ def _bring_up_to_date(cfg) -> None:
 
 def cmd_app(args: argparse.Namespace) -> int:
     """Start the app on the configured store; returns Streamlit's exit status."""
-    from ingest.store import start_store
-    from ingest.readonly import readonly_store
+    from ingest.store.connection import start_store
+    from ingest.store.readonly import readonly_store
     from neurflow.images import NeurflowInputError
 
     cfg = start_store()  # starts the embedded store when needed (StoreError: one line, exit 1)
@@ -138,9 +138,9 @@ def demo_eval_settings():
 def cmd_demo(args: argparse.Namespace) -> int:
     """Ingest the ten demo classes (if not complete), evaluate them (if not evaluated), start the app."""
     from cli.ingest_commands import format_table, preflight_run, print_notes
-    from ingest.evaluations import HeldOut, circuits_to_evaluate, evaluate_stored
-    from ingest.pipeline import IngestRequest, ingest_classes
-    from ingest.connect import open_store
+    from ingest.jobs.evaluations import HeldOut, circuits_to_evaluate, evaluate_stored
+    from ingest.jobs.pipeline import IngestRequest, ingest_classes
+    from ingest.store.connect import open_store
     from cli.options import budget_from_args, layers_from_args, params_from_args
     from neurflow.models.registry import load_model, resolve_device
 

@@ -4,8 +4,8 @@
 what                raised as                                                           status
 ==================  ==================================================================  ======
 bad input           `NeurflowInputError`, a bad option (argparse), a query the          2
-                    read-only console refuses (`ingest.errors.ReadOnlyViolation`)
-runtime failure     `NeurflowRuntimeError`, any other `ingest.errors.StoreError` (store  1
+                    read-only console refuses (`ingest.store.errors.ReadOnlyViolation`)
+runtime failure     `NeurflowRuntimeError`, any other `ingest.store.errors.StoreError` (store  1
                     down, wrong password, query failed, start failed), `OSError`
                     (a folder that cannot be written, a full disk)
 interrupted         `KeyboardInterrupt` (Ctrl-C)                                        130
@@ -17,7 +17,7 @@ keeps its traceback.
 
 from __future__ import annotations
 
-from ingest.errors import ReadOnlyViolation, StoreError
+from ingest.store.errors import ReadOnlyViolation, StoreError
 from neurflow.errors import NeurflowInputError, NeurflowRuntimeError, one_line
 
 EXIT_OK = 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from ingest.image_debugging import debug_image, format_report, load_query_image
+from ingest.jobs.image_debugging import debug_image, format_report, load_query_image
 from neurflow.errors import NeurflowInputError
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from ingest.connect import open_store
+    from ingest.store.connect import open_store
     from neurflow.models.registry import load_model, resolve_device
 
     loaded = load_model(args.model, args.weights, device=str(resolve_device(args.device)), train_if_missing=False)

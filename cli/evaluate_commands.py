@@ -39,11 +39,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> list[dict]:
-    from ingest.evaluations import (
+    from ingest.jobs.evaluations import (
         HeldOut, evaluate_stored, export, format_summary, read_evaluations, save_plots, stored_circuits, summary_table,
     )  # fmt: skip
     from cli.ingest_commands import resolve_run
-    from ingest.connect import open_store
+    from ingest.store.connect import open_store
     from neurflow.evaluation import KINDS
 
     settings = settings_from_args(args)

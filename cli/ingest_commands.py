@@ -2,8 +2,8 @@
 
 Everything a user can get wrong (model, weights, classes, data, layers, store) is checked before
 the first write, so bad input leaves the store as it was.  The work itself is
-`ingest.pipeline` (one class after the other here, `--executor local`) or
-`ingest.ray_executor` (one Ray task per class, `--executor ray`); this module parses the
+`ingest.jobs.pipeline` (one class after the other here, `--executor local`) or
+`ingest.jobs.ray_executor` (one Ray task per class, `--executor ray`); this module parses the
 options and prints one table row per class.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cli.options import add_method_args, add_model_args, budget_from_args, layers_from_args, params_from_args
-from ingest.pipeline import ClassResult, IngestRequest
+from ingest.jobs.pipeline import ClassResult, IngestRequest
 from neurflow.errors import NeurflowInputError
 
 
@@ -80,8 +80,8 @@ def preflight_run(loaded, data: str, classes: list[int], params, layers: list[st
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.pipeline import ingest_classes
-    from ingest.connect import open_store
+    from ingest.jobs.pipeline import ingest_classes
+    from ingest.store.connect import open_store
 
     if args.executor == "ray":
         return cmd_ingest_ray(args)
@@ -106,8 +106,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_ingest_ray(args: argparse.Namespace) -> int:
     """The Ray driver: checks the model, the classes (one image each), the layers, the store and
     the options before any task runs; skips complete circuits; one Ray task per other class."""
-    from ingest.ray_executor import ClassInputError, RayOptions, ingest_on_ray, pending_classes, require_ray
-    from ingest.connect import open_store
+    from ingest.jobs.ray_executor import ClassInputError, RayOptions, ingest_on_ray, pending_classes, require_ray
+    from ingest.store.connect import open_store
     from neurflow.datasets import load_images
     from neurflow.method import preflight
 
@@ -149,7 +149,7 @@ def cmd_ingest_ray(args: argparse.Namespace) -> int:
 
 
 def add_ingest_commands(sub) -> None:
-    from ingest.writer import DEFAULT_BATCH
+    from ingest.write.writer import DEFAULT_BATCH
 
     p = sub.add_parser("ingest", help="build circuits for classes and write them to the store")
     add_model_args(p)

@@ -1,4 +1,4 @@
-"""`neurflow label`: label the groups of stored circuits with a multimodal LLM (ingest/labelling.py).
+"""`neurflow label`: label the groups of stored circuits with a multimodal LLM (ingest/jobs/labelling.py).
 
     export NEURFLOW_LLM_BASE_URL=http://localhost:11434/v1 NEURFLOW_LLM_MODEL=llava
     neurflow label --model fashion-resnet --classes all [--concurrency 4] [--force]
@@ -12,15 +12,15 @@ import argparse
 import logging
 import sys
 
-from ingest.job_queries import Q_MODEL_CLASS_COUNT
+from ingest.queries.jobs import Q_MODEL_CLASS_COUNT
 from neurflow.errors import NeurflowInputError
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from ingest.config import artifact_dir
+    from ingest.store.config import artifact_dir
     from cli.ingest_commands import parse_classes
-    from ingest.labelling import ChatClient, Labeller, label_groups, llm_config
-    from ingest.connect import open_store
+    from ingest.jobs.labelling import ChatClient, Labeller, label_groups, llm_config
+    from ingest.store.connect import open_store
     from neurflow.cache import cache_dir
 
     if args.concurrency < 1:

@@ -75,7 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ingest.logs import route_driver_logs
+    from ingest.store.logs import route_driver_logs
 
     route_driver_logs()  # the store driver's retry warnings go to the log file, not the terminal
     parser = build_parser()

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from ingest.job_queries import Q_COMPLETE_CIRCUITS, Q_MODELS
+from ingest.queries.jobs import Q_COMPLETE_CIRCUITS, Q_MODELS
 from neurflow.errors import NeurflowInputError, NeurflowRuntimeError
 
 DEFAULT_MAX_ROWS = 1000
@@ -21,8 +21,8 @@ DEFAULT_MAX_ROWS = 1000
 # --------------------------------------------------------------------------- store start|stop|status
 def cmd_store_start(args: argparse.Namespace) -> int:
     """Start the embedded store in the background (or report the running one)."""
-    from ingest.config import uses_embedded
-    from ingest.embedded import embedded_status, ensure_embedded_server
+    from ingest.store.config import uses_embedded
+    from ingest.store.embedded import embedded_status, ensure_embedded_server
 
     if not uses_embedded():
         raise NeurflowRuntimeError(
@@ -37,7 +37,7 @@ def cmd_store_start(args: argparse.Namespace) -> int:
 
 def cmd_store_stop(args: argparse.Namespace) -> int:
     """Stop the embedded store."""
-    from ingest.embedded import stop_embedded_server
+    from ingest.store.embedded import stop_embedded_server
 
     print("store stopped" if stop_embedded_server() else "store was not running")
     return 0
@@ -45,8 +45,8 @@ def cmd_store_stop(args: argparse.Namespace) -> int:
 
 def cmd_store_status(args: argparse.Namespace) -> int:
     """Show whether the store runs, where, and what it holds."""
-    from ingest.config import external_config, uses_embedded
-    from ingest.embedded import embedded_status
+    from ingest.store.config import external_config, uses_embedded
+    from ingest.store.embedded import embedded_status
 
     if uses_embedded():
         info: dict[str, Any] = {"kind": "embedded", **embedded_status()}
@@ -54,7 +54,7 @@ def cmd_store_status(args: argparse.Namespace) -> int:
         cfg = external_config()
         info = {"kind": "external", "uri": cfg.uri, "database": cfg.database, "user": cfg.user}
     if info.get("running", True) and getattr(args, "counts", False):
-        from ingest.store import Store, running_config
+        from ingest.store.connection import Store, running_config
 
         with Store(running_config()) as store:
             info["counts"] = store.counts()
@@ -71,10 +71,10 @@ def cmd_store_rebuild_aggregates(args: argparse.Namespace) -> int:
     """Rebuild the writer's aggregates from the raw relationships (a store written before the
     writer kept them: opening it as the writer does this on its own when they are missing), or
     with --check only compare them (exit 1 with one line when they differ)."""
-    from ingest.aggregates import FIX_COMMAND, differences, rebuild
-    from ingest.schema import ensure_schema
-    from ingest.session import Runner
-    from ingest.store import Store, start_store
+    from ingest.write.aggregates import FIX_COMMAND, differences, rebuild
+    from ingest.store.schema import ensure_schema
+    from ingest.store.runner import Runner
+    from ingest.store.connection import Store, start_store
 
     with Store(start_store()) as store:
         if args.model is not None:
@@ -133,9 +133,9 @@ def format_table(columns: list[str], rows: list[list[Any]], *, more: bool = Fals
 def _require_aggregates() -> None:
     """The library queries read the writer's aggregates; on a store written before them (which
     this read-only account cannot rebuild) they would answer nothing: one line naming the fix."""
-    from ingest.aggregates import missing, missing_message
-    from ingest.session import Runner
-    from ingest.store import Store, start_store
+    from ingest.write.aggregates import missing, missing_message
+    from ingest.store.runner import Runner
+    from ingest.store.connection import Store, start_store
 
     with Store(start_store(), readonly=True) as store, Runner(store) as runner:
         stale = missing(runner)
@@ -145,8 +145,8 @@ def _require_aggregates() -> None:
 
 def cmd_query(args: argparse.Namespace) -> int:
     """Run read-only Cypher (or a library query) and print a table."""
-    from ingest.queries import QUERIES, get_query
-    from ingest.readonly import run_readonly
+    from ingest.queries.library import QUERIES, get_query
+    from ingest.store.readonly import run_readonly
 
     if args.list:
         for q in QUERIES:
@@ -184,8 +184,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the complete circuits of the store."""
-    from ingest.export import export_store
-    from ingest.store import Store, start_store
+    from ingest.read.export import export_store
+    from ingest.store.connection import Store, start_store
 
     with Store(start_store(), readonly=True) as store:
         counts = export_store(store, args.format, args.out, model=args.model)

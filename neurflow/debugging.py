@@ -2,7 +2,7 @@
 zeroing a group's channels does to the prediction.  Pure computation: the groups come in as
 plain records (read from the store or from a `Circuit`), the model as an `nn.Module`.
 
-    groups = groups_from_circuit(circuit)                 # ingest.image_debugging; or read_groups(store, ...)
+    groups = groups_from_circuit(circuit)                 # ingest.jobs.image_debugging; or read_groups(store, ...)
     scores = score_groups(model, image, groups)           # ranked, best first
     change = ablate_group(model, image, groups[0])        # logits before / after zeroing the group
 

@@ -269,7 +269,7 @@ def decode_picture(picture: "Image.Image", channels: int, *, background: float |
                    what: str = "image") -> torch.Tensor:
     """A PIL image as a `(channels, H, W)` float32 tensor in [0, 1]: the one decoder of every image file.
 
-    Ingestion (`neurflow.datasets`) and the debug page / `neurflow debug` (`ingest.image_debugging`)
+    Ingestion (`neurflow.datasets`) and the debug page / `neurflow debug` (`ingest.jobs.image_debugging`)
     both call this, so an image can never be seen one way when its circuit is built and another
     way when it is debugged.  It exists because PIL's `convert('L')` / `convert('RGB')` clip
     16-bit and 32-bit values at 255: a 16-bit grayscale PNG became an all-white image.

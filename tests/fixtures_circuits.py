@@ -49,7 +49,7 @@ def ingested_artifacts(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ingested(trained_model, store_server, ingested_artifacts, tmp_path_factory):
     """`(store config, {class: Circuit})`: all ten classes ingested by `neurflow ingest`."""
-    from ingest.embedded import create_database
+    from ingest.store.embedded import create_database
     from cli.main import main as cli_main
 
     database = "demo_" + uuid.uuid4().hex[:8]

@@ -1,7 +1,7 @@
 """Cypher recording for the lint at the end of the session (a pytest plugin, listed in tests/conftest.py).
 
 - At configure time ``NEURFLOW_RECORD_CYPHER`` is pointed at a fresh temporary file (unless the
-  caller set it), so the store layer (`ingest.cypher_record`) of this process and of the
+  caller set it), so the store layer (`ingest.store.cypher_record`) of this process and of the
   subprocesses the tests start records every distinct statement it sends.
 - tests/test_zz_cypher_lint.py is moved to the end of the run, whatever order the files were
   given in, so that it lints what the whole session sent.
@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from ingest.cypher_record import ENV
+from ingest.store.cypher_record import ENV
 
 LINT_MODULE = "test_zz_cypher_lint.py"
 SUMMARY = pytest.StashKey[list]()

@@ -7,7 +7,7 @@ Fixtures:
   variables point at it, so code that calls ``start_store()`` reuses it.
 - ``store_config`` (function): the server's config on a new, empty database of its own
   (dropped afterwards), so tests are independent.
-- ``store`` (function): an open `ingest.store.Store` on that database, schema in place.
+- ``store`` (function): an open `ingest.store.connection.Store` on that database, schema in place.
 
 `make_circuit(class_index, ...)` builds a small but structurally valid `Circuit` (logits + 3
 layers, critical neurons, core sets, concepts, DRIVES edges, groups, group edges, images,
@@ -24,10 +24,10 @@ from typing import Iterator
 
 import pytest
 
-from ingest.config import StoreConfig
-from ingest.embedded import create_database, drop_database, ensure_embedded_server, free_port, stop_embedded_server
-from ingest.schema import ensure_schema
-from ingest.store import Store
+from ingest.store.config import StoreConfig
+from ingest.store.embedded import create_database, drop_database, ensure_embedded_server, free_port, stop_embedded_server
+from ingest.store.schema import ensure_schema
+from ingest.store.connection import Store
 
 TEST_MODEL = "testnet"
 LAYERS = [("logits", 4), ("layer3", 8), ("layer2", 8), ("layer1", 6)]  # depth 0..3
@@ -157,7 +157,7 @@ def expected_counts(circuits) -> dict[str, int]:
     neurons: set = set()
     images: set = set()
     crops: set = set()
-    stats: set = set()  # the writer's per-(neuron, parameter set) aggregates (ingest/aggregates.py)
+    stats: set = set()  # the writer's per-(neuron, parameter set) aggregates (ingest/write/aggregates.py)
     out = {k: 0 for k in ("Concept", "Group", "INCLUDES", "FEEDS", "DRIVES", "IN_GROUP", "GROUP_FEEDS", "EXEMPLIFIED_BY")}
     for c in circuits:
         neurons |= {(c.model, n.depth, n.channel) for n in c.neurons}

@@ -24,7 +24,7 @@ from torch import nn
 from neurflow.circuit import Circuit, Params
 from neurflow.hooks import capture
 from neurflow.images import ImageSet, crop_boxes, cut_crops
-from neurflow.method import build_circuit
+from neurflow.method import Budget, RunOptions, build_circuit
 from tests.tiny_models import CNN_LAYERS, RESNET_LAYERS, TINY_PARAMS, tiny_cnn, tiny_images, tiny_resnet
 
 CLASS = 0
@@ -71,8 +71,9 @@ def single_thread() -> Iterator[None]:
 
 
 def build(model: nn.Module, layers: list[str], images: ImageSet, class_index: int = CLASS,
-          params: Params = TINY_PARAMS, **kwargs) -> Circuit:
-    return build_circuit(model, layers, images, class_index, params, model_uid="tiny", progress=False, **kwargs)
+          params: Params = TINY_PARAMS, budget: Budget = Budget(), on_phase=None) -> Circuit:
+    return build_circuit(model, layers, images, class_index, params, budget=budget,
+                         run=RunOptions(model_uid="tiny", progress=False, on_phase=on_phase))
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,14 @@ import torch
 from neurflow.adaptive import FIRST_RUNG, TOLERANCE, accept, adaptive_attributions, ladder
 from neurflow.attribution import IGRule, IGRun, layer_attributions
 from neurflow.circuit import Params
-from neurflow.method import Budget, build_circuit
+from neurflow.method import Budget, RunOptions, build_circuit
 from neurflow.subnetwork import build_subnetworks
 from tests.fixtures_circuits import TEST_PARAMS
 from tests.fixtures_tiny import build
 from tests.tiny_models import CNN_LAYERS, RESNET_LAYERS, TINY_PARAMS, tiny_cnn, tiny_images, tiny_resnet
 
 TAU = 3
+QUIET = RunOptions(progress=False)
 
 
 def _core(circuit):
@@ -186,10 +187,10 @@ def test_adaptive_equals_exact_on_the_demo_model(trained_model, class_images, ca
     """The real demo CNN at the test settings: the same core sets and ranks, values within 1 %.
     Every one of its layer pairs is one conv layer (or the head), so every layer runs IG's closed form."""
     layers = list(trained_model.spec.layers)
-    exact = build_circuit(trained_model.module, layers, class_images(3), 3, TEST_PARAMS, progress=False,
+    exact = build_circuit(trained_model.module, layers, class_images(3), 3, TEST_PARAMS, run=QUIET,
                           budget=Budget(adaptive_ig=False))
     with caplog.at_level("INFO", logger="neurflow.ig_strategy"):
-        adaptive = build_circuit(trained_model.module, layers, class_images(3), 3, TEST_PARAMS, progress=False,
+        adaptive = build_circuit(trained_model.module, layers, class_images(3), 3, TEST_PARAMS, run=QUIET,
                                  budget=Budget(adaptive_ig=True))
     _assert_within_tolerance(adaptive, exact)
     assert caplog.text.count("in closed form") == len(layers)  # the logits and every layer but the lowest
@@ -207,8 +208,8 @@ def test_adaptive_equals_exact_on_the_fashion_resnet_demo_settings(caplog):
     images = load_images("fashion-mnist", get_spec("fashion-resnet"), 0, limit=30)
     params = Params(tau=3, k=20, ig_steps=16, max_images=12, granularities=(1.0, 0.5), min_crop_std=0.2)
     layers = ["block4", "block3"]
-    exact = build_circuit(loaded.module, layers, images, 0, params, progress=False, budget=Budget(adaptive_ig=False))
+    exact = build_circuit(loaded.module, layers, images, 0, params, run=QUIET, budget=Budget(adaptive_ig=False))
     with caplog.at_level("INFO", logger="neurflow.ig_strategy"):
-        adaptive = build_circuit(loaded.module, layers, images, 0, params, progress=False, budget=Budget(adaptive_ig=True))
+        adaptive = build_circuit(loaded.module, layers, images, 0, params, run=QUIET, budget=Budget(adaptive_ig=True))
     _assert_within_tolerance(adaptive, exact)
     assert "run at 16 directly after the probe" in caplog.text  # block4's probe failed

@@ -1,4 +1,4 @@
-"""The aggregates the writer keeps (ingest/aggregates.py) always equal what the raw relationships
+"""The aggregates the writer keeps (ingest/write/aggregates.py) always equal what the raw relationships
 say, on a real embedded ArcadeDB: after ingest, forced rewrite, a crash and its resumption, and
 delete; and they change in the same transaction as the circuit's status."""
 
@@ -8,9 +8,9 @@ import dataclasses
 
 import pytest
 
-from ingest.aggregates import differences, rebuild, recompute, stored
-from ingest.session import Runner
-from ingest.writer import WriteOptions, circuit_status, delete_circuit, set_group_labels, write_circuit
+from ingest.write.aggregates import differences, rebuild, recompute, stored
+from ingest.store.runner import Runner
+from ingest.write.writer import WriteOptions, circuit_status, delete_circuit, set_group_labels, write_circuit
 from tests.fixtures_store import make_circuit, model_info
 
 
@@ -94,7 +94,7 @@ def test_aggregates_follow_ingest_rewrite_crash_and_delete(store):
 def test_a_failed_completion_counts_nothing(store, monkeypatch):
     """The status flip and the aggregate update are one transaction: when the update fails, the
     circuit is not complete either."""
-    import ingest.aggregates as aggregates
+    import ingest.write.aggregates as aggregates
 
     c = make_circuit(1)
     monkeypatch.setattr(aggregates, "Q_ADD", "UNWIND $rows AS r RETURN nosuchfunction(r) AS n")

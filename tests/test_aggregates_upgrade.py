@@ -2,7 +2,7 @@
 LayerStat / CircuitFeeds, no aggregate properties on the circuits and the Model node) is brought
 in step the first time a writer opens it; a reader that cannot rebuild says which command fixes
 it instead of answering nothing; `neurflow store rebuild-aggregates [--check]`.  And concurrent
-completions of one parameter set lose no aggregate update (`ingest.aggregates.Q_LOCK`).  All on a
+completions of one parameter set lose no aggregate update (`ingest.write.aggregates.Q_LOCK`).  All on a
 real embedded ArcadeDB."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import threading
 import pytest
 
 from cli.main import main
-from ingest.aggregates import differences, missing, stored
-from ingest.queries import run_query
-from ingest.session import Runner
-from ingest.connect import open_store
-from ingest.writer import write_circuit
+from ingest.write.aggregates import differences, missing, stored
+from ingest.queries.library import run_query
+from ingest.store.runner import Runner
+from ingest.store.connect import open_store
+from ingest.write.writer import write_circuit
 from tests.fixtures_store import LAYERS, make_circuit, model_info
 
 # what a store written before the aggregates looks like: the writer set none of this
@@ -116,7 +116,7 @@ def test_cli_check_rebuild_and_query_on_an_old_store(store, store_config, capsys
 
 
 def test_cli_rebuild_on_an_unreachable_store_is_one_line(capsys, monkeypatch):
-    from ingest.embedded import free_port
+    from ingest.store.embedded import free_port
 
     monkeypatch.setenv("NEURFLOW_STORE_URI", f"bolt://127.0.0.1:{free_port()}")
     assert main(["store", "rebuild-aggregates", "--check"]) == 1
@@ -161,8 +161,8 @@ def test_every_aggregate_change_takes_the_model_lock_first(store, monkeypatch):
     """On Neo4j the lock is what prevents lost updates (ArcadeDB's optimistic commits hide its
     absence from the test above): every transaction that touches an aggregate, completing or
     retracting, runs the Model lock as its first statement."""
-    import ingest.aggregates as agg
-    from ingest.session import Tx
+    import ingest.write.aggregates as agg
+    from ingest.store.runner import Tx
 
     aggregate = {agg.Q_ADD, agg.Q_RETRACT, agg.Q_LAYER_ADD, agg.Q_LAYER_RETRACT, agg.Q_LAYER_TOP, agg.Q_SETS_ADD,
                  agg.Q_SETS_RECOUNT, agg.Q_FEEDS_KEYS, agg.Q_FEEDS_KEYS_DROP, agg.Q_COMPLETE}

@@ -24,7 +24,7 @@ pytest.importorskip("streamlit")
 playwright = pytest.importorskip("playwright.sync_api")
 
 from cli.app_commands import app_env, streamlit_command  # noqa: E402
-from ingest.embedded import free_port  # noqa: E402
+from ingest.store.embedded import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("streamlit")
 
 from app.views.debug import how_to_load  # noqa: E402
-from ingest.embedded import create_database, drop_database  # noqa: E402
-from ingest.schema import ensure_schema  # noqa: E402
-from ingest.store import Store  # noqa: E402
-from ingest.writer import write_circuit  # noqa: E402
+from ingest.store.embedded import create_database, drop_database  # noqa: E402
+from ingest.store.schema import ensure_schema  # noqa: E402
+from ingest.store.connection import Store  # noqa: E402
+from ingest.write.writer import write_circuit  # noqa: E402
 from neurflow.models.registry import load_model  # noqa: E402
 from tests.fixtures_store import make_circuit, model_info  # noqa: E402
 from tests.test_app_pages import LAYERS, _Env, _thumb, page, shown  # noqa: E402

@@ -19,10 +19,10 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app import data  # noqa: E402
 from app.text import md_text  # noqa: E402
-from ingest.embedded import create_database, drop_database, free_port  # noqa: E402
-from ingest.schema import ensure_schema  # noqa: E402
-from ingest.store import Store  # noqa: E402
-from ingest.writer import write_circuit  # noqa: E402
+from ingest.store.embedded import create_database, drop_database, free_port  # noqa: E402
+from ingest.store.schema import ensure_schema  # noqa: E402
+from ingest.store.connection import Store  # noqa: E402
+from ingest.write.writer import write_circuit  # noqa: E402
 from tests.fixtures_store import make_circuit  # noqa: E402
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
@@ -116,7 +116,7 @@ def jaccard(a: set, b: set) -> float:
 
 
 def test_app_reads_thumbnails_where_ingestion_writes_them(synthetic):
-    from ingest.config import artifact_dir
+    from ingest.store.config import artifact_dir
 
     with _Env(NEURFLOW_ARTIFACT_DIR=None):
         assert data.artifact_dir() == artifact_dir(data.config())
@@ -504,7 +504,7 @@ def test_cache_follows_new_ingestions(synthetic):
         assert len(table) == n0 + 1 and extra.uid in set(table["circuit"])
     finally:
         with Store(cfg) as s:
-            from ingest.writer import delete_circuit
+            from ingest.write.writer import delete_circuit
 
             delete_circuit(s, extra.uid)
         data.forget_version()
@@ -635,7 +635,7 @@ def test_cluster_order_keeps_families_together():
     """The heatmap's cluster order (on the library's Jaccard matrix) keeps two families of similar
     classes each in one contiguous run."""
     from app.data import cluster_order
-    from ingest.similarity import jaccard_matrix
+    from ingest.read.similarity import jaccard_matrix
 
     rnd = random.Random(0)
     fam_a, fam_b = list(range(0, 30)), list(range(40, 70))
@@ -692,12 +692,12 @@ def test_faithfulness_tables_have_no_none_cells():
 
 
 def test_faithfulness_page_reads_stored_evaluations_without_torch():
-    """The page reads stored rows through `ingest.evaluation_rows` (the library's query and choice
+    """The page reads stored rows through `ingest.read.evaluation_rows` (the library's query and choice
     of circuit): importing the app's data layer must not import torch (1.6-1.8 s on a first visit)."""
     import subprocess
     import sys
 
-    code = "import sys, app.data, ingest.evaluation_rows; print('torch' in sys.modules)"
+    code = "import sys, app.data, ingest.read.evaluation_rows; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(MAIN).parent.parent))
     assert out.stdout.strip() == "False"

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from ingest.embedded import create_database, drop_database, free_port  # noqa: E402
-from ingest.schema import ensure_schema  # noqa: E402
-from ingest.store import Store  # noqa: E402
-from ingest.writer import write_circuit  # noqa: E402
+from ingest.store.embedded import create_database, drop_database, free_port  # noqa: E402
+from ingest.store.schema import ensure_schema  # noqa: E402
+from ingest.store.connection import Store  # noqa: E402
+from ingest.write.writer import write_circuit  # noqa: E402
 from neurflow.circuit import Params  # noqa: E402
 from tests.fixtures_store import make_circuit  # noqa: E402
 from tests.test_app_pages import LAYERS, _Env, frames, page, shown, texts  # noqa: E402

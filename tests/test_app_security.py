@@ -14,11 +14,11 @@ import pytest
 pytest.importorskip("streamlit")
 
 from app import data  # noqa: E402
-from ingest.embedded import create_database, drop_database  # noqa: E402
-from ingest.labelling import set_manual_label  # noqa: E402
-from ingest.schema import ensure_schema  # noqa: E402
-from ingest.store import Store  # noqa: E402
-from ingest.writer import write_circuit  # noqa: E402
+from ingest.store.embedded import create_database, drop_database  # noqa: E402
+from ingest.jobs.labelling import set_manual_label  # noqa: E402
+from ingest.store.schema import ensure_schema  # noqa: E402
+from ingest.store.connection import Store  # noqa: E402
+from ingest.write.writer import write_circuit  # noqa: E402
 from tests.fixtures_store import make_circuit, model_info  # noqa: E402
 from tests.test_app_pages import LAYERS, _Env, _thumb, frames, page, shown  # noqa: E402
 

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from PIL import Image
 
-from ingest.embedded import create_database
-from ingest.store import Store
+from ingest.store.embedded import create_database
+from ingest.store.connection import Store
 from neurflow.circuit import Identity, Params
 from cli.main import main as cli_main
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD

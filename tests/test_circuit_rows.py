@@ -1,4 +1,4 @@
-"""ingest.circuit_rows on plain values: the rows each writer statement receives, checked against the
+"""ingest.write.circuit_rows on plain values: the rows each writer statement receives, checked against the
 Circuit they come from (no store, no model)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from ingest import circuit_rows as cr
+from ingest.write import circuit_rows as cr
 from tests.fixtures_store import LAYERS, TEST_MODEL, make_circuit
 
 

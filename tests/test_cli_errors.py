@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ingest.embedded import free_port
-from ingest.errors import ReadOnlyViolation, StoreQueryError, StoreUnavailable
+from ingest.store.embedded import free_port
+from ingest.store.errors import ReadOnlyViolation, StoreQueryError, StoreUnavailable
 from cli.ingest_commands import parse_classes
 from neurflow.circuit import Params
 from cli.main import main
@@ -184,7 +184,7 @@ def test_a_descending_class_range_names_the_fix(trained_model, capsys):
 
 
 def test_tau_and_k_are_refused_before_the_activation_pass(trained_model, fashion_train_images, capsys):
-    from neurflow.method import build_circuit
+    from neurflow.method import RunOptions, build_circuit
 
     images = fashion_train_images(1, limit=24)
     for params, message in ((Params(tau=1000, k=20), "tau=1000 is larger than layer 'block4''s 64 channels"),
@@ -192,7 +192,7 @@ def test_tau_and_k_are_refused_before_the_activation_pass(trained_model, fashion
         phases: list[str] = []
         with pytest.raises(NeurflowInputError, match=message.replace("(", r"\(")):
             build_circuit(trained_model.module, list(trained_model.spec.layers), images, 1, params,
-                          progress=False, on_phase=lambda phase, *_: phases.append(phase))
+                          run=RunOptions(progress=False, on_phase=lambda phase, *_: phases.append(phase)))
         assert phases == []  # no activation pass (nor anything after it) ran
     t0 = time.monotonic()
     line = _one_error_line(*_run(capsys, ["circuit", "--model", "fashion-cnn", "--class", "1", "--tau", "1000", "--device", "cpu", "--quiet"])[::2], 2)
@@ -230,10 +230,10 @@ def _denorm_fashion(pixels):
 
 # --------------------------------------------------------------------------- progress, Ctrl-C, demo
 def test_progress_bars_leave_no_escape_codes_off_a_terminal(trained_model, fashion_train_images, capsys):
-    from neurflow.method import build_circuit
+    from neurflow.method import RunOptions, build_circuit
 
     build_circuit(trained_model.module, list(trained_model.spec.layers), fashion_train_images(1, limit=2), 1,
-                  Params(tau=1, k=2, ig_steps=2, max_images=2), progress=True)
+                  Params(tau=1, k=2, ig_steps=2, max_images=2), run=RunOptions(progress=True))
     err = capsys.readouterr().err
     assert not any(e in err for e in ESCAPES), repr(err[:200])
 

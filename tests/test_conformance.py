@@ -14,16 +14,16 @@ import uuid
 
 import pytest
 
-from ingest.config import StoreConfig
-from ingest.errors import ReadOnlyViolation
-from ingest.aggregates import differences
-from ingest.export import export_store
-from ingest.queries import QUERIES, run_query
-from ingest.readonly import execute_rolled_back, run_readonly
-from ingest.schema import LABELS, ensure_schema
-from ingest.store import Store
-from ingest.session import Runner
-from ingest.writer import delete_circuit, write_circuit
+from ingest.store.config import StoreConfig
+from ingest.store.errors import ReadOnlyViolation
+from ingest.write.aggregates import differences
+from ingest.read.export import export_store
+from ingest.queries.library import QUERIES, run_query
+from ingest.store.readonly import execute_rolled_back, run_readonly
+from ingest.store.schema import LABELS, ensure_schema
+from ingest.store.connection import Store
+from ingest.store.runner import Runner
+from ingest.write.writer import delete_circuit, write_circuit
 from tests.fixtures_store import make_circuit, model_info
 
 NEO4J_REASON = "NEO4J_URI is not set: set NEO4J_URI (+ NEO4J_USER, NEO4J_PASSWORD, NEO4J_DATABASE) to run the conformance suite on Neo4j 5"

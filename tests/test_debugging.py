@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from ingest.image_debugging import debug_image, load_query_image, read_groups
-from ingest.store import Store
+from ingest.jobs.image_debugging import debug_image, load_query_image, read_groups
+from ingest.store.connection import Store
 from neurflow.circuit import LOGITS
 from cli.main import main as cli_main
 from neurflow.debugging import (
@@ -20,7 +20,7 @@ from neurflow.debugging import (
     score_groups,
 )
 from neurflow.hooks import capture, masked_channels
-from ingest.image_debugging import groups_from_circuit
+from ingest.jobs.image_debugging import groups_from_circuit
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_debug_uses_the_crops_of_the_circuit(trained_model, store_server, miscla
     report's boxes are those sizes and no evidence crop is blank."""
     import uuid
 
-    from ingest.embedded import create_database
+    from ingest.store.embedded import create_database
     from neurflow.images import has_content
     from tests.fixtures_circuits import TEST_ARGS
 

@@ -15,7 +15,7 @@ import pytest
 
 from bench.demo_store import GOAL_FRACTION, report
 from cli.main import main as cli_main
-from ingest.store import Store
+from ingest.store.connection import Store
 
 ARGS = ["demo", "--no-app", "--quiet", "--device", "cpu", "--max-images", "20", "--ig-steps", "8"]
 
@@ -23,7 +23,7 @@ ARGS = ["demo", "--no-app", "--quiet", "--device", "cpu", "--max-images", "20", 
 @pytest.fixture(scope="module")
 def demo_store(store_server, tmp_path_factory):
     """The config of a fresh database filled by `neurflow demo --no-app`, and that run's output."""
-    from ingest.embedded import create_database
+    from ingest.store.embedded import create_database
 
     database = "demo_" + uuid.uuid4().hex[:8]
     create_database(store_server, database)

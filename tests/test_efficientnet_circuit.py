@@ -17,7 +17,7 @@ skimage_data = pytest.importorskip("skimage.data")
 from neurflow.circuit import LOGITS, Params  # noqa: E402
 from neurflow.datasets import images_from_tensor  # noqa: E402
 from neurflow.hooks import capture  # noqa: E402
-from neurflow.method import build_circuit  # noqa: E402
+from neurflow.method import RunOptions, build_circuit  # noqa: E402
 from neurflow.models.registry import load_model  # noqa: E402
 from neurflow.subnetwork import build_subnetworks, fold_batchnorm  # noqa: E402
 
@@ -65,7 +65,7 @@ def test_builds_a_circuit_on_real_photos(lite0, cat_photos):
     started = time.perf_counter()
     circuit = build_circuit(
         lite0.module, layers, cat_photos, EGYPTIAN_CAT, params,
-        model_uid=lite0.uid, class_name="Egyptian cat", device="cpu", progress=False,
+        run=RunOptions(model_uid=lite0.uid, class_name="Egyptian cat", device="cpu", progress=False),
     )
     print(f"efficientnet-lite0 circuit: {time.perf_counter() - started:.1f} s")
     assert [layer.name for layer in circuit.layers] == [LOGITS, *layers]

@@ -12,22 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import DEFAULT_BOLT_PORT, DEFAULT_HTTP_PORT, StoreConfig, embedded_ports, external_config, store_dir
-from ingest.embedded import (
+from ingest.store.config import DEFAULT_BOLT_PORT, DEFAULT_HTTP_PORT, StoreConfig, embedded_ports, external_config, store_dir
+from ingest.store.embedded import (
     embedded_config,
     embedded_status,
     ensure_embedded_server,
     free_port,
     stop_embedded_server,
 )
-from ingest.errors import (
+from ingest.store.errors import (
     PortInUse,
     StoreAuthError,
     StoreDatabaseNotFound,
     StoreError,
     StoreUnavailable,
 )
-from ingest.store import Store, running_config, start_store
+from ingest.store.connection import Store, running_config, start_store
 from cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def test_running_server_is_reused_here_and_by_another_process(store_server):
     pid = embedded_status(data)["pid"]
     again = ensure_embedded_server(data)
     assert again.uri == store_server.uri and embedded_status(data)["pid"] == pid
-    code = f"from ingest.embedded import ensure_embedded_server as e; c = e({data!r}); print(c.uri)"
+    code = f"from ingest.store.embedded import ensure_embedded_server as e; c = e({data!r}); print(c.uri)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == store_server.uri
     assert embedded_status(data)["pid"] == pid
@@ -218,7 +218,7 @@ def test_store_commands_start_stop_restart(tmp_path, monkeypatch, capsys, store_
 def test_second_server_on_a_locked_folder_fails_clearly(store_server):
     data = Path(store_server.data_dir)
     state = (data / "server.json").read_text()
-    cmd = [sys.executable, "-m", "ingest.embedded", "serve", "--data-dir", str(data),
+    cmd = [sys.executable, "-m", "ingest.store.embedded", "serve", "--data-dir", str(data),
            "--bolt-port", str(free_port()), "--http-port", str(free_port()), "--heap", "256m"]  # fmt: skip
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1

@@ -27,8 +27,8 @@ EVAL_ARGS = ["--draws", "3", "--seed", "0", "--test-images", "48", "--crop-image
 @pytest.fixture(scope="module")
 def evaluated(ingested, tmp_path_factory):
     """`(rows read back from the store, report folder, seconds)` of one evaluate run over all classes."""
-    from ingest.evaluations import read_evaluations
-    from ingest.connect import open_store
+    from ingest.jobs.evaluations import read_evaluations
+    from ingest.store.connect import open_store
 
     cfg, _ = ingested
     out = tmp_path_factory.mktemp("report")
@@ -84,8 +84,8 @@ def test_evaluations_stored_and_exported(evaluated, ingested):
 
 def test_evaluate_is_seeded_and_idempotent(evaluated, ingested):
     """A second run of one class gives the same numbers and MERGEs onto the same nodes."""
-    from ingest.evaluations import read_evaluations
-    from ingest.connect import open_store
+    from ingest.jobs.evaluations import read_evaluations
+    from ingest.store.connect import open_store
 
     rows, _, _ = evaluated
     cfg, _ = ingested

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ingest.image_debugging import image_from_bytes, load_query_image
+from ingest.jobs.image_debugging import image_from_bytes, load_query_image
 from neurflow.datasets import images_from_tensor, load_images
 from neurflow.images import LUMA, ImageSet, NeurflowInputError, decode_picture
 from neurflow.models import get_spec
@@ -390,7 +390,7 @@ def _one_colour_png(path, width: int, height: int, value: int) -> None:
 
 _UPLOAD_RSS = """
 import resource, sys
-from ingest.image_debugging import image_from_bytes
+from ingest.jobs.image_debugging import image_from_bytes
 from neurflow.images import NeurflowInputError
 from neurflow.models import get_spec
 spec = get_spec("fashion-resnet")

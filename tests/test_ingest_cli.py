@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ingest.embedded import create_database
+from ingest.store.embedded import create_database
 from cli.ingest_commands import parse_classes
-from ingest.similarity import similarity_matrix
-from ingest.queries import run_query
-from ingest.store import Store
+from ingest.read.similarity import similarity_matrix
+from ingest.queries.library import run_query
+from ingest.store.connection import Store
 from cli.main import main as cli_main
 from neurflow.images import NeurflowInputError
 
@@ -45,8 +45,8 @@ def test_transient_store_errors():
     """What the per-class write (and the Ray executor) retries, and what it must not."""
     from neo4j import exceptions as nx
 
-    from ingest.errors import StoreAuthError, StoreQueryError, StoreUnavailable
-    from ingest.pipeline import is_transient_store_error
+    from ingest.store.errors import StoreAuthError, StoreQueryError, StoreUnavailable
+    from ingest.jobs.pipeline import is_transient_store_error
 
     assert is_transient_store_error(StoreQueryError("the store refused the query: Duplicated key [m] found on index 'Model[uid]'"))
     assert is_transient_store_error(StoreQueryError("the store refused the query: ConcurrentModificationException on #3:1"))

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ingest.labelling import (
+from ingest.jobs.labelling import (
     ChatClient,
     Labeller,
     LLMConfig,
@@ -27,9 +27,9 @@ from ingest.labelling import (
     read_label_groups,
     set_manual_label,
 )
-from ingest.queries import run_query
-from ingest.store import Store
-from ingest.writer import write_circuit
+from ingest.queries.library import run_query
+from ingest.store.connection import Store
+from ingest.write.writer import write_circuit
 from cli.main import main as cli_main
 from tests.fixtures_store import TEST_MODEL, make_circuit, model_info
 

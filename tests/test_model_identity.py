@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 import torchvision
 
-from ingest.queries import run_query
-from ingest.writer import circuit_status, write_circuit
+from ingest.queries.library import run_query
+from ingest.write.writer import circuit_status, write_circuit
 from neurflow.images import file_hash
 from neurflow.models import fashion_resnet, sources
 from neurflow.models.fashion_cnn import FashionCNN

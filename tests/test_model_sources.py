@@ -18,8 +18,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from ingest.embedded import create_database
-from ingest.store import Store
+from ingest.store.embedded import create_database
+from ingest.store.connection import Store
 from cli.main import main as cli_main
 from neurflow.errors import NeurflowInputError
 from neurflow.models import sources
@@ -247,7 +247,7 @@ def test_circuit_command_takes_a_class_name(work, capsys):
 
 def test_ray_payload_rebuilds_models_from_any_source(work):
     """A Ray worker rebuilds the driver's model from its spec name and state dict (no weights file)."""
-    from ingest.ray_executor import ModelPayload
+    from ingest.jobs.ray_executor import ModelPayload
 
     x = torch.rand(2, 3, 32, 32)
     for loaded in (load_model(f"{work / 'tiny_net.py'}:make"), load_model("torchvision:mobilenet_v3_small", str(work / "mnv3.pt"))):

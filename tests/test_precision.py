@@ -11,7 +11,7 @@ import torch
 import neurflow.ig_strategy as ig_strategy
 from neurflow.attribution import per_neuron_attributions
 from neurflow.circuit import Params
-from neurflow.method import Budget, build_circuit
+from neurflow.method import Budget, RunOptions, build_circuit
 from neurflow.precision import boundary_gaps, certify, importances
 from tests.fixtures_tiny import build
 from tests.tiny_models import CNN_LAYERS, TINY_PARAMS, tiny_cnn, tiny_images
@@ -87,10 +87,10 @@ def test_pipeline_matches_one_captum_call_per_neuron(trained_model, class_images
     """Shared paths, folded BatchNorm and channels-last give the straightforward method's core sets and ranks."""
     layers = list(trained_model.spec.layers)[:2]
     params = Params(tau=4, k=8, ig_steps=6, max_images=6)
-    ours = build_circuit(trained_model.module, layers, class_images(5), 5, params, progress=False)
+    ours = build_circuit(trained_model.module, layers, class_images(5), 5, params, run=RunOptions(progress=False))
 
     monkeypatch.setattr(ig_strategy, "layer_attributions", per_neuron_attributions)
-    plain = build_circuit(trained_model.module, layers, class_images(5), 5, params, progress=False,
+    plain = build_circuit(trained_model.module, layers, class_images(5), 5, params, run=RunOptions(progress=False),
                           budget=Budget(channels_last=False, fold_batchnorm=False))
     assert _core_sets(ours, ranks=True) == _core_sets(plain, ranks=True)
     for a, b in zip(sorted(ours.core, key=_key), sorted(plain.core, key=_key)):

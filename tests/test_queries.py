@@ -17,12 +17,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from ingest.embedded import create_database, drop_database
-from ingest.queries import MAX_PATH_DEPTH, QUERIES, get_query, run_query
-from ingest.readonly import check_readonly, run_readonly
-from ingest.schema import ensure_schema
-from ingest.store import Store
-from ingest.writer import WriteOptions, set_group_labels, write_circuit
+from ingest.store.embedded import create_database, drop_database
+from ingest.queries.library import MAX_PATH_DEPTH, QUERIES, get_query, run_query
+from ingest.store.readonly import check_readonly, run_readonly
+from ingest.store.schema import ensure_schema
+from ingest.store.connection import Store
+from ingest.write.writer import WriteOptions, set_group_labels, write_circuit
 from tests.fixtures_store import make_circuit, model_info
 
 M = "testnet"
@@ -153,7 +153,7 @@ def test_running_circuit_is_never_picked(world):
 
 @pytest.mark.parametrize("layer", ["layer3", "layer2", "layer1"])
 def test_similarity_matrix(world, layer):
-    from ingest.similarity import similarity_matrix
+    from ingest.read.similarity import similarity_matrix
 
     rows = q(world, "similarity_matrix", layer=layer, limit=None)
     assert [r["class_a"] for r in rows] == [0, 1, 2, 3]  # one row per class A, its values in lists
@@ -192,7 +192,7 @@ def test_class_channels(world):
 
 
 def test_jaccard_matrix_by_hand():
-    from ingest.similarity import jaccard_matrix
+    from ingest.read.similarity import jaccard_matrix
 
     m = jaccard_matrix([{"class_index": 5, "class_name": "e", "channels": []},
                         {"class_index": 2, "class_name": "b", "channels": [1, 2, 3]},

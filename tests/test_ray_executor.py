@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.embedded import create_database
-from ingest.store import Store
+from ingest.store.embedded import create_database
+from ingest.store.connection import Store
 from cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,8 +233,8 @@ def test_without_ray_the_executor_is_one_error_line(store_server, monkeypatch, c
 def test_concurrent_writers_retry_conflicts(store, tmp_path):
     """Six writers at once on one model: ArcadeDB refuses the MERGEs that lose a race (duplicated
     key); `write_with_retries` writes those circuits again and every circuit lands whole."""
-    from ingest.pipeline import write_with_retries
-    from ingest.writer import WriteOptions
+    from ingest.jobs.pipeline import write_with_retries
+    from ingest.write.writer import WriteOptions
     from tests.fixtures_store import expected_counts, make_circuit, model_info
 
     circuits = [make_circuit(i, layers=[("logits", 8), ("layer3", 8), ("layer2", 8), ("layer1", 6)]) for i in range(6)]
@@ -269,9 +269,9 @@ def test_task_model_and_store_errors_without_a_cluster(trained_model, tmp_path):
     unreachable store becomes `TransientStoreError`, the exception type Ray retries."""
     import torch
 
-    from ingest.config import StoreConfig
-    from ingest.pipeline import IngestRequest
-    from ingest.ray_executor import ClassJob, ModelPayload, TransientStoreError, run_class
+    from ingest.store.config import StoreConfig
+    from ingest.jobs.pipeline import IngestRequest
+    from ingest.jobs.ray_executor import ClassJob, ModelPayload, TransientStoreError, run_class
     from neurflow.circuit import Params
     from neurflow.method import Budget
 

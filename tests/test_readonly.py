@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from ingest.config import StoreConfig
-from ingest.errors import ReadOnlyViolation, StoreError
-from ingest.readonly import (
+from ingest.store.config import StoreConfig
+from ingest.store.errors import ReadOnlyViolation, StoreError
+from ingest.store.readonly import (
     QueryTimeout,
     ReadOnlyAccountError,
     blank,
@@ -23,7 +23,7 @@ from ingest.readonly import (
     readonly_store,
     run_readonly,
 )
-from ingest.store import Store
+from ingest.store.connection import Store
 from cli.main import main
 from cli.store_commands import format_table, parse_params
 
@@ -213,7 +213,7 @@ def test_run_readonly_refuses_before_sending(store):
 
 
 def test_run_readonly_reports_bad_cypher_in_one_line(store):
-    from ingest.errors import StoreQueryError
+    from ingest.store.errors import StoreQueryError
 
     with pytest.raises(StoreQueryError) as err:
         run_readonly("MATCH (n RETURN n", config=store.config)
@@ -361,7 +361,7 @@ def _cpu_seconds(pid: int) -> float:
 def limited_server(tmp_path_factory):
     """An embedded server of its own whose statements stop after SERVER_LIMIT_S (the shared test
     server keeps the default 60 s, which no other test should wait for)."""
-    from ingest.embedded import ensure_embedded_server, free_port, stop_embedded_server
+    from ingest.store.embedded import ensure_embedded_server, free_port, stop_embedded_server
 
     folder = tmp_path_factory.mktemp("limited-store")
     cfg = ensure_embedded_server(folder, bolt_port=free_port(), http_port=free_port(), heap="512m",
@@ -415,7 +415,7 @@ def test_the_server_stops_an_expensive_query_at_the_limit(limited_server):
 
 def test_the_client_stops_waiting_even_when_the_server_does_not(limited_server, monkeypatch):
     """A limit shorter than the server's: the client cuts its own connection at limit + grace."""
-    import ingest.readonly as readonly
+    import ingest.store.readonly as readonly
 
     cfg, pid = limited_server
     readonly_store(cfg)
@@ -437,7 +437,7 @@ def test_the_client_stops_waiting_even_when_the_server_does_not(limited_server, 
 
 def test_the_client_limit_message_of_a_store_whose_limit_is_unknown(limited_server, monkeypatch):
     """An external store (no server.json to read): the message says it may still compute."""
-    import ingest.readonly as readonly
+    import ingest.store.readonly as readonly
 
     cfg, pid = limited_server
     monkeypatch.setattr(readonly, "CLIENT_GRACE_S", 0.3)
@@ -454,7 +454,7 @@ def test_the_client_limit_message_of_a_store_whose_limit_is_unknown(limited_serv
 
 
 def test_query_timeout_setting(monkeypatch):
-    from ingest.embedded import DEFAULT_QUERY_TIMEOUT_S, query_timeout
+    from ingest.store.embedded import DEFAULT_QUERY_TIMEOUT_S, query_timeout
 
     assert query_timeout({}) == DEFAULT_QUERY_TIMEOUT_S == 60
     assert query_timeout({"NEURFLOW_STORE_QUERY_TIMEOUT": "2.5"}) == 2.5

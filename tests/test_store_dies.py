@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.embedded import ensure_embedded_server, free_port, stop_embedded_server
-from ingest.store import Store
+from ingest.store.embedded import ensure_embedded_server, free_port, stop_embedded_server
+from ingest.store.connection import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["ingest", "--model", "fashion-resnet", "--classes", "5", "--tau", "3", "--k", "8", "--ig-steps", "4",
@@ -80,7 +80,7 @@ def test_server_killed_mid_write_fails_fast_in_one_line_and_the_rerun_completes(
 
 
 def test_driver_warnings_go_to_the_log_file_and_an_unwritable_one_costs_nothing(tmp_path):
-    code = ("import logging; from ingest.logs import route_driver_logs; route_driver_logs(); "
+    code = ("import logging; from ingest.store.logs import route_driver_logs; route_driver_logs(); "
             "logging.getLogger('neo4j.session').warning('Transaction failed and will be retried in 1s'); print('done')")
     for target, written in ((tmp_path / "new" / "folder" / "n.log", True), (Path(os.devnull) / "n.log", False)):
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,

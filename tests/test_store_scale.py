@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from bench.store_scale import Generator, ParamMaker, Shape, main, time_queries
-from ingest.queries import QUERIES, get_query, run_query
-from ingest.aggregates import differences
-from ingest.session import Runner
-from ingest.writer import write_circuit
+from ingest.queries.library import QUERIES, get_query, run_query
+from ingest.write.aggregates import differences
+from ingest.store.runner import Runner
+from ingest.write.writer import write_circuit
 from tests.fixtures_store import expected_counts
 
 SHAPE = Shape(classes=3, layers=4, tau=4, saturate=8, seed=1)

@@ -11,7 +11,7 @@ from torch import nn
 from neurflow.circuit import LOGITS, Params
 from neurflow.hooks import capture
 from neurflow.images import ImageSet
-from neurflow.method import build_circuit
+from neurflow.method import RunOptions, build_circuit
 from neurflow.models.fashion_cnn import FashionCNN
 from neurflow.subnetwork import HookSubnetwork, NotACut, build_subnetworks, fold_batchnorm
 from tests.tiny_models import CNN_LAYERS, RESNET_LAYERS, settle, tiny_cnn, tiny_images, tiny_resnet
@@ -175,6 +175,7 @@ def test_bypass_is_refused_before_any_activation_pass():
     images = ImageSet(torch.rand(8, 3, 64, 64), [f"img{i}" for i in range(8)], [0] * 8, [f"{i:064x}" for i in range(8)], [(64, 64)] * 8)
     started = time.perf_counter()
     with pytest.raises(NotACut, match=r"bypasses it at 'add_\d+' in module 'layer4.0'"):
-        build_circuit(model, ["layer4.1", "layer4.0.conv2"], images, 0, Params(tau=2, k=4, predicted_only=True), progress=False)
+        build_circuit(model, ["layer4.1", "layer4.0.conv2"], images, 0, Params(tau=2, k=4, predicted_only=True),
+                      run=RunOptions(progress=False))
     assert batches and max(batches) == 1, batches
     assert time.perf_counter() - started < 30  # generous: a few one-image passes on shared cores

@@ -1,4 +1,4 @@
-"""ingest/uids.py: each node kind's uid has one builder and one parser, on plain values."""
+"""ingest/store/uids.py: each node kind's uid has one builder and one parser, on plain values."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ingest import uids
-
-
+from ingest.store import uids
 def test_builders_write_the_documented_forms():
     assert uids.class_uid("fashion-resnet", 3) == "fashion-resnet/3"
     assert uids.layer_uid("fashion-resnet", "layer1.0") == "fashion-resnet/layer1.0"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ingest.errors import StoreQueryError
-from ingest.queries import run_query
-from ingest.schema import LABELS, ensure_schema
-from ingest.writer import WriteOptions, circuit_status, delete_circuit, set_group_labels, write_circuit
+from ingest.store.errors import StoreQueryError
+from ingest.queries.library import run_query
+from ingest.store.schema import LABELS, ensure_schema
+from ingest.write.writer import WriteOptions, circuit_status, delete_circuit, set_group_labels, write_circuit
 from tests.fixtures_store import expected_counts, make_circuit, model_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +169,7 @@ def test_crash_at_any_step_leaves_no_duplicates(store, stop):
 
 
 def test_failed_write_is_marked_failed_and_rewritten(store, monkeypatch):
-    import ingest.statements as statements
+    import ingest.write.statements as statements
 
     c = make_circuit(1)
     monkeypatch.setattr(statements, "Q_GROUPS", "UNWIND $rows AS r MERGE (g:Group {uid: r.uid}) RETURN nosuchfunction(r)")
@@ -199,10 +199,10 @@ _KILL_CHILD = textwrap.dedent(
     """
     import os, sys, time
     sys.path.insert(0, os.environ["ROOT"])
-    import ingest.session as session
-    import ingest.writer as writer
-    from ingest.config import StoreConfig
-    from ingest.store import Store
+    import ingest.store.runner as session
+    import ingest.write.writer as writer
+    from ingest.store.config import StoreConfig
+    from ingest.store.connection import Store
     from tests.fixtures_store import make_circuit
 
     slow = session.Runner.execute

@@ -6,7 +6,7 @@ parser and semantic analysis (the npm package ``@neo4j-cypher/language-support``
 moves it there) and lints, in one node process:
 
 - every distinct statement the store layer sent during this session (recorded by
-  `ingest.cypher_record`, subprocesses included), and
+  `ingest.store.cypher_record`, subprocesses included), and
 - every statement the code holds (library, app, schema, writer, evaluations, labelling, debug,
   plain string literals given to run / write / read), reached by a test or not.
 
@@ -19,7 +19,7 @@ given, so nothing is reported about names missing from a database.  Warnings (de
 do not fail; they are printed in the summary.  Recorded calls must also pass every parameter
 their statement uses (Neo4j refuses a statement with a missing parameter).
 
-The console's clause check (`ingest.readonly.check_readonly`) is compared with Neo4j's grammar
+The console's clause check (`ingest.store.readonly.check_readonly`) is compared with Neo4j's grammar
 on a table: the cases of tests/test_readonly.py plus every write and administration form of
 Neo4j 5 Cypher.  A statement is a write for Neo4j when its parse tree holds a write clause
 (CREATE, INSERT, MERGE, SET, REMOVE, DELETE, FOREACH, LOAD CSV, CALL {...} IN TRANSACTIONS), a
@@ -38,9 +38,9 @@ from typing import Any
 
 import pytest
 
-from ingest.cypher_record import ENV
-from ingest.errors import ReadOnlyViolation
-from ingest.readonly import READ_PROCEDURES, check_readonly
+from ingest.store.cypher_record import ENV
+from ingest.store.errors import ReadOnlyViolation
+from ingest.store.readonly import READ_PROCEDURES, check_readonly
 from tests import cypher_lint
 from tests.fixtures_cypher import SUMMARY
 

@@ -14,7 +14,7 @@ from app.graphs import GEdge, GNode, layered_figure
 from app.state import UrlState
 from app.text import md_text, plot_text
 from app.views.common import Context, image_row, nav_button
-from ingest.uids import short_group, short_neuron
+from ingest.store.uids import short_group, short_neuron
 
 MEMBER_COLUMNS = 3
 USED_BY_SHOWN = 12  # class names listed in the sentence

@@ -103,7 +103,7 @@ def empty_store_message() -> None:
 
 
 def store_error_message(exc: Exception) -> None:
-    from ingest.errors import StoreUnavailable
+    from ingest.store.errors import StoreUnavailable
 
     st.error(f"The store cannot be read: {md_text(no_server_paths(exc))}", icon="⚠️")
     if isinstance(exc, StoreUnavailable):

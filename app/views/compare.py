@@ -20,7 +20,7 @@ from app.graphs import DIFF_COLOURS, DIFF_ORDER, GEdge, GNode, bar_figure, fitte
 from app.state import UrlState
 from app.text import md_text, plot_text
 from app.views.common import Context, nav_button
-from ingest.uids import neuron_uid
+from ingest.store.uids import neuron_uid
 
 SECTIONS = {"overlap": "Shared neurons and diff", "similarity": "Similarity heatmap", "hubs": "Hub neurons",
             "reverse": "Reverse lookup"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Cypher console: the saved, parameterised queries of ingest/queries.py (editable) or your own
+"""Cypher console: the saved, parameterised queries of ingest/queries/library.py (editable) or your own
 Cypher, run read-only with parameters; results as a table, as a graph when they hold nodes and
 relationships, and as CSV.
 
@@ -19,9 +19,9 @@ from app.graphs import result_figure
 from app.state import UrlState, dumps_param, loads_param
 from app.text import csv_cell, md_text, no_server_paths, server_roots
 from app.views.common import Context
-from ingest.errors import ReadOnlyViolation, StoreError
-from ingest.app_queries import CONSOLE_EXAMPLE_CYPHER
-from ingest.queries import QUERIES, QUERY_BY_NAME
+from ingest.store.errors import ReadOnlyViolation, StoreError
+from ingest.queries.app_reads import CONSOLE_EXAMPLE_CYPHER
+from ingest.queries.library import QUERIES, QUERY_BY_NAME
 
 CUSTOM = "custom"
 EXAMPLE = CONSOLE_EXAMPLE_CYPHER

@@ -14,7 +14,7 @@ from app import data
 from app.state import UrlState
 from app.text import md_text, no_server_paths
 from app.views.common import Context, image_row
-from ingest.uids import short_group
+from ingest.store.uids import short_group
 
 MISCLASSIFIED_SCAN = 2000  # test images scanned for misclassified examples
 
@@ -110,7 +110,7 @@ def shown_model(name: str) -> str:
 
 
 def render(url: UrlState, ctx: Context) -> None:
-    from ingest.image_debugging import debug_image, image_from_bytes, load_query_image
+    from ingest.jobs.image_debugging import debug_image, image_from_bytes, load_query_image
     from neurflow.errors import NeurflowInputError
 
     st.header("Debug an image")
@@ -177,7 +177,7 @@ def render(url: UrlState, ctx: Context) -> None:
         else:
             from neurflow.datasets import IMAGE_EXTENSIONS
 
-            # the file types ingestion reads; decoded by the same function (ingest.image_debugging.image_from_bytes)
+            # the file types ingestion reads; decoded by the same function (ingest.jobs.image_debugging.image_from_bytes)
             up = st.file_uploader("An image file", type=[e.lstrip(".") for e in IMAGE_EXTENSIONS], key="upload")
             if up is None:
                 st.caption("Upload an image to debug.")

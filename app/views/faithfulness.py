@@ -23,7 +23,7 @@ from app import data
 from app.state import UrlState
 from app.text import md_text, plot_text
 from app.views.common import Context
-from ingest.errors import StoreError
+from ingest.store.errors import StoreError
 
 ALL = -1
 MIN_RANDOM_DROP = 1e-3  # a random drop / accuracy below this counts as this in a ratio (as bench/demo_selectivity.py)

@@ -29,8 +29,8 @@ def edits_allowed() -> bool:
 
 def _save(group_uid: str, text: str) -> None:
     """Write a manual label with the writer account, then drop the cached reads."""
-    from ingest.labelling import set_manual_label
-    from ingest.store import Store
+    from ingest.jobs.labelling import set_manual_label
+    from ingest.store.connection import Store
 
     if not edits_allowed():  # the form is not shown then; a replayed submit must not write either
         st.session_state["labels:saved"] = None

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from ingest.embedded import free_port
+    from ingest.store.embedded import free_port
     from playwright.sync_api import sync_playwright
 
     port = free_port()

@@ -6,9 +6,9 @@ Makefile.  `lint` runs ``lint.mjs`` (next to this file) once for a list of state
 
 Statements come from two places:
 
-- `recorded`: what the store layer sent during the test session (`ingest.cypher_record`, the
+- `recorded`: what the store layer sent during the test session (`ingest.store.cypher_record`, the
   file named by ``NEURFLOW_RECORD_CYPHER``; tests/fixtures_cypher.py sets it for the session);
-- `static_statements`: the library (``QUERIES``), the app's ``APP_QUERIES`` (ingest/app_queries.py),
+- `static_statements`: the library (``QUERIES``), the app's ``APP_QUERIES`` (ingest/queries/app_reads.py),
   the schema statements, the module-level statements (``Q_*``, ``*_CYPHER``) of the ingest/
   modules that have them (the query modules, the writer's, the jobs'), and every
   plain string literal passed as Cypher to a ``run`` / ``write`` / ``read`` call in ingest/,
@@ -97,7 +97,7 @@ def lint(statements: list[dict[str, Any]], timeout: float = 600) -> dict[str, An
 
 
 def recorded(path: str | os.PathLike | None) -> list[dict[str, Any]]:
-    """The statements recorded in `path` (JSON lines of ingest.cypher_record)."""
+    """The statements recorded in `path` (JSON lines of ingest.store.cypher_record)."""
     if not path or not os.path.exists(path):
         return []
     out = []
@@ -134,19 +134,19 @@ def _statement_modules() -> list[str]:
     writer, evaluations, labelling, image debugging, ...; found in the source, so that only
     those are imported."""
     out = []
-    for path in sorted((ROOT / "ingest").glob("*.py")):
+    for path in sorted((ROOT / "ingest").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         names = [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
         if any(_STATEMENT_NAME.search(name) for name in names):
-            out.append(f"ingest.{path.stem}")
+            out.append(".".join(path.relative_to(ROOT).with_suffix("").parts))
     return out
 
 
 def static_statements() -> list[tuple[str, str]]:
     """(name, text) of every statement the project's code holds, reached by a test or not."""
-    from ingest.app_queries import APP_QUERIES
-    from ingest.queries import QUERIES
-    from ingest.schema import constraint_statements
+    from ingest.queries.app_reads import APP_QUERIES
+    from ingest.queries.library import QUERIES
+    from ingest.store.schema import constraint_statements
 
     out: list[tuple[str, str]] = [(f"QUERIES[{q.name}]", q.cypher) for q in QUERIES]
     out += [(f"APP_QUERIES[{name}]", text) for name, text in APP_QUERIES.items()]

@@ -1,0 +1,3 @@
+"""Writing circuits: the order of work (`writer`), its statements and the rows that feed them
+(`statements`, `circuit_rows`), thumbnails, cleanup before a rewrite, the aggregates kept in step,
+and group labels."""
