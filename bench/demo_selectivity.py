@@ -40,7 +40,7 @@ from neurflow.circuit import Params  # noqa: E402
 from neurflow.datasets import load_images  # noqa: E402
 from neurflow.evaluation import CircuitView, EvalSettings, build_subs, fidelity, optimality_and_edges  # noqa: E402
 from neurflow.images import crop_boxes, cut_crops  # noqa: E402
-from neurflow.method import build_circuit  # noqa: E402
+from neurflow.method import RunOptions, build_circuit  # noqa: E402
 
 DEMO = {"tau": 8, "k": 20, "ig_steps": 16, "max_images": 60}
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in classes:
         t0 = time.perf_counter()
         images = load_images("fashion-mnist", spec, c, "train", limit=300)
-        circuit = build_circuit(model, layers, images, c, params, model_uid=loaded.uid, progress=False)
+        circuit = build_circuit(model, layers, images, c, params, run=RunOptions(model_uid=loaded.uid, progress=False))
         seconds.append(time.perf_counter() - t0)
         names = {rec.depth: rec.name for rec in circuit.layers}
         for rec in circuit.layers:

@@ -26,7 +26,7 @@ import torch
 
 from neurflow.circuit import LOGITS, Params
 from neurflow.images import ImageSet
-from neurflow.method import Budget, build_circuit
+from neurflow.method import Budget, RunOptions, build_circuit
 
 PEAK_TFLOPS = {"H100": {"fp32": 67.0, "bf16": 989.0}, "H200": {"fp32": 67.0, "bf16": 989.0}}
 
@@ -102,11 +102,11 @@ def main() -> int:
             break
         images = load_images("fashion-mnist", loaded.spec, class_index=c, split="test", limit=150)
         t = time.perf_counter()
-        on_gpu = build_circuit(loaded.module, layers, images, c, params, device=cuda, progress=False,
+        on_gpu = build_circuit(loaded.module, layers, images, c, params, run=RunOptions(device=cuda, progress=False),
                                budget=Budget(ig_internal_batch=65536))
         t_gpu = time.perf_counter() - t
         t = time.perf_counter()
-        on_cpu = build_circuit(loaded.module.cpu(), layers, images, c, params, device="cpu", progress=False)
+        on_cpu = build_circuit(loaded.module.cpu(), layers, images, c, params, run=RunOptions(progress=False))
         t_cpu = time.perf_counter() - t
         log(f"fashion class {c}", {"gpu_s": round(t_gpu, 2), "cpu16_s": round(t_cpu, 2),
                                    "core_agreement": agreement(on_gpu, on_cpu),
@@ -129,7 +129,7 @@ def main() -> int:
             break
         torch.backends.cudnn.benchmark = True
         t = time.perf_counter()
-        circuit = build_circuit(resnet.module, r_layers, images, 1, full, device=cuda, progress=False,
+        circuit = build_circuit(resnet.module, r_layers, images, 1, full, run=RunOptions(device=cuda, progress=False),
                                 budget=budget)
         torch.cuda.synchronize() if cuda.type == "cuda" else None
         seconds = time.perf_counter() - t
@@ -150,10 +150,10 @@ def main() -> int:
         small = Params(tau=8, k=10, ig_steps=16, predicted_only=False, max_images=2)
         few = r_layers[:3]
         t = time.perf_counter()
-        a = build_circuit(resnet.module, few, images, 1, small, device=cuda, progress=False)
+        a = build_circuit(resnet.module, few, images, 1, small, run=RunOptions(device=cuda, progress=False))
         t_gpu = time.perf_counter() - t
         t = time.perf_counter()
-        b = build_circuit(resnet.module.cpu(), few, images, 1, small, device="cpu", progress=False)
+        b = build_circuit(resnet.module.cpu(), few, images, 1, small, run=RunOptions(progress=False))
         log("resnet50 reduced cpu vs gpu", {"core_agreement": agreement(a, b), "gpu_s": round(t_gpu, 1),
                                             "cpu16_s": round(time.perf_counter() - t, 1)})
     log("total_s", round(time.perf_counter() - start, 1))

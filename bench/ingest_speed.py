@@ -135,15 +135,15 @@ def run(label, loaded, images, args, device):
         # warm-up: first calls pay for kernel selection (oneDNN primitives, cuDNN plans)
         method.build_circuit(loaded.module, layers_from_args(args, loaded.spec)[:1], images.subset([0]),
                              args.class_index, Params(tau=1, k=2, ig_steps=2, predicted_only=False),
-                             device=device, budget=RUNS[label][1], progress=False)
+                             budget=RUNS[label][1], run=method.RunOptions(device=device, progress=False))
         times.clear()
         with phase_timer(times):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t, c = time.perf_counter(), time.process_time()
             circuit = method.build_circuit(loaded.module, layers_from_args(args, loaded.spec), images,
-                                           args.class_index, params_from_args(args), model_uid=loaded.uid,
-                                           device=device, budget=RUNS[label][1], progress=False)
+                                           args.class_index, params_from_args(args), budget=RUNS[label][1],
+                                           run=method.RunOptions(model_uid=loaded.uid, device=device, progress=False))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times["total"] = time.perf_counter() - t

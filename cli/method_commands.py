@@ -13,7 +13,7 @@ from neurflow.errors import NeurflowInputError
 def cmd_circuit(args: argparse.Namespace) -> int:
     """Build one class's circuit, print its summary, optionally save it as Parquet."""
     from neurflow.datasets import load_images
-    from neurflow.method import build_circuit
+    from neurflow.method import RunOptions, build_circuit
     from neurflow.models.registry import load_model, resolve_device
 
     params = params_from_args(args)
@@ -37,11 +37,13 @@ def cmd_circuit(args: argparse.Namespace) -> int:
         images,
         args.class_index,
         params,
-        model_uid=loaded.uid,
-        class_name=loaded.class_names[args.class_index] if args.class_index < len(loaded.class_names) else None,
-        device=device,
         budget=budget,
-        progress=not args.quiet,
+        run=RunOptions(
+            model_uid=loaded.uid,
+            class_name=loaded.class_names[args.class_index] if args.class_index < len(loaded.class_names) else None,
+            device=device,
+            progress=not args.quiet,
+        ),
     )
     print(json.dumps(circuit.summary(), indent=2))
     if args.out:

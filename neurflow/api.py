@@ -190,7 +190,7 @@ def build_circuit(
 
     from neurflow.datasets import images_from_tensor
     from neurflow.images import ImageSet
-    from neurflow.method import build_circuit as _build
+    from neurflow.method import RunOptions, build_circuit as _build
     from neurflow.models.registry import LoadedModel, resolve_device
 
     params = Params(tau=tau, k=k, ig_steps=ig_steps, max_images=max_images, granularities=tuple(granularities),
@@ -213,7 +213,6 @@ def build_circuit(
             raise NeurflowInputError("a plain nn.Module needs layers=[...] (module names, top to bottom)")
         layers = list(loaded.spec.layers)
     names = loaded.class_names if loaded else []
-    return _build(
-        module, list(layers), images, c, params, model_uid=loaded.uid if loaded else type(module).__name__.lower(),
-        class_name=names[c] if c < len(names) else None, device=resolve_device(device), progress=progress,
-    )
+    run = RunOptions(model_uid=loaded.uid if loaded else type(module).__name__.lower(),
+                     class_name=names[c] if c < len(names) else None, device=resolve_device(device), progress=progress)
+    return _build(module, list(layers), images, c, params, run=run)

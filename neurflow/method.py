@@ -112,6 +112,22 @@ PhaseCallback = Callable[[str, int, int], None]
 """`(phase, done, total)`: lets callers (the ingest CLI) draw their own progress."""
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Who the circuit is of and how one build reports, apart from what it computes.
+
+    The names are recorded in the circuit as given (`model_uid`, `class_name`; None: the class
+    index as text); the device is where the method runs; `progress` draws bars and `on_phase`
+    hands `(phase, done, total)` to a caller that draws its own.  None of them enters a
+    circuit's identity (`circuit_identity`)."""
+
+    model_uid: str = "model"
+    class_name: str | None = None
+    device: str | torch.device = "cpu"
+    progress: bool = True
+    on_phase: PhaseCallback | None = None
+
+
 def validate_layers(model: nn.Module, layers: list[str], example: torch.Tensor) -> list[str]:
     """Return the full layer list (logits first) after checking names and top-to-bottom order."""
     return resolve_layers(model, layers, example)[0]
@@ -344,22 +360,18 @@ def build_circuit(
     class_index: int,
     params: Params = Params(),
     *,
-    model_uid: str = "model",
-    class_name: str | None = None,
-    device: str | torch.device = "cpu",
     budget: Budget = Budget(),
-    progress: bool = True,
-    on_phase: PhaseCallback | None = None,
+    run: RunOptions = RunOptions(),
 ) -> Circuit:
     """Build the NeurFlow circuit of `class_index` (see the module docstring for the steps)."""
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    device = torch.device(device)
+    device = torch.device(run.device)
     budget = _settled_budget(budget, images, device)
     _seed(params.seed)
     if budget.keep_freed_memory:
         keep_freed_memory()
-    phase = on_phase or (lambda *_: None)
+    phase = run.on_phase or (lambda *_: None)
     model = model.to(device)
     identity = circuit_identity(images, params, [], budget)  # its layers are the resolved ones, below
 
@@ -379,13 +391,13 @@ def build_circuit(
             subs = [fold_batchnorm(sub) for sub in subs]
 
         forward = _forward_model(model, budget, layers)
-        images = _select_images(forward, images, class_index, params, device, budget, class_name)
+        images = _select_images(forward, images, class_index, params, device, budget, run.class_name)
         boxes = crop_boxes(images.size, params.granularities)
         crops = _CropSource(images.pixels, boxes)
         if params.k > len(crops):
             raise NeurflowInputError(f"k={params.k} is larger than the {len(crops)} crops available; lower k or add images")
         maps = _MapReader(forward, layers, crops, device, budget)
-        means = _collect_means(forward, layers, crops, device, budget, progress, phase,
+        means = _collect_means(forward, layers, crops, device, budget, run.progress, phase,
                                maps if budget.reuse_maps else None)
         keep = _content_mask(crops, params.min_crop_std, budget.crop_batch)
         if keep is not None and params.k > int(keep.sum()):
@@ -395,9 +407,9 @@ def build_circuit(
             )
         channels = [means[name].shape[1] for name in layers]
         circuit = Circuit(
-            model=model_uid,
+            model=run.model_uid,
             class_index=class_index,
-            class_name=class_name if class_name is not None else str(class_index),
+            class_name=run.class_name if run.class_name is not None else str(class_index),
             params=params,
             image_size=images.size,
             neurflow_version=__version__,
@@ -413,7 +425,7 @@ def build_circuit(
                 for i in range(len(images))
             ],
         )
-        build = _Build(circuit, params, budget, device, crops, keep, budget.ig_strategy(), progress, phase)
+        build = _Build(circuit, params, budget, device, crops, keep, budget.ig_strategy(), run.progress, phase)
         critical: list[list[int]] = [[class_index]]
         for d in range(len(layers) - 1):
             critical.append(_analyse_layer(build, d, critical[d], means[layers[d]].numpy(),

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cli.main import main as cli_main
-from neurflow.method import build_circuit
+from neurflow.method import RunOptions, build_circuit
 
 
 def test_ingested_circuit_equals_a_direct_build(trained_model, class_circuits):
@@ -23,7 +23,7 @@ def test_ingested_circuit_equals_a_direct_build(trained_model, class_circuits):
 
     images = load_images("fashion-mnist", trained_model.spec, class_index=2, split="train")  # all of them, as ingest reads
     again = build_circuit(trained_model.module, list(trained_model.spec.layers), images, 2, class_circuits[2].params,
-                          model_uid=trained_model.uid, class_name=trained_model.class_names[2], progress=False)
+                          run=RunOptions(model_uid=trained_model.uid, class_name=trained_model.class_names[2], progress=False))
     assert again == class_circuits[2]  # the same identity (data fingerprint included) and the same tables
 
 
