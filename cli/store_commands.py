@@ -71,7 +71,7 @@ def cmd_store_rebuild_aggregates(args: argparse.Namespace) -> int:
     """Rebuild the writer's aggregates from the raw relationships (a store written before the
     writer kept them: opening it as the writer does this on its own when they are missing), or
     with --check only compare them (exit 1 with one line when they differ)."""
-    from ingest.write.aggregates import FIX_COMMAND, differences, rebuild
+    from ingest.write.aggregate_maintenance import FIX_COMMAND, differences, rebuild
     from ingest.store.schema import ensure_schema
     from ingest.store.runner import Runner
     from ingest.store.connection import Store, start_store
@@ -133,7 +133,7 @@ def format_table(columns: list[str], rows: list[list[Any]], *, more: bool = Fals
 def _require_aggregates() -> None:
     """The library queries read the writer's aggregates; on a store written before them (which
     this read-only account cannot rebuild) they would answer nothing: one line naming the fix."""
-    from ingest.write.aggregates import missing, missing_message
+    from ingest.write.aggregate_maintenance import missing, missing_message
     from ingest.store.runner import Runner
     from ingest.store.connection import Store, start_store
 

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from ingest.write.aggregates import differences, rebuild, recompute, stored
+from ingest.write.aggregate_maintenance import differences, rebuild, recompute, stored
 from ingest.store.runner import Runner
 from ingest.write.writer import WriteOptions, circuit_status, delete_circuit, set_group_labels, write_circuit
 from tests.fixtures_store import make_circuit, model_info

@@ -2,7 +2,7 @@
 LayerStat / CircuitFeeds, no aggregate properties on the circuits and the Model node) is brought
 in step the first time a writer opens it; a reader that cannot rebuild says which command fixes
 it instead of answering nothing; `neurflow store rebuild-aggregates [--check]`.  And concurrent
-completions of one parameter set lose no aggregate update (`ingest.write.aggregates.Q_LOCK`).  All on a
+completions of one parameter set lose no aggregate update (`ingest.write.aggregate_statements.Q_LOCK`).  All on a
 real embedded ArcadeDB."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from cli.main import main
-from ingest.write.aggregates import differences, missing, stored
+from ingest.write.aggregate_maintenance import differences, missing, stored
 from ingest.queries.library import run_query
 from ingest.store.runner import Runner
 from ingest.store.connect import open_store

@@ -16,7 +16,7 @@ import pytest
 
 from ingest.store.config import StoreConfig
 from ingest.store.errors import ReadOnlyViolation
-from ingest.write.aggregates import differences
+from ingest.write.aggregate_maintenance import differences
 from ingest.read.export import export_store
 from ingest.queries.library import QUERIES, run_query
 from ingest.store.readonly import execute_rolled_back, run_readonly

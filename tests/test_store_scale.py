@@ -7,7 +7,7 @@ import pytest
 
 from bench.store_scale import Generator, ParamMaker, Shape, main, time_queries
 from ingest.queries.library import QUERIES, get_query, run_query
-from ingest.write.aggregates import differences
+from ingest.write.aggregate_maintenance import differences
 from ingest.store.runner import Runner
 from ingest.write.writer import write_circuit
 from tests.fixtures_store import expected_counts

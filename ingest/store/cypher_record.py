@@ -29,13 +29,13 @@ _seen: set[tuple[str, str, tuple[str, ...]]] = set()
 _lock = threading.Lock()
 _STORE_LAYER = (
     "ingest/store/connection.py", "ingest/write/writer.py", "ingest/store/readonly.py", "ingest/store/cypher_record.py", "ingest/store/runner.py",
-    "ingest/write/cleanup.py", "ingest/write/aggregates.py", "ingest/write/group_labels.py",
+    "ingest/write/cleanup.py", "ingest/write/aggregates.py", "ingest/write/aggregate_maintenance.py", "ingest/write/group_labels.py",
 )  # fmt: skip
 
 
 def _where() -> str:
     """`path:line function` of the first frame outside the store layer (paths relative to the repo)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
     frame = sys._getframe(2)
     fallback = ""
     while frame is not None:

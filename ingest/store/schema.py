@@ -47,7 +47,7 @@ def ensure_schema(store: Store, *, again: bool = False, aggregates: bool = True)
     """Create the constraints and indexes (idempotent); once per `Store` object unless `again`.
 
     Then, unless `aggregates` is False, rebuild the writer's aggregates if complete circuits lack
-    them (`ingest.write.aggregates.ensure`: a store written before they existed; one cheap query when
+    them (`ingest.write.aggregate_maintenance.ensure`: a store written before they existed; one cheap query when
     they are there): this is the writer's first use of the store (`ingest.store.connect.open_store` for a writer,
     `write_circuit`), so after an upgrade the first `neurflow ingest` / `demo` brings an old store
     in step instead of every cross-class query answering nothing."""
@@ -56,7 +56,7 @@ def ensure_schema(store: Store, *, again: bool = False, aggregates: bool = True)
     for statement in constraint_statements():
         store.run(statement)
     if aggregates:
-        from ingest.write.aggregates import ensure
+        from ingest.write.aggregate_maintenance import ensure
 
         ensure(store)
     store._schema_ready = True
