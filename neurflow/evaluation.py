@@ -42,6 +42,8 @@ from torch import nn
 from neurflow.circuit import LOGITS, Circuit, Params
 from neurflow.errors import NeurflowInputError
 from neurflow.hooks import capture, spatial_mean
+from neurflow.images import crop_boxes, cut_crops, has_content
+from neurflow.subnetwork import build_subnetworks
 
 KINDS = ("fidelity", "optimality", "edge_weight")
 EDGE_SIZES = (1, 5, 10, 20, 50)
@@ -183,8 +185,6 @@ def _sample_sets(rng: np.random.Generator, c: int, size: int, count: int) -> lis
 
 
 def build_subs(model: nn.Module, view: CircuitView, input_shape: tuple[int, ...]) -> list[nn.Module]:
-    from neurflow.subnetwork import build_subnetworks
-
     return build_subnetworks(model, view.names, input_shape)
 
 
@@ -281,7 +281,7 @@ def _overlaps(
 
 
 def _correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    from scipy import stats
+    from scipy import stats  # heavy (about 1 s): only an evaluation run needs it, not its importers
 
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan"), float("nan")
@@ -292,8 +292,6 @@ def crop_set(view: CircuitView, pixels: torch.Tensor, settings: EvalSettings) ->
     """D of optimality and edge weights: crops of held-out images at the circuit's granularities,
     without the crops its `min_crop_std` left out of the concept data (top samples are never
     blank there, so blank crops here would only add ties at the bottom of every ranking)."""
-    from neurflow.images import crop_boxes, cut_crops, has_content
-
     images = pixels[: settings.crop_images]
     crops = cut_crops(images, crop_boxes(images.shape[-1], view.params.granularities))
     if view.params.min_crop_std > 0:
@@ -305,7 +303,7 @@ def optimality_and_edges(
     model: nn.Module, view: CircuitView, pixels: torch.Tensor, settings: EvalSettings, subs: list[nn.Module],
     device: torch.device = torch.device("cpu"),
 ) -> list[EvalRow]:
-    from neurflow.attribution import integrated_gradients
+    from neurflow.attribution import integrated_gradients  # loads captum (0.8 s): not for importers of KINDS / EvalSettings
 
     names, cls = view.names, view.class_index
     crops = crop_set(view, pixels, settings).to(device)
