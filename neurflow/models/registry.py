@@ -18,7 +18,11 @@ AlexNet/VGG feature stacks, the ReLU outputs after the paper's conv layers (Alex
 each).  ReLUs are switched to out-of-place so hooks see the values they were called with.
 
 Beyond these six, `load_model` takes ``torchvision:<arch>`` (any torchvision classification
-architecture) and ``path/to/file.py:factory`` (see `neurflow.models.sources`).
+architecture) and ``path/to/file.py:factory`` (see `neurflow.models.sources`).  It parses the
+name once and hands it to the loader of its kind: the registry's own (here, beside the specs,
+builders and default weights it reads), `loaders.load_torchvision` or `loaders.load_factory`;
+every loader reads and checks a weights file with `neurflow.models.weights` and returns a
+`spec.Loaded`, whose class names and device `load_model` then settles.
 
 Class names (`ModelSpec.class_names`, `class_ids`) travel with the spec, because images are
 matched to the model's classes by name (`neurflow.datasets.folder_class_map`).  They come from,
@@ -39,8 +43,6 @@ architecture) raises `NeurflowInputError` with a one-line message.
 
 from __future__ import annotations
 
-import pickle
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -55,6 +57,14 @@ from neurflow.images import NeurflowInputError, file_hash
 from neurflow import train
 from neurflow.models import fashion_resnet, sources
 from neurflow.models.fashion_cnn import FASHION_MEAN, FASHION_STD, FashionCNN
+from neurflow.models.loaders import RANDOM_SEED, load_factory, load_torchvision
+from neurflow.models.spec import Loaded, ModelSpec
+from neurflow.models.weights import load_built, read_state_dict, seeded
+
+__all__ = [  # read_state_dict: where callers of the registry have always found it
+    "LoadedModel", "ModelSpec", "available_models", "build_model", "default_class_names", "get_spec",
+    "load_model", "read_state_dict", "resolve_class_names", "resolve_device", "with_default_names",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,22 +72,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # on 0..255 pixels; that is mean 127/255, std 128/255 on 0..1 pixels.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str  # registry name
-    arch: str  # what builds it: 'neurflow.FashionCNN', 'torchvision.resnet50', ...
-    layers: tuple[str, ...]  # default analysed module names, top to bottom (no logits pseudo-layer)
-    input_size: int
-    in_channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_classes: int
-    default_data: str | None  # 'fashion-mnist' for fashion-cnn, None for ImageNet models
-    # class names in class-index order ((): none known) and their ids (ImageNet synset ids, or ())
-    class_names: tuple[str, ...] = field(default=(), repr=False)
-    class_ids: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -252,7 +246,7 @@ _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def build_model(name: str, num_classes: int | None = None, seed: int = 0) -> nn.Module:
+def build_model(name: str, num_classes: int | None = None, seed: int = RANDOM_SEED) -> nn.Module:
     """An architecture with seeded random weights (the global RNG is left untouched).
 
     `name` may be any form `load_model` takes: a ``file.py:factory`` model is what the factory
@@ -261,13 +255,13 @@ def build_model(name: str, num_classes: int | None = None, seed: int = 0) -> nn.
         source = sources.parse_source(name, available_models())
         if source.kind == "file":
             return sources.call_factory(source.path, source.factory)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return sources.build_torchvision(source.arch, num_classes or 1000)
-    spec = get_spec(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = _BUILDERS[name](num_classes or spec.num_classes)
+        return seeded(lambda: sources.build_torchvision(source.arch, num_classes or 1000), seed)
+    return seeded(lambda: _build_registry(name, num_classes or _SPECS[name].num_classes), seed)
+
+
+def _build_registry(name: str, num_classes: int) -> nn.Module:
+    """A registry architecture (its builder's initialisation), ReLUs out of place."""
+    module = _BUILDERS[name](num_classes)
     for m in module.modules():
         if isinstance(m, (nn.ReLU, nn.ReLU6)):
             m.inplace = False
@@ -323,69 +317,6 @@ def _default_weights(name: str, train_if_missing: bool) -> Path:
     return path
 
 
-def _short(items: list[str], n: int = 3) -> str:
-    return ", ".join(items[:n]) + (f", ... (+{len(items) - n})" if len(items) > n else "")
-
-
-def _is_tensor_dict(obj: object) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict with `torch.load(weights_only=True)`; `NeurflowInputError` if it is not one.
-
-    Accepts `{'state_dict': ...}` / `{'model': ...}` checkpoints and strips a DataParallel
-    `module.` prefix."""
-    path = Path(path)
-    if not path.exists():
-        raise NeurflowInputError(f"weights file {path} not found")
-    if not path.is_file():
-        raise NeurflowInputError(f"weights path {path} is not a file")
-    fix = "save weights with torch.save(model.state_dict(), path)"
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if found:
-            what = f"a pickled {found.group(1)} (a whole model?), not a state dict"
-        else:
-            what = "not a PyTorch weights file"
-        raise NeurflowInputError(f"weights file {path} is {what}: {fix}") from None
-    except Exception:  # truncated or random bytes fail in many ways (EOFError, RuntimeError, IndexError, ...)
-        raise NeurflowInputError(f"weights file {path} is not a PyTorch weights file: {fix}") from None
-    if not _is_tensor_dict(obj) and isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model", "net"):
-            if _is_tensor_dict(obj.get(key)):
-                obj = obj[key]
-                break
-    if not _is_tensor_dict(obj):
-        raise NeurflowInputError(f"weights file {path} is not a state dict (a dict of tensors): {fix}")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return dict(obj)
-
-
-def _check_match(name: str, path: Path, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if not (missing or unexpected or wrong):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys ({_short(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys ({_short(unexpected)})")
-    if wrong:
-        parts.append(f"{len(wrong)} shape mismatches (file vs model: {_short(wrong, 2)})")
-    raise NeurflowInputError(f"weights file {path} does not match {name}: " + "; ".join(parts))
-
-
 def _num_classes_of(name: str, state: dict[str, torch.Tensor]) -> int | None:
     head = state.get(_HEAD[name])
     return int(head.shape[0]) if head is not None and head.ndim == 2 else None
@@ -419,11 +350,14 @@ def resolve_class_names(spec: ModelSpec, weights: Path | None, class_names: str 
     return replace(spec, class_names=tuple(names), class_ids=tuple(ids))
 
 
-def _load_registry(name: str, weights: str | None, random_init: bool, train_if_missing: bool):
-    """`(spec, module on the CPU, weights path, sha256, uid)` of a registry model."""
+def _load_registry(source: sources.Source, weights: str | None, random_init: bool, train_if_missing: bool) -> Loaded:
+    """A registry model: random weights (`random_init`), a state-dict file, or its default
+    weights (fashion-cnn's trained first when missing and `train_if_missing`).  Its uid is the
+    registry name for the default weights, in whatever file they come, ``<name>-<sha8>`` else."""
+    name = source.name
     spec = get_spec(name)
     if random_init:
-        return spec, build_model(name), None, None, f"{name}-random"
+        return Loaded(spec, build_model(name), None, None, f"{name}-random")
     if weights is not None:  # never train or touch the default weights when given a file
         path, default = Path(weights).expanduser(), _default_path(name)
     else:
@@ -434,19 +368,12 @@ def _load_registry(name: str, weights: str | None, random_init: bool, train_if_m
     n = _num_classes_of(name, state)
     if n is not None and n != spec.num_classes:
         spec = with_default_names(replace(spec, num_classes=n))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-        module = build_model(name, spec.num_classes)
-    _check_match(name, path, module, state)
-    module.load_state_dict(state, strict=True, assign=True)
-    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
-        module = build_model(name, spec.num_classes)
-        module.load_state_dict(state, strict=True)
+    module = load_built(name, path, lambda: build_model(name, spec.num_classes), state)
     sha = sources.state_hash(module)
     is_default = default is not None and default.is_file() and (
         path.resolve() == default.resolve() or sha == _default_weights_hash(name, default)
     )
-    return spec, module, path, sha, name if is_default else f"{name}-{sha[:8]}"
+    return Loaded(spec, module, path, sha, name if is_default else f"{name}-{sha[:8]}")
 
 
 _DEFAULT_HASHES: dict[tuple[str, int, int], str] = {}
@@ -458,7 +385,7 @@ def _default_weights_hash(name: str, default: Path) -> str:
     stat = default.stat()
     key = (str(default.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _DEFAULT_HASHES:
-        _DEFAULT_HASHES[key] = _load_registry(name, str(default), False, False)[3]
+        _DEFAULT_HASHES[key] = _load_registry(sources.Source("registry", name), str(default), False, False).sha256
     return _DEFAULT_HASHES[key]
 
 
@@ -485,72 +412,12 @@ def load_model(
     if random_init and weights is not None:
         raise NeurflowInputError("give either a weights file or random_init, not both")
     if source.kind == "registry":
-        spec, module, path, sha, uid = _load_registry(name, weights, random_init, train_if_missing)
+        loaded = _load_registry(source, weights, random_init, train_if_missing)
     elif source.kind == "torchvision":
-        spec, module, path, sha, uid = _load_torchvision(source, weights, random_init)
+        known = next((s.layers for s in _SPECS.values() if s.arch == f"torchvision.{source.arch}"), None)
+        loaded = load_torchvision(source, weights, random_init, known)
     else:
-        spec, module, path, sha, uid = _load_factory(source, weights, random_init)
-    spec = resolve_class_names(spec, path, class_names)
-    module = module.to(dev).eval()
-    return LoadedModel(spec, module, uid, sha, list(spec.class_names) or placeholder_names(spec.num_classes))
-
-
-def _load_state(name: str, path: Path, module: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """`state` into `module` (built on the meta device or for real), checked key by key first."""
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    _check_match(name, path, module, state)
-    meta = any(t.is_meta for t in (*module.parameters(), *module.buffers()))
-    module.load_state_dict(state, strict=True, assign=meta)
-    return module
-
-
-def _load_torchvision(source, weights: str | None, random_init: bool):
-    """`(spec, module, weights path, sha256, uid)` of ``torchvision:<arch>``."""
-    arch, name = source.arch, source.name
-    if random_init:
-        module, path, sha, uid, num_classes = build_model(name), None, None, f"{name}-random", 1000
-    elif weights is None:
-        raise NeurflowInputError(
-            f"{name} has no bundled weights and nothing is downloaded: pass {option('weights', 'FILE', placeholder=True)} "
-            f"(a state dict saved with torch.save(model.state_dict(), path), or a checkpoint holding one) or "
-            f"{option('random_init', True)}"
-        )
-    else:
-        path = Path(weights).expanduser()
-        state, num_classes = sources.torchvision_state(arch, read_state_dict(path))
-        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-            module = sources.build_torchvision(arch, num_classes)
-        module = _load_state(name, path, module, state)
-        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # a non-persistent buffer
-            module = _load_state(name, path, sources.build_torchvision(arch, num_classes), state)
-        sha = sources.state_hash(module)
-        uid = f"{name}-{sha[:8]}"
-    size, mean, std = sources.torchvision_preprocessing(arch)
-    known = next((s.layers for s in _SPECS.values() if s.arch == f"torchvision.{arch}"), None)
-    module.eval()
-    layers = known or sources.pick_layers(module, 3, size)
-    spec = ModelSpec(name, f"torchvision.{arch}", tuple(layers), size, 3, mean, std, num_classes, None)
-    return spec, module, path, sha, uid
-
-
-def _load_factory(source, weights: str | None, random_init: bool):
-    """`(spec, module, weights path, sha256, uid)` of ``path/to/file.py:factory``."""
-    if random_init:
-        raise NeurflowInputError(
-            f"{option('random_init', True)} does not apply to {source.path.name}:{source.factory}: the factory makes its own weights"
-        )
-    module = sources.call_factory(source.path, source.factory)
-    where = f"{source.path.name}:{source.factory}()"
-    info = sources.factory_description(module, where)
-    path = None
-    if weights is not None:
-        path = Path(weights).expanduser()
-        module = _load_state(where, path, module, read_state_dict(path)).eval()
-    sha = sources.state_hash(module)
-    num_classes = sources.output_classes(module, info["in_channels"], info["input_size"], where)
-    layers = info["layers"] if info["layers"] is not None else sources.pick_layers(module, info["in_channels"], info["input_size"])
-    spec = ModelSpec(
-        source.name, f"file:{source.name}", tuple(layers), info["input_size"], info["in_channels"], info["mean"],
-        info["std"], num_classes, None, class_names=info["class_names"],
-    )
-    return spec, module, path, sha, f"{source.uid_name}-{sha[:8]}"
+        loaded = load_factory(source, weights, random_init)
+    spec = resolve_class_names(loaded.spec, loaded.path, class_names)
+    module = loaded.module.to(dev).eval()
+    return LoadedModel(spec, module, loaded.uid, loaded.sha256, list(spec.class_names) or placeholder_names(spec.num_classes))

@@ -60,7 +60,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_INPUT_SIZE = 224
 DEFAULT_LAYER_COUNT = 4
-CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net")  # what `read_state_dict` unwraps
 
 # Auxiliary classifiers: only run in training, so built without them and their keys dropped.
 _AUX = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
