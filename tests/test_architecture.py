@@ -165,13 +165,6 @@ def in_query_modules(rel: str) -> bool:
         "ingest/write/statements.py", "ingest/write/aggregate_statements.py", "ingest/store/schema.py")
 
 
-STATEMENT_MODULES = {
-    # jobs whose statements are still named module constants (`Q_*`) of the job itself, next to
-    # the code that runs them; the Cypher lint reads them by name (tests/cypher_lint)
-    "ingest/jobs/evaluations.py", "ingest/read/evaluation_rows.py", "ingest/read/export.py",
-}  # fmt: skip
-
-
 def in_store_layer(rel: str) -> bool:
     """The one package that talks to the driver."""
     return rel.startswith("ingest/store/")
@@ -221,13 +214,13 @@ def _sources():
 
 def test_no_cypher_outside_the_query_modules():
     found = [f"{rel}:{line} {text.strip()[:60]!r}" for rel, tree in _sources()
-             if not in_query_modules(rel) and rel not in STATEMENT_MODULES for line, text in cypher_strings(tree)]
+             if not in_query_modules(rel) for line, text in cypher_strings(tree)]
     assert found == [], found
 
 
 def test_no_cypher_in_the_app_and_the_command_line():
     assert not [rel for rel, _ in _sources() if rel.split("/")[0] in ("app", "cli", "neurflow")
-                and (in_query_modules(rel) or rel in STATEMENT_MODULES)]
+                and in_query_modules(rel)]
 
 
 def test_no_driver_call_outside_the_store_layer():

@@ -19,66 +19,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 from neurflow.circuit import Params
-from neurflow.errors import NeurflowInputError
-from ingest.read.evaluation_rows import Q_READ, format_summary, latest_per_class, read_evaluations, summary_table  # noqa: F401 (re-exported)
+from neurflow.errors import NeurflowInputError, class_label
+from ingest.queries.evaluations import (
+    Q_CIRCUITS,
+    Q_CIRCUITS_BY_UID,
+    Q_CONSTRAINT,
+    Q_EVALUATED,
+    Q_FEEDS,
+    Q_INCLUDES,
+    Q_INDEX,
+    Q_LAYERS,
+    Q_WRITE,
+)
+from ingest.read.evaluation_rows import format_summary, latest_per_class, read_evaluations, summary_table  # noqa: F401 (re-exported)
 from neurflow.evaluation import KINDS, CircuitView, EvalRow, EvalSettings, settings_json
 
 FIELDS = (
     "circuit", "model", "class_index", "class_name", "kind", "layer", "depth", "lower", "mode", "scope", "value",
     "value_std", "random_mean", "random_std", "baseline", "size", "n", "draws", "seed",
 )  # fmt: skip
-
-Q_CIRCUITS = """
-MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit)
-WHERE c.status = 'complete' AND cl.index IN $classes AND ($params IS NULL OR c.params_hash = $params)
-RETURN c.uid AS uid, cl.index AS class_index, cl.name AS class_name, c.params AS params,
-       c.params_hash AS params_hash, c.completed_at AS completed_at
-ORDER BY class_index, completed_at
-"""
-
-Q_CIRCUITS_BY_UID = """
-MATCH (cl:Class)-[:HAS_CIRCUIT]->(c:Circuit)
-WHERE c.uid IN $uids AND c.status = 'complete'
-RETURN c.uid AS uid, cl.index AS class_index, cl.name AS class_name, c.params AS params,
-       c.params_hash AS params_hash, c.completed_at AS completed_at
-ORDER BY class_index
-"""
-
-Q_EVALUATED = """
-MATCH (c:Circuit)-[:HAS_EVALUATION]->(:Evaluation)
-WHERE c.uid IN $uids
-RETURN DISTINCT c.uid AS uid
-"""
-
-Q_INCLUDES = """
-MATCH (c:Circuit {uid: $uid})-[i:INCLUDES]->(n:Neuron)
-RETURN i.depth AS depth, n.layer AS layer, n.channel AS channel
-"""
-
-Q_FEEDS = """
-MATCH (c:Circuit {uid: $uid})-[:INCLUDES]->(u:Neuron)<-[f:FEEDS]-(v:Neuron)
-WHERE f.circuit = $uid
-RETURN u.layer AS layer, u.channel AS channel, v.layer AS lower_layer, v.channel AS lower_channel,
-       f.rank AS rank, f.importance AS importance
-"""
-
-Q_LAYERS = """
-MATCH (l:Layer) WHERE l.uid IN $uids
-RETURN l.name AS name, l.channels AS channels
-"""
-
-Q_CONSTRAINT = "CREATE CONSTRAINT evaluation_uid IF NOT EXISTS FOR (n:Evaluation) REQUIRE n.uid IS UNIQUE"
-Q_INDEX = "CREATE INDEX evaluation_circuit IF NOT EXISTS FOR (n:Evaluation) ON (n.circuit)"
-
-Q_WRITE = """
-MATCH (c:Circuit {uid: $circuit})
-UNWIND $rows AS r
-MERGE (e:Evaluation {uid: r.uid})
-SET e += r
-MERGE (e)<-[:HAS_EVALUATION]-(c)
-"""
-
-
 
 
 # ------------------------------------------------------------------------------ reading circuits
@@ -87,8 +46,6 @@ def stored_circuits(store, model: str, classes: list[int], params: str | None = 
     """The latest complete circuit (of parameter hash `params`, if given) of each class.
 
     `class_names` (the model's) name a class that has none the way the user named it."""
-    from neurflow.errors import class_label
-
     rows = store.run(Q_CIRCUITS, {"model": model, "classes": list(classes), "params": params})
     latest: dict[int, dict[str, Any]] = {}
     for r in rows:  # ordered by completed_at: the last one wins

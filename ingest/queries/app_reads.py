@@ -8,7 +8,7 @@ sees every one by name.
 
 from __future__ import annotations
 
-from ingest.read.evaluation_rows import Q_READ
+from ingest.queries.evaluations import Q_READ
 from ingest.queries.fragments import latest_complete, latest_complete_per_class
 
 Q_VERSION = (

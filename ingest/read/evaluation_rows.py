@@ -1,4 +1,5 @@
-"""Stored evaluations as rows: the read query, the choice of each class's circuit, class averages.
+"""Stored evaluations as rows: the choice of each class's circuit, class averages (the read query is
+`ingest.queries.evaluations.Q_READ`).
 
 Torch-free on purpose: the app's faithfulness page reads stored numbers and must not pay for
 importing torch (1.6-1.8 s on its first visit); computing evaluations lives in
@@ -10,16 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-Q_READ = """
-MATCH (cl:Class {model: $model})-[:HAS_CIRCUIT]->(c:Circuit)-[:HAS_EVALUATION]->(e:Evaluation)
-WHERE c.status = 'complete' AND ($params IS NULL OR c.params_hash = $params)
-RETURN e.circuit AS circuit, e.model AS model, e.class_index AS class_index, cl.name AS class_name,
-       e.kind AS kind, e.layer AS layer, e.depth AS depth, e.lower AS lower, e.mode AS mode, e.scope AS scope,
-       e.value AS value, e.value_std AS value_std, e.random_mean AS random_mean, e.random_std AS random_std,
-       e.baseline AS baseline, e.size AS size, e.n AS n, e.draws AS draws, e.seed AS seed,
-       c.completed_at AS completed_at, c.params_hash AS params_hash
-ORDER BY class_index, kind, depth, mode, scope
-"""
+from ingest.queries.evaluations import Q_READ
 
 
 def latest_per_class(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

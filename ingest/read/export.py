@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from ingest.store.schema import LABELS, RELATIONSHIPS
+from ingest.queries import export as q
 from ingest.store.connection import Store
+from ingest.store.schema import LABELS, RELATIONSHIPS
 from neurflow.errors import NeurflowInputError, NeurflowRuntimeError
 
 FORMATS = ("parquet", "graphml", "json")
@@ -36,38 +37,18 @@ def collect_graph(store: Store, *, model: str | None = None) -> tuple[list[dict[
             props = r["p"]
             nodes.setdefault(props["uid"], {"uid": props["uid"], "label": label, "properties": props})
 
-    for label in ("Model", "Layer", "Neuron", "Class"):
-        prop = "uid" if label == "Model" else "model"
-        add(store.run(f"MATCH (n:{label}) WHERE $model IS NULL OR n.{prop} = $model RETURN properties(n) AS p", p), label)
-    circuits = store.run(
-        "MATCH (c:Circuit {status: 'complete'}) WHERE $model IS NULL OR c.model = $model RETURN properties(c) AS p", p
-    )
+    for label in q.MODEL_LABELS:
+        add(store.run(q.model_nodes(label), p), label)
+    circuits = store.run(q.Q_COMPLETE_CIRCUITS, p)
     add(circuits, "Circuit")
     complete = {r["p"]["uid"] for r in circuits}
-    for label, rel in (("Concept", "HAS_CONCEPT"), ("Group", "HAS_GROUP")):
-        add(
-            store.run(
-                f"MATCH (c:Circuit {{status: 'complete'}})-[:{rel}]->(n:{label}) "
-                "WHERE $model IS NULL OR c.model = $model RETURN properties(n) AS p",
-                p,
-            ),
-            label,
-        )
-    for label, pattern in (
-        ("Crop", "(c)-[:HAS_CONCEPT]->(:Concept)-[:EXEMPLIFIED_BY]->(n:Crop)"),
-        ("Image", "(c)-[:HAS_CONCEPT]->(:Concept)-[:EXEMPLIFIED_BY]->(:Crop)-[:CROP_OF]->(n:Image)"),
-    ):
-        add(
-            store.run(
-                f"MATCH (c:Circuit {{status: 'complete'}}) WHERE $model IS NULL OR c.model = $model "
-                f"MATCH {pattern} RETURN DISTINCT properties(n) AS p",
-                p,
-            ),
-            label,
-        )
+    for label, rel in q.CIRCUIT_CHILDREN:
+        add(store.run(q.circuit_children(label, rel), p), label)
+    for label in q.CROP_LABELS:
+        add(store.run(q.crop_nodes(label), p), label)
     rels: list[dict[str, Any]] = []
     for rel in RELATIONSHIPS:
-        for r in store.run(f"MATCH (a)-[r:{rel}]->(b) RETURN a.uid AS s, b.uid AS e, properties(r) AS p"):
+        for r in store.run(q.relationships(rel)):
             if r["s"] not in nodes or r["e"] not in nodes:
                 continue
             circuit = r["p"].get("circuit")

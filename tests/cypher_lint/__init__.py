@@ -144,6 +144,7 @@ def _statement_modules() -> list[str]:
 
 def static_statements() -> list[tuple[str, str]]:
     """(name, text) of every statement the project's code holds, reached by a test or not."""
+    from ingest.queries import export
     from ingest.queries.app_reads import APP_QUERIES
     from ingest.queries.library import QUERIES
     from ingest.store.schema import constraint_statements
@@ -151,6 +152,7 @@ def static_statements() -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = [(f"QUERIES[{q.name}]", q.cypher) for q in QUERIES]
     out += [(f"APP_QUERIES[{name}]", text) for name, text in APP_QUERIES.items()]
     out += [(f"schema.constraint_statements()[{i}]", s) for i, s in enumerate(constraint_statements())]
+    out += [(f"export.statements()[{i}]", s) for i, s in enumerate(export.statements())]
     for module_name in _statement_modules():
         module = importlib.import_module(module_name)
         for attr, value in vars(module).items():
