@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
@@ -411,7 +412,6 @@ def _short(v: Any) -> str:
 def fitted_range(matrix: Any) -> tuple[float, float]:
     """The colour range of a similarity heatmap: the smallest and largest off-diagonal value (the
     diagonal is 1 by definition and would squeeze real values of 0-0.25 into one colour)."""
-    import numpy as np
 
     m = np.asarray(matrix, dtype=float)
     off = m[~np.eye(len(m), dtype=bool)] if len(m) > 1 else m.ravel()
@@ -432,7 +432,6 @@ def heatmap_figure(labels: list[str], matrix: Any, *, title: str = "", zrange: t
     """Class-by-class Jaccard heatmap, colour range fitted to the off-diagonal values (`fitted_range`)
     or `zrange`; the diagonal cells are left blank (a class against itself says nothing).
     `labels` are plain text (escaped here for plotly)."""
-    import numpy as np
 
     labels = [plot_text(x) for x in labels]
     m = np.asarray(matrix, dtype=float).copy()

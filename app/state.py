@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 from typing import Any, Callable, Sequence
+from urllib.parse import urlencode
 
 import streamlit as st
+
+from app.text import md_text
 
 PAGES: dict[str, str] = {
     "overview": "Overview",
@@ -57,7 +60,6 @@ def fmt_value(value: Any) -> str:
 
 def link(**params: Any) -> str:
     """A relative link (``?page=...&...``) to another view."""
-    from urllib.parse import urlencode
 
     return "?" + urlencode({k: fmt_value(v) for k, v in params.items() if v is not None})
 
@@ -187,7 +189,6 @@ class UrlState:
         """One warning naming the link's values that this view could not use, and what it shows instead."""
         if not self.rejected:
             return
-        from app.text import md_text
 
         parts = []
         for key, raw in self.rejected.items():  # a link's text: shown as text, never as Markdown

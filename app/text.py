@@ -31,6 +31,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ingest.store.config import artifact_dir, store_dir, uses_embedded
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
 _SPLIT = ":small[]"  # an empty Streamlit directive: renders nothing, ends the text node
@@ -61,8 +63,6 @@ def csv_cell(value: Any) -> Any:
 # --------------------------------------------------------------------------- server paths
 def server_roots() -> list[tuple[Path, str]]:
     """The folders paths are shown relative to: (folder, how it is named), deepest first."""
-    from ingest.store.config import artifact_dir, store_dir, uses_embedded
-
     # from the environment alone (what `app.data.config` reads too): no store is started for a message
     store = store_dir() if uses_embedded() else None
     artifacts = Path(os.environ["NEURFLOW_ARTIFACT_DIR"]) if os.environ.get("NEURFLOW_ARTIFACT_DIR") else (

@@ -10,6 +10,7 @@ import streamlit as st
 from app import data
 from app.state import PAGES
 from app.text import md_text, no_server_paths
+from ingest.store.errors import StoreUnavailable
 
 
 @dataclass
@@ -103,7 +104,6 @@ def empty_store_message() -> None:
 
 
 def store_error_message(exc: Exception) -> None:
-    from ingest.store.errors import StoreUnavailable
 
     st.error(f"The store cannot be read: {md_text(no_server_paths(exc))}", icon="⚠️")
     if isinstance(exc, StoreUnavailable):

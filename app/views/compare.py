@@ -12,6 +12,8 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Any
 
+import numpy as np
+
 import pandas as pd
 import streamlit as st
 
@@ -233,7 +235,6 @@ def _heatmap(url: UrlState, ctx: Context, chosen: list[int]) -> None:
 
 def _top_pairs(ctx: Context, classes: list[int], matrix, listed: list[int]) -> None:
     """The most similar pairs among the listed classes (every block, not only the one shown)."""
-    import numpy as np
 
     if len(listed) < 3:
         return
