@@ -1,4 +1,4 @@
-"""`neurflow label`: label the groups of stored circuits with a multimodal LLM (ingest/jobs/labelling.py).
+"""`neurflow label`: label the groups of stored circuits with a multimodal LLM (ingest/jobs/labelling/).
 
     export NEURFLOW_LLM_BASE_URL=http://localhost:11434/v1 NEURFLOW_LLM_MODEL=llava
     neurflow label --model fashion-resnet --classes all [--concurrency 4] [--force]
