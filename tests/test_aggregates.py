@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from ingest.write.aggregate_maintenance import differences, rebuild, recompute, stored
+from ingest.write.aggregates import TOP_N, critical_lists, layer_rows, stat_rows, top_rows
 from ingest.store.runner import Runner
 from ingest.write.writer import WriteOptions, circuit_status, delete_circuit, set_group_labels, write_circuit
 from tests.fixtures_store import make_circuit, model_info
@@ -117,3 +118,35 @@ def test_rebuild_restores_lost_aggregates(store):
         assert differences(r)
         assert rebuild(r) == len(recompute(r))
     consistent(store)
+
+
+# --------------------------------------------------------------------------- the rows, on plain values
+def test_stat_rows_one_per_included_neuron_of_the_parameter_set():
+    rows = {"circuit": {"params_hash": "ph"},
+            "neurons": [{"uid": "m/l1/3", "layer": "l1", "channel": 3}, {"uid": "m/l2/0", "layer": "l2", "channel": 0}],
+            "includes": [{"uid": "m/l2/0", "depth": 2, "importance": 0.5}, {"uid": "m/l1/3", "depth": 1, "importance": 0.25}]}  # fmt: skip
+    assert stat_rows(rows) == [
+        {"uid": "m/l2/0@ph", "neuron": "m/l2/0", "layer": "l2", "depth": 2, "channel": 0, "importance": 0.5},
+        {"uid": "m/l1/3@ph", "neuron": "m/l1/3", "layer": "l1", "depth": 1, "channel": 3, "importance": 0.25},
+    ]
+
+
+def test_layer_rows_carry_the_new_values_by_channel_and_the_list_size():
+    changed = [{"layer": "l1", "depth": 1, "channel": 4, "classes": 2, "circuits": 2, "importance": 1.5},
+               {"layer": "l1", "depth": 1, "channel": 0, "classes": 0, "circuits": -1, "importance": 0.1},
+               {"layer": "l2", "depth": 2, "channel": 9, "classes": 1, "circuits": 1, "importance": 0.3}]  # fmt: skip
+    got = {r["layer"]: r for r in layer_rows("m", "ph", changed, {"l1": 8})}
+    assert got["l1"] == {"uid": "m/l1@ph", "layer": "l1", "depth": 1, "classes": {"4": 2, "0": 0},
+                         "circuits": {"4": 2, "0": 0}, "importance": {"4": 1.5, "0": 0.0}, "size": 8}  # fmt: skip
+    assert got["l2"]["size"] == 10  # no known size: as long as the highest channel needs
+
+
+def test_top_rows_rank_by_classes_then_importance_then_channel():
+    got = top_rows([{"uid": "u", "classes": [1, 3, 0, 3, 1], "importance": [0.5, 0.1, 9.0, 0.2, 0.5]}])
+    assert got == [{"uid": "u", "top": [3, 1, 0, 4]}]  # channel 2 counts no class
+    assert len(top_rows([{"uid": "v", "classes": [1] * (TOP_N + 5), "importance": [0.0] * (TOP_N + 5)}])[0]["top"]) == TOP_N
+
+
+def test_critical_lists_flatten_layers_with_offsets():
+    assert critical_lists([("l1", [0, 2]), ("l2", []), ("l3", [5])]) == {
+        "layers": ["l1", "l2", "l3"], "offsets": [0, 2, 2, 3], "channels": [0, 2, 5]}
