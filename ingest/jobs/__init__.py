@@ -1,2 +1,2 @@
 """Work that runs the method or a model against the store: ingestion (local and Ray), evaluations,
-concept labelling and image debugging."""
+concept labelling (`labelling/`: HTTP client, prompts, job) and image debugging."""

@@ -1,5 +1,6 @@
-"""Statements of the store's jobs and tools (not the library queries of `ingest.queries.library`, not the
-writer's `ingest.write.statements`): the read-only account's probe, the store's counts, the CLI's reads.
+"""Statements of the store's jobs and tools (not the library queries of `ingest.queries.library`,
+not the writer's `ingest.write.statements`, not the evaluations' or the export's): the read-only
+account's probe, the store's counts, the CLI's reads, the groups labelling and image debugging read.
 
 Kept here so that every statement the program sends lives in a query module (the architecture
 test checks that no other module holds Cypher) and the Cypher lint sees each one by name.
@@ -70,7 +71,7 @@ RETURN cl.index AS class_index, cl.name AS class_name, c.uid AS circuit, g.uid A
        g.depth AS depth, g.label AS label, g.label_source AS label_source, thumbnails, lower
 ORDER BY class_index, depth, uid
 """
-"""Every group of the chosen circuits of classes $classes (`ingest.jobs.labelling.read_label_groups`), one
+"""Every group of the chosen circuits of classes $classes (`ingest.jobs.labelling.job.read_label_groups`), one
 row per group: its thumbnails (all, by crop rank) and its lower groups (strongest GROUP_FEEDS first)."""
 
 Q_DEBUG_GROUPS = latest_complete("(:Class {model: $model, index: $class_index})") + """MATCH (c)-[:HAS_GROUP]->(g:Group)<-[:IN_GROUP]-(k:Concept)
