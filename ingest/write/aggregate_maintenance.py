@@ -164,19 +164,16 @@ def differences(runner: Runner, model: str | None = None) -> list[str]:
     return out
 
 
-def rebuild(runner: Runner, model: str | None = None, *, progress: Any = None) -> int:
+def rebuild(runner: Runner, model: str | None = None) -> int:
     """Replace the kept aggregates by ones recomputed from the raw relationships (for a store
     written before the writer kept them); returns the number of `NeuronStat` nodes.  One circuit
-    at a time for what reads relationships (see `raw_circuits`); `progress(done, total)` is called
-    every 100 circuits."""
+    at a time for what reads relationships (see `raw_circuits`)."""
     circuits = []
     for c in raw_circuits(runner, model):
         circuits.append(c)
         runner.write(Q_SET_INCLUDES, {"circuit": c["uid"], "importance": {n["neuron"]: n["importance"] for n in c["neurons"]},
                                       "up": {n["neuron"]: n["up"] for n in c["neurons"]}})  # fmt: skip
         runner.write(Q_FEEDS_KEYS, {"circuit": c["uid"], "model": c["model"], "keys": c["keys"]})
-        if progress is not None and len(circuits) % 100 == 0:
-            progress(len(circuits))
     runner.write(Q_DROP_FEEDS_KEYS, {"model": model, "keep": [c["uid"] for c in circuits]})
     while runner.write(Q_DROP, {"model": model})[0]["n"]:
         pass

@@ -40,9 +40,9 @@ Their check, rebuild and upgrade (`recompute`, `differences`, `rebuild`, `ensure
 `ingest.write.aggregate_maintenance`; the statements of both are `ingest.write.aggregate_statements`.
 
 Every transaction that changes the aggregates first takes the model's write lock (`Q_LOCK`):
-without it, two completions of one parameter set on Neo4j would lose one's update (see there).
+without it, two completions of one parameter set on Neo4j would lose one's update (see its
+comment in `ingest.write.aggregate_statements`).
 """
-
 
 from __future__ import annotations
 
