@@ -26,3 +26,11 @@ def test_parsers_invert_the_builders_with_slashes_in_the_model_and_circuit():
 def test_a_neuron_uid_is_not_a_group_uid():
     with pytest.raises(ValueError, match="not a group uid"):
         uids.parse_group("m/layer2/9")
+
+
+def test_aggregate_and_evaluation_uids_extend_the_node_uids():
+    """A NeuronStat / LayerStat is one per (neuron or layer, parameter set); an Evaluation hangs under its circuit."""
+    neuron = uids.neuron_uid("m", "layer1.0", 7)
+    assert uids.neuron_stat_uid(neuron, "abc") == "m/layer1.0/7@abc"
+    assert uids.layer_stat_uid("m", "layer1.0", "abc") == uids.layer_uid("m", "layer1.0") + "@abc"
+    assert uids.evaluation_uid("m/3/h", "deletion/layer1/insert") == "m/3/h/eval/deletion/layer1/insert"

@@ -32,6 +32,7 @@ from ingest.queries.evaluations import (
     Q_WRITE,
 )
 from ingest.read.evaluation_rows import format_summary, latest_per_class, read_evaluations, summary_table  # noqa: F401 (re-exported)
+from ingest.store import uids
 from neurflow.evaluation import KINDS, CircuitView, EvalRow, EvalSettings, settings_json
 
 FIELDS = (
@@ -140,10 +141,6 @@ def _clean(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def evaluation_uid(circuit_uid: str, row: EvalRow) -> str:
-    return f"{circuit_uid}/eval/{row.key()}"
-
-
 def write_evaluations(store, view: CircuitView, model: str, rows: list[EvalRow], settings: EvalSettings) -> int:
     """MERGE one Evaluation node per row under its Circuit; returns the number written."""
     if not getattr(store, "_evaluation_schema", False):
@@ -154,7 +151,7 @@ def write_evaluations(store, view: CircuitView, model: str, rows: list[EvalRow],
     payload = []
     for r in rows:
         d = {k: _clean(v) for k, v in r.to_dict().items()}
-        d.update(uid=evaluation_uid(view.uid, r), circuit=view.uid, model=model, class_index=view.class_index,
+        d.update(uid=uids.evaluation_uid(view.uid, r.key()), circuit=view.uid, model=model, class_index=view.class_index,
                  draws=settings.draws, seed=settings.seed, settings=settings_json(settings), created_at=now)
         payload.append(d)
     store.write(Q_WRITE, {"circuit": view.uid, "rows": payload})

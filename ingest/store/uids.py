@@ -14,6 +14,9 @@ only through these functions, so that a uid's form is written down once:
     Group    `<circuit>/<layer>/g<group>`
     Crop     `<image sha256>/<x0>,<y0>,<x1>,<y1>`
     Image    `<image sha256>`
+    NeuronStat  `<neuron uid>@<parameter set hash>`     (aggregates the writer keeps, docs/schema.md)
+    LayerStat   `<model>/<layer>@<parameter set hash>`
+    Evaluation  `<circuit>/eval/<curve key>`
 
 Layer names hold no "/" (they are module paths with dots), so the parsers split from the right.
 """
@@ -41,6 +44,18 @@ def concept_uid(circuit: str, layer: str, channel: int, concept: int) -> str:
 
 def group_uid(circuit: str, layer: str, group: int) -> str:
     return f"{circuit}/{layer}/g{group}"
+
+
+def neuron_stat_uid(neuron: str, params_hash: str) -> str:
+    return f"{neuron}@{params_hash}"
+
+
+def layer_stat_uid(model: str, layer: str, params_hash: str) -> str:
+    return f"{layer_uid(model, layer)}@{params_hash}"
+
+
+def evaluation_uid(circuit: str, key: str) -> str:
+    return f"{circuit}/eval/{key}"
 
 
 def crop_uid(image_sha256: str, crop: Any) -> str:

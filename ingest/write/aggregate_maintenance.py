@@ -41,7 +41,8 @@ from ingest.write.aggregate_statements import (
     Q_SET_PARAM_SETS,
     Q_STORED,
 )
-from ingest.write.aggregates import critical_lists, layer_rows, layer_uid, stat_uid, top_rows
+from ingest.store import uids
+from ingest.write.aggregates import critical_lists, layer_rows, top_rows
 from ingest.write.circuit_rows import KEY_BASE
 from ingest.write.statements import Q_REFRESH_LABELS
 
@@ -70,7 +71,7 @@ def _stats(circuits: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for c in circuits:
         for n in c["neurons"]:
-            uid = stat_uid(n["neuron"], c["params_hash"])
+            uid = uids.neuron_stat_uid(n["neuron"], c["params_hash"])
             s = out.setdefault(uid, {
                 "uid": uid, "model": c["model"], "params_hash": c["params_hash"], "neuron": n["neuron"], "layer": n["layer"],
                 "depth": n["depth"], "channel": n["channel"], "circuits": 0, "importance": 0.0, "class_indices": [],
@@ -125,7 +126,7 @@ def differences(runner: Runner, model: str | None = None) -> list[str]:
             out.append(f"{u}: importance {g['importance']!r}, raw relationships say {w['importance']!r}")
     layers: dict[str, dict[int, tuple]] = {}
     for w in want.values():
-        layers.setdefault(layer_uid(w["model"], w["layer"], w["params_hash"]), {})[w["channel"]] = (
+        layers.setdefault(uids.layer_stat_uid(w["model"], w["layer"], w["params_hash"]), {})[w["channel"]] = (
             w["classes"], w["circuits"], w["importance"])
     kept_layers = {r["uid"]: r for r in runner.read(Q_LAYER_STORED, {"model": model})}
     for u in sorted(set(layers) | set(kept_layers)):

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ingest.store import uids
 from ingest.store.runner import Tx
 from ingest.write.aggregate_statements import (
     Q_ADD,
@@ -68,10 +69,6 @@ from ingest.write.aggregate_statements import (
 )
 
 
-def stat_uid(neuron_uid: str, params_hash: str) -> str:
-    return f"{neuron_uid}@{params_hash}"
-
-
 # Each LayerStat also keeps its TOP_N channels in rank order (class count, then importance, then
 # channel), computed here from the lists `Q_LAYER_ADD` / `Q_LAYER_RETRACT` return: `hub_neurons` ranks at
 # most TOP_N per layer (ArcadeDB sorts the ~10k rows of every layer's channels in ~0.2 s).
@@ -88,16 +85,12 @@ def top_rows(changed_layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def layer_uid(model: str, layer: str, params_hash: str) -> str:
-    return f"{model}/{layer}@{params_hash}"
-
-
 def layer_rows(model: str, params_hash: str, changed: list[dict[str, Any]], sizes: dict[str, int] | None = None) -> list[dict]:
     """`Q_LAYER_ADD` / `Q_LAYER_RETRACT` rows from the new values of the changed neurons."""
     by_layer: dict[str, dict[str, Any]] = {}
     for r in changed:  # one pass per list: new values by channel (as text: map keys), the rest kept
         row = by_layer.setdefault(r["layer"], {
-            "uid": layer_uid(model, r["layer"], params_hash), "layer": r["layer"], "depth": r["depth"],
+            "uid": uids.layer_stat_uid(model, r["layer"], params_hash), "layer": r["layer"], "depth": r["depth"],
             "classes": {}, "circuits": {}, "importance": {}, "top": 0,
         })  # fmt: skip
         key = str(r["channel"])
@@ -116,7 +109,7 @@ def stat_rows(rows: dict[str, Any]) -> list[dict[str, Any]]:
     by_uid = {r["uid"]: r for r in rows["neurons"]}
     return [
         {
-            "uid": stat_uid(r["uid"], ph),
+            "uid": uids.neuron_stat_uid(r["uid"], ph),
             "neuron": r["uid"],
             "layer": by_uid[r["uid"]]["layer"],
             "depth": r["depth"],
@@ -160,7 +153,7 @@ def retract_circuit(tx: Tx, uid: str) -> str | None:
         if inc:
             ph, model = found[0]["params_hash"], found[0]["model"]
             out = tx.run(Q_RETRACT, {
-                "uids": [stat_uid(r["neuron"], ph) for r in inc],
+                "uids": [uids.neuron_stat_uid(r["neuron"], ph) for r in inc],
                 "importance": [r["importance"] for r in inc],
                 "class_index": found[0]["class_index"],
             })  # fmt: skip
