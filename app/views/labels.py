@@ -17,7 +17,8 @@ from app import data
 from app.settings import LABEL_EDITS_ENV
 from app.state import UrlState
 from app.views.common import Context, image_row
-
+from ingest.jobs.labelling import set_manual_label
+from ingest.store.connection import Store
 
 SHOWN = 500  # label_search rows one page shows (the query says how many match in all)
 
@@ -29,9 +30,6 @@ def edits_allowed() -> bool:
 
 def _save(group_uid: str, text: str) -> None:
     """Write a manual label with the writer account, then drop the cached reads."""
-    from ingest.jobs.labelling import set_manual_label
-    from ingest.store.connection import Store
-
     if not edits_allowed():  # the form is not shown then; a replayed submit must not write either
         st.session_state["labels:saved"] = None
         return

@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ingest.store.config import artifact_dir
+
+# Store errors that say "try again" (a race between concurrent writers, a deadlock, a server that
+# went away for a moment): one definition, in ingest/store/runner.py, whose `Runner.execute` also
+# retries a single transaction that lost such a race.
+from ingest.store.runner import is_store_unreachable, is_transient_store_error  # noqa: F401 - re-exported (ray_executor, tests)
+from ingest.write.writer import WriteOptions, circuit_status, write_circuit
 from neurflow.circuit import Circuit, Params, circuit_uid
 
 
@@ -62,12 +68,6 @@ def thumbnail_source(circuit: Circuit, images, spec):
     return picture
 
 
-# Store errors that say "try again" (a race between concurrent writers, a deadlock, a server that
-# went away for a moment): one definition, in ingest/store/runner.py, whose `Runner.execute` also
-# retries a single transaction that lost such a race.
-from ingest.store.runner import is_store_unreachable, is_transient_store_error  # noqa: E402,F401 - re-exported (ray_executor, tests)
-
-
 def write_with_retries(store, circuit: Circuit, artifacts: Path, *, attempts: int = 6, **kwargs):
     """`write_circuit`, written again (after a jittered, growing pause) when a transient store error
     stops it: concurrent writers (other classes of a distributed ingestion, another process) race
@@ -75,8 +75,6 @@ def write_with_retries(store, circuit: Circuit, artifacts: Path, *, attempts: in
 
     A server that is gone is not retried here: the driver already waited for it
     (`is_store_unreachable`), and the rerun finishes the circuit the failure left `running`."""
-    from ingest.write.writer import write_circuit
-
     for attempt in range(attempts):
         try:
             return write_circuit(store, circuit, artifacts, **kwargs)
@@ -96,7 +94,6 @@ class IngestRequest:
     once, as `ModelPayload`).  Defaults live where they are defined: the method's in `Params` and
     `Budget` (`budget=None` is `Budget()`), the command line's in cli/options.py, the write batch
     in the writer (`write_batch=None`)."""
-
     model: Any  # neurflow.models.registry.LoadedModel (None inside a Ray task until it is rebuilt)
     data: str
     classes: list[int]
@@ -126,8 +123,6 @@ def already_complete(store, request: IngestRequest, class_index: int, images, la
     """The skip check of both executors: the uid of this class's circuit when the store already has
     it `complete` (same identity: model, class, parameters, layers, data, precision, method
     version), else None; always None with `request.force`."""
-    from ingest.write.writer import circuit_status
-
     if request.force:
         return None
     uid = planned_uid(request.model, images, class_index, request.params, layers, request.budget)
@@ -148,7 +143,6 @@ def ingest_class(
     A circuit that is already `complete` is skipped unless `request.force`.  `on_phase(phase,
     done, total)` reports progress ("writing" last).  `_stop_after` is the writer's testing hook
     (stop mid-write, leaving the circuit `running`)."""
-    from ingest.write.writer import WriteOptions
     from neurflow.datasets import load_images
     from neurflow.method import Budget, RunOptions, build_circuit, resolve_layers
 

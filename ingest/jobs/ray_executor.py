@@ -46,15 +46,20 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ingest.store.errors import StoreError
-from ingest.queries.jobs import classes_with_complete
 from ingest.jobs.pipeline import ClassResult, IngestRequest, already_complete, ingest_class, is_transient_store_error
+from ingest.queries.jobs import classes_with_complete
+from ingest.store.config import artifact_dir
+from ingest.store.connection import Store
+from ingest.store.errors import StoreError
+from ingest.store.logs import route_driver_logs
+from ingest.store.schema import ensure_schema
 from neurflow.errors import NeurflowInputError
 
 FAULT_DIR_ENV = "NEURFLOW_RAY_FAULT_DIR"
@@ -82,7 +87,6 @@ def require_ray():
 @dataclass
 class ModelPayload:
     """The driver's loaded model, as it travels through Ray's object store (weights on the CPU)."""
-
     spec: Any  # neurflow.models.registry.ModelSpec
     uid: str
     weights_sha256: str | None
@@ -108,7 +112,6 @@ class ClassJob:
     """Everything a task needs besides the model, the store and its class index: the driver's
     request without the model (`request.model` is None; its `device` is "cpu" or "cuda", the GPU
     Ray assigned to the task, and its `save_dir` an absolute path)."""
-
     request: IngestRequest
     artifacts: str
     threads: int = 1
@@ -150,10 +153,8 @@ def run_class(payload: ModelPayload, store_config, job: ClassJob, class_index: i
     """One class in a Ray worker: model from the payload, `ingest_class`, write to the shared store."""
     import torch
 
-    from ingest.store.connection import Store
 
     env = {**{k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}, **job.env}
-    from ingest.store.logs import route_driver_logs
 
     route_driver_logs({**os.environ, **env})  # the driver's retry warnings: the log file, not the driver's terminal
     fault = _fault_plan(class_index, env)
@@ -194,7 +195,6 @@ def _task_device(requested: str, cluster_gpus: float) -> str:
 @dataclass(frozen=True)
 class RayOptions:
     """Where and how the classes run on Ray (the command line's ``--ray-*`` options)."""
-
     address: str | None = None  # None: a new local cluster (never someone else's)
     cpus: int | None = None  # CPUs of that local cluster
     task_cpus: float = 1.0
@@ -217,7 +217,6 @@ class RayOptions:
 
 class ClassInputError(NeurflowInputError):
     """A user error found by a class's task (never retried); `results` holds the classes done before."""
-
     def __init__(self, message: str, results: list):
         super().__init__(message)
         self.results = results
@@ -229,8 +228,6 @@ def _largest_node(ray, resource: str) -> float:
 
 def _probe(address: str) -> None:
     """Fail fast on a `host:port` / `ray://host:port` nobody listens on (Ray itself waits minutes, then exits)."""
-    import socket
-
     rest = address.split("://", 1)[1] if "://" in address else address
     host, sep, port = rest.rstrip("/").rpartition(":")
     if not sep or not port.isdigit():
@@ -292,9 +289,6 @@ def ingest_on_ray(store_config, request: IngestRequest, options: RayOptions = Ra
     The model, the layers and the store were checked by the caller.  Workers that die and
     transient store errors are retried (`options.max_retries`); a user error found by a task
     stops everything (`ClassInputError`, with the rows of the classes done before)."""
-    from ingest.store.config import artifact_dir
-    from ingest.store.schema import ensure_schema
-    from ingest.store.connection import Store
     from neurflow.progress import tqdm
 
     ray = require_ray()

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.queries.fragments import LATEST, latest_complete
+from ingest.store.runner import Runner
 
 MAX_PATH_DEPTH = 8
 
@@ -561,8 +562,6 @@ def run_query(store: Any, name: str, **params: Any) -> list[dict[str, Any]]:
     """Run a library query on a `Store` (writer or read-only); rows as dicts.  Through the store
     code's one execute path (`ingest.store.runner`), in a read transaction, whose row conversion
     skips the driver's per-element walk of list values."""
-    from ingest.store.runner import Runner
-
     q = get_query(name)
     with Runner(store) as runner:
         return runner.read(q.cypher, q.bind(**params))

@@ -17,11 +17,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ingest.queries.library import run_query
+
 
 @dataclass(frozen=True)
 class Similarity:
     """Jaccard similarity of the critical channels of classes in one layer."""
-
     classes: list[int]  # class indices, in class order
     names: list[str | None]
     sizes: np.ndarray  # (n,) critical channels per class
@@ -86,8 +87,6 @@ def similarity_matrix(store: Any, *, model: str, layer: str, params: str | None 
                       classes: list[int] | None = None) -> Similarity:
     """Read `class_channels` for (model, layer, parameter set; optionally a class subset) and
     compute the matrix; the same parameter-set rules as the library queries."""
-    from ingest.queries.library import run_query
-
     if not layer:
         raise ValueError("similarity_matrix: name the layer (e.g. layer='layer4.2')")
     return jaccard_matrix(run_query(store, "class_channels", model=model, layer=layer, params=params, classes=classes))

@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
+from ingest.store.errors import StoreError
+
 DEFAULT_BOLT_PORT = 7697
 DEFAULT_HTTP_PORT = 2490
 DEFAULT_DATABASE = "neurflow"
@@ -76,7 +78,6 @@ def store_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    from ingest.store.errors import StoreError
 
     raw = env.get(name)
     if not raw:

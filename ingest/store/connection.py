@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import os
-
+import socket
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import neo4j
 from neo4j import GraphDatabase
@@ -16,9 +17,15 @@ from neo4j import exceptions as nx
 
 from ingest.queries import jobs as job_queries
 from ingest.store.config import StoreConfig, external_config, uses_embedded
-from ingest.store.errors import StoreError, StoreUnavailable, one_line, translate_error, unreachable_fix  # noqa: F401 - re-exported
+from ingest.store.embedded import embedded_config, ensure_embedded_server
+from ingest.store.errors import (  # noqa: F401 - re-exported
+    StoreError,
+    StoreUnavailable,
+    one_line,
+    translate_error,
+    unreachable_fix,
+)
 from ingest.store.runner import Runner
-
 
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 
@@ -39,9 +46,6 @@ def probe_not_http(cfg: StoreConfig, timeout: float = HANDSHAKE_SECONDS) -> None
     Sends the Bolt handshake; only when nothing answers within `timeout` is a plain HTTP request
     sent on a second connection, and only an HTTP answer fails here.  Everything else (refused,
     a slow Bolt server, TLS schemes) is left to the driver and its own errors."""
-    import socket
-    from urllib.parse import urlsplit
-
     scheme = cfg.uri.split("://", 1)[0].lower()
     if scheme not in ("bolt", "neo4j"):  # TLS: the handshake runs inside TLS
         return
@@ -106,7 +110,6 @@ def open_driver(cfg: StoreConfig, *, readonly: bool = False, verify: bool = True
 
 class Store:
     """A driver plus the database to use; `run` returns plain dicts."""
-
     def __init__(self, cfg: StoreConfig, *, readonly: bool = False, driver: neo4j.Driver | None = None):
         self.config = cfg
         self.database = cfg.database
@@ -179,7 +182,6 @@ def start_store(env: Mapping[str, str] | None = None) -> StoreConfig:
     env = os.environ if env is None else env
     if not uses_embedded(env):
         return external_config(env)
-    from ingest.store.embedded import ensure_embedded_server
 
     return _with_database(ensure_embedded_server(env=env), env)
 
@@ -189,6 +191,5 @@ def running_config(env: Mapping[str, str] | None = None) -> StoreConfig:
     env = os.environ if env is None else env
     if not uses_embedded(env):
         return external_config(env)
-    from ingest.store.embedded import embedded_config
 
     return _with_database(embedded_config(env=env), env)

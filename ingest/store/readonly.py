@@ -40,11 +40,11 @@ that says the store computes on and for how long it may (`_client_cut`).
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import threading
 import time
 import uuid
-import pathlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,9 +54,10 @@ from neo4j.graph import Node, Path, Relationship  # noqa: F401 - the driver's gr
 
 from ingest.queries import jobs as job_queries
 from ingest.store.config import StoreConfig
+from ingest.store.connection import Store, open_driver, start_store, translate_error
+from ingest.store.embedded import query_timeout
 from ingest.store.errors import SERVER_MESSAGE_LIMIT, ReadOnlyViolation, StoreError, StoreQueryError, one_line
 from ingest.store.runner import Runner, to_plain  # noqa: F401 - to_plain: the console converts values with it
-from ingest.store.connection import Store, open_driver, start_store, translate_error
 
 CLIENT_GRACE_S = 2.0  # how long past its limit a query may take to report the server's own timeout
 
@@ -346,8 +347,6 @@ def close_readonly_stores() -> None:
 # --------------------------------------------------------------------------- running
 def default_timeout() -> float:
     """``NEURFLOW_STORE_QUERY_TIMEOUT`` seconds (60 by default): the embedded server's own limit."""
-    from ingest.store.embedded import query_timeout
-
     return query_timeout()
 
 

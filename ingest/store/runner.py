@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import neo4j
 import neo4j.graph
+from neo4j import exceptions as nx
 
 from ingest.store.cypher_record import record as record_cypher
-from ingest.store.errors import translate_error
+from ingest.store.errors import StoreQueryError, StoreUnavailable, translate_error
 
 if TYPE_CHECKING:  # pragma: no cover - ingest.store.connection builds on this module
     from ingest.store.connection import Store
@@ -50,9 +51,7 @@ TX_ATTEMPTS = 6
 
 def is_transient_store_error(exc: BaseException) -> bool:
     """True for store errors worth retrying: unreachable server, write conflicts, deadlocks."""
-    from neo4j import exceptions as nx
 
-    from ingest.store.errors import StoreQueryError, StoreUnavailable
 
     if isinstance(exc, (StoreUnavailable, nx.ServiceUnavailable, nx.SessionExpired, nx.TransientError)):
         return True
@@ -69,9 +68,7 @@ def is_store_unreachable(exc: BaseException) -> bool:
     (`ingest.store.connection.open_driver`) before the error reaches the caller, so callers stop here
     rather than try again: a server killed mid-ingest ends the command in seconds, with one
     line, instead of minutes of retries whose every attempt waits for the driver again."""
-    from neo4j import exceptions as nx
 
-    from ingest.store.errors import StoreUnavailable
 
     return isinstance(exc, (StoreUnavailable, nx.ServiceUnavailable, nx.SessionExpired))
 
@@ -79,15 +76,12 @@ def is_store_unreachable(exc: BaseException) -> bool:
 def _conflict(exc: BaseException) -> bool:
     """A write transaction that lost a race with another one (not a server that went away: the
     driver already retries those for its `max_transaction_retry_time`)."""
-    from neo4j import exceptions as nx
-
     return isinstance(exc, nx.Neo4jError) and not isinstance(exc, (nx.ServiceUnavailable, nx.SessionExpired)) \
         and is_transient_store_error(exc)
 
 
 class Tx:
     """A managed transaction that records what it runs (the lint checks every statement)."""
-
     def __init__(self, tx: neo4j.ManagedTransaction):
         self._tx = tx
 
@@ -132,7 +126,6 @@ def to_plain(value: Any) -> Any:
 
 class Runner:
     """Runs the program's statements on a Store, Driver or Session (see the module docstring)."""
-
     def __init__(self, target: "Store | neo4j.Driver | neo4j.Session", database: str | None = None):
         # a Store (ingest.store.connection, which builds on this module) is told apart by not being a driver object
         is_store = not isinstance(target, (neo4j.Driver, neo4j.Session))

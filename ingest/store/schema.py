@@ -9,6 +9,7 @@ uniqueness constraint is what keeps concurrent MERGEs from creating duplicates.
 from __future__ import annotations
 
 from ingest.store.connection import Store
+from ingest.write.aggregate_maintenance import ensure
 
 LABELS = ("Model", "Layer", "Neuron", "Class", "Circuit", "Concept", "Group", "Image", "Crop", "NeuronStat", "LayerStat", "CircuitFeeds")
 """Every node label of the schema; each has a unique `uid` (NeuronStat, LayerStat, CircuitFeeds: the writer's
@@ -56,7 +57,6 @@ def ensure_schema(store: Store, *, again: bool = False, aggregates: bool = True)
     for statement in constraint_statements():
         store.run(statement)
     if aggregates:
-        from ingest.write.aggregate_maintenance import ensure
 
         ensure(store)
     store._schema_ready = True

@@ -13,6 +13,7 @@ import math
 import sys
 from typing import Any, Iterable, Iterator
 
+from ingest.store import uids
 from ingest.store.runner import Runner
 from ingest.write.aggregate_statements import (
     Q_CIRCUIT_FEEDS,
@@ -35,13 +36,12 @@ from ingest.write.aggregate_statements import (
     Q_LAYER_TOP,
     Q_MISSING,
     Q_PUT,
-    Q_SETS_RAW,
     Q_SET_INCLUDES,
     Q_SET_LISTS,
     Q_SET_PARAM_SETS,
+    Q_SETS_RAW,
     Q_STORED,
 )
-from ingest.store import uids
 from ingest.write.aggregates import critical_lists, layer_rows, top_rows
 from ingest.write.circuit_rows import KEY_BASE
 from ingest.write.statements import Q_REFRESH_LABELS
@@ -51,8 +51,6 @@ def raw_circuits(runner: Runner, model: str | None = None) -> Iterator[dict[str,
     """Per complete circuit, what its raw relationships say: its neurons (with their importance,
     the sum of ``I_u(v)`` over their FEEDS in the circuit, and the number of those FEEDS) and its
     FEEDS keys (`ingest.write.circuit_rows.feed_keys`)."""
-    from ingest.write.circuit_rows import KEY_BASE
-
     for c in runner.read(Q_COMPLETE_CIRCUITS, {"model": model}):
         imp: dict[str, float] = {}
         up: dict[str, int] = {}

@@ -16,6 +16,7 @@ from typing import Callable
 from ingest.jobs.labelling.client import ChatClient, LabelError, parse_json_answer
 from ingest.jobs.labelling.prompts import check_messages, data_url, label_messages, parse_label, parse_matching
 from ingest.queries.jobs import Q_LABEL_GROUPS
+from ingest.write.writer import set_group_labels
 from neurflow.errors import one_line
 
 log = logging.getLogger("neurflow.labelling")
@@ -136,8 +137,6 @@ def label_groups(store, labeller: Labeller, model: str, classes: list[int], *,
     client and the thumbnails folder it reads crops from); write the successful ones.
 
     Manually labelled groups are kept unless `force`."""
-    from ingest.write.writer import set_group_labels
-
     groups = read_label_groups(store, model, classes, params)
     by_uid = {g.uid: g for g in groups}
     todo = [g for g in groups if force or g.label_source != MANUAL]
@@ -157,8 +156,6 @@ def label_groups(store, labeller: Labeller, model: str, classes: list[int], *,
 
 def set_manual_label(store, group_uid: str, label: str) -> int:
     """A person's label for a group (label_source = manual, no score); empty text clears the label."""
-    from ingest.write.writer import set_group_labels
-
     text = " ".join(label.split())
     row = {"uid": group_uid, "label": text or None, "label_source": MANUAL if text else None, "label_score": None}
     return set_group_labels(store, [row])
