@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,8 +21,8 @@ from bench.browser import settle as wait_until_settled
 pytest.importorskip("streamlit")
 playwright = pytest.importorskip("playwright.sync_api")
 
-from cli.app_commands import app_env, streamlit_command  # noqa: E402
-from ingest.store.embedded import free_port  # noqa: E402
+from cli.app_commands import app_env  # noqa: E402
+from tests.app_server import running_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -40,36 +38,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists(CHROMIUM),
 @pytest.fixture(scope="module")
 def app_url(ingested, ingested_artifacts):
     cfg, _ = ingested
-    port = free_port()
     env = app_env({
         "NEURFLOW_STORE_URI": cfg.uri, "NEURFLOW_STORE_USER": cfg.user or "", "NEURFLOW_STORE_PASSWORD": cfg.password or "",
         "NEURFLOW_STORE_DATABASE": cfg.database or "", "NEURFLOW_ARTIFACT_DIR": str(ingested_artifacts),
         "NEURFLOW_STORE_READONLY_USER": cfg.readonly_user or "", "NEURFLOW_STORE_READONLY_PASSWORD": cfg.readonly_password or "",
     })  # fmt: skip
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "streamlit.log", "wb")
-    proc = subprocess.Popen(streamlit_command(port), env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start; see {ARTIFACTS / 'streamlit.log'}")
-            time.sleep(0.3)
+    with running_app(env, ARTIFACTS / "streamlit.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,21 @@ to test-artifacts/hostile-*.png."""
 from __future__ import annotations
 
 import http.server
-import json
 import os
-import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("streamlit")
 playwright = pytest.importorskip("playwright.sync_api")
 
-from cli.app_commands import app_env, streamlit_command  # noqa: E402
-from ingest.store.embedded import create_database, drop_database, free_port  # noqa: E402
+from cli.app_commands import app_env  # noqa: E402
+from tests.app_server import running_app  # noqa: E402
+from ingest.store.embedded import create_database, drop_database  # noqa: E402
 from ingest.jobs.labelling import set_manual_label  # noqa: E402
 from ingest.store.schema import ensure_schema  # noqa: E402
 from ingest.store.connection import Store  # noqa: E402
@@ -95,35 +93,13 @@ def hostile(store_server, tracker, tmp_path_factory):
         for row in store.run("MATCH (:Class {index: 3})-[:HAS_CIRCUIT]->(:Circuit)-[:HAS_CONCEPT]->(:Concept {depth: 0})"
                              "-[:EXEMPLIFIED_BY]->(cr:Crop) RETURN cr.thumbnail AS t"):  # fmt: skip
             (artifacts / row["t"]).unlink(missing_ok=True)
-    port = free_port()
     env = app_env({"NEURFLOW_STORE_DATABASE": database, "NEURFLOW_ARTIFACT_DIR": str(artifacts)})
     for k in ("NEURFLOW_STORE_URI", "NEURFLOW_APP_LABEL_EDITS"):
         env.pop(k, None)
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "streamlit-hostile.log", "wb")
-    proc = subprocess.Popen(streamlit_command(port), env=env, cwd=str(Path(__file__).resolve().parent.parent),
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamlit did not start; see test-artifacts/streamlit-hostile.log")
-            time.sleep(0.3)
-        yield names, artifacts, url, store_server.data_dir
+        with running_app(env, ARTIFACTS / "streamlit-hostile.log") as url:
+            yield names, artifacts, url, store_server.data_dir
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         drop_database(store_server, database)
 
 
