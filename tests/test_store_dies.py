@@ -64,7 +64,11 @@ def test_server_killed_mid_write_fails_fast_in_one_line_and_the_rerun_completes(
         assert len([ln for ln in lines if ln.startswith("error:")]) == 1 and lines[-1].startswith("error:"), err[-2000:]
         assert "cannot reach the store" in lines[-1]
         assert "retried" not in err and "Traceback" not in err, err[-2000:]
-        assert "will be retried" in log.read_text()  # the driver did retry: its warnings are in the log file
+        # the driver's own messages are in the log file, not on the terminal: retry warnings, or only a
+        # defunct connection when the kill lands between transactions (which one depends on timing)
+        driver_loggers = ("neo4j.session", "neo4j.io", "neo4j.pool")
+        assert any(name in log.read_text() for name in driver_loggers), log.read_text()[-2000:]
+        assert not any(name in err for name in driver_loggers), err[-2000:]
 
         start()  # the stale lock of the killed server is cleared
         with Store(cfg) as s:
