@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from ingest.store.config import DEFAULT_BOLT_PORT, DEFAULT_HTTP_PORT, StoreConfig, embedded_ports, external_config, store_dir
+from ingest.store.connection import Store, running_config, start_store
 from ingest.store.embedded import (
+    _is_our_server,
     embedded_config,
     embedded_status,
     ensure_embedded_server,
@@ -27,8 +30,6 @@ from ingest.store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from ingest.store.connection import Store, running_config, start_store
-from cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -226,3 +227,15 @@ def test_second_server_on_a_locked_folder_fails_clearly(store_server):
     assert "locked by another process" in msg and "\n" not in msg
     assert (data / "server.json").read_text() == state  # the running server's lock is untouched
     assert embedded_status(data)["answering"]
+
+
+@pytest.mark.parametrize("module,ours", [("ingest.store.embedded", True), ("ingest.embedded", True), ("other.module", False)])
+def test_a_server_is_recognised_by_its_command_line_before_and_after_the_store_package(module, ours):
+    """A server started by an install from before ingest/store/ existed runs `ingest.embedded serve`:
+    it is still ours (so `neurflow store stop` stops it instead of a lock being cleared under it)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", module, "serve"])
+    try:
+        assert _is_our_server(proc.pid) is ours
+    finally:
+        proc.kill()
+        proc.wait()

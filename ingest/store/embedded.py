@@ -116,15 +116,20 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+SERVER_MODULES = (b"ingest.store.embedded", b"ingest.embedded")
+
+
 def _is_our_server(pid: int) -> bool:
-    """True when `pid` is alive and runs `ingest.store.embedded serve` (guards against pid reuse)."""
+    """True when `pid` is alive and runs `ingest.store.embedded serve` (guards against pid reuse),
+    or `ingest.embedded serve`: the module's name before ingest/ had sub-packages, so a server
+    started by an older install is still found (and `neurflow store stop` stops it)."""
     if not _pid_alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return True  # no /proc (macOS): trust the pid
-    return b"ingest.store.embedded" in cmdline and b"serve" in cmdline
+    return any(m in cmdline for m in SERVER_MODULES) and b"serve" in cmdline
 
 
 def _port_open(port: int, host: str = EMBEDDED_HOST, timeout: float = 0.5) -> bool:
