@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,10 @@ def test_a_server_is_recognised_by_its_command_line_before_and_after_the_store_p
     it is still ours (so `neurflow store stop` stops it instead of a lock being cleared under it)."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", module, "serve"])
     try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        deadline = time.monotonic() + 10  # between fork and exec the child still shows pytest's command line
+        while b"time.sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert _is_our_server(proc.pid) is ours
     finally:
         proc.kill()
