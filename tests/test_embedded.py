@@ -244,3 +244,10 @@ def test_a_server_is_recognised_by_its_command_line_before_and_after_the_store_p
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_free_port_never_hands_out_a_port_twice():
+    """A Bolt and an HTTP port taken one after the other must differ (the kernel may reuse a port
+    it just released: a clean-clone run once got the same port for both)."""
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from cli.main import main as cli_main
+from ingest.store.embedded import free_port
 from neurflow.datasets import load_images, read_fashion_mnist
 from neurflow.models import get_spec
 from neurflow.models.fashion_cnn import FashionCNN
@@ -28,12 +28,6 @@ STORE_KEYS = ("NEURFLOW_STORE_URI", "NEURFLOW_STORE_USER", "NEURFLOW_STORE_PASSW
               "NEURFLOW_STORE_READONLY_USER", "NEURFLOW_STORE_READONLY_PASSWORD", "NEURFLOW_STORE_DIR",
               "NEURFLOW_STORE_BOLT_PORT", "NEURFLOW_STORE_HTTP_PORT")  # fmt: skip
 TINY = ["--tau", "2", "--k", "8", "--ig-steps", "4", "--max-images", "4", "--device", "cpu", "--quiet", "--all-images"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -59,8 +53,8 @@ def test_a_bad_argument_starts_no_store(tmp_path, command, says):
     before refusing tau: now no process, no store folder."""
     store = tmp_path / "store"
     env = {k: v for k, v in os.environ.items() if k not in STORE_KEYS}
-    env.update(NEURFLOW_STORE_DIR=str(store), NEURFLOW_STORE_BOLT_PORT=str(_free_port()),
-               NEURFLOW_STORE_HTTP_PORT=str(_free_port()))
+    env.update(NEURFLOW_STORE_DIR=str(store), NEURFLOW_STORE_BOLT_PORT=str(free_port()),
+               NEURFLOW_STORE_HTTP_PORT=str(free_port()))
     try:
         out = subprocess.run([sys.executable, "-m", "cli", *command, "--device", "cpu"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=120)

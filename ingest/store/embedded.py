@@ -153,11 +153,20 @@ def _check_port_free(port: int, env_name: str) -> None:
             raise
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (for tests and benchmarks)."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind((EMBEDDED_HOST, 0))
-        return s.getsockname()[1]
+    """A currently free TCP port on 127.0.0.1 (for tests and benchmarks), never one this process
+    was handed before: the kernel may give the port it just released again, so two calls in a row
+    (a Bolt and an HTTP port) could otherwise name the same port."""
+    while True:
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.bind((EMBEDDED_HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @contextlib.contextmanager
