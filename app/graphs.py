@@ -349,6 +349,7 @@ def result_figure(nodes: dict[str, dict[str, Any]], rels: list[dict[str, Any]], 
     """Nodes ``{id: {labels, props}}`` and relationships ``[{type, start, end, props}]``."""
     ids = list(nodes)
     pos = spring_layout(ids, [(r["start"], r["end"]) for r in rels])
+    roots = server_roots()  # once per figure, not once per hover text
     traces: list[go.BaseTraceType] = []
     by_type: dict[str, list[dict[str, Any]]] = {}
     for r in rels:
@@ -368,7 +369,7 @@ def result_figure(nodes: dict[str, dict[str, Any]], rels: list[dict[str, Any]], 
             x=[(pos[r["start"]][0] + pos[r["end"]][0]) / 2 for r in group],
             y=[(pos[r["start"]][1] + pos[r["end"]][1]) / 2 for r in group],
             mode="markers", marker={"size": 5, "opacity": 0.0}, showlegend=False, hoverinfo="text",
-            hovertext=[plot_text(f":{r['type']} ") + _props(r["props"]) for r in group],
+            hovertext=[plot_text(f":{r['type']} ") + _props(r["props"], roots) for r in group],
         ))  # fmt: skip
     by_label: dict[str, list[str]] = {}
     for nid, n in nodes.items():
@@ -379,7 +380,7 @@ def result_figure(nodes: dict[str, dict[str, Any]], rels: list[dict[str, Any]], 
             x=[pos[n][0] for n in group], y=[pos[n][1] for n in group], mode="markers+text",
             text=[_caption(nodes[n]) for n in group], textposition="top center", textfont={"size": 9},
             marker={"size": 13, "color": colours[i % len(colours)]}, name=plot_text(label),
-            hovertext=[plot_text(f"{label} ") + _props(nodes[n]["props"]) for n in group], hoverinfo="text",
+            hovertext=[plot_text(f"{label} ") + _props(nodes[n]["props"], roots) for n in group], hoverinfo="text",
         ))  # fmt: skip
     fig = go.Figure(traces)
     fig.update_layout(height=height, margin={"l": 5, "r": 5, "t": 5, "b": 5}, plot_bgcolor="white",
@@ -397,9 +398,9 @@ def _caption(node: dict[str, Any]) -> str:
     return ""
 
 
-def _props(props: dict[str, Any], limit: int = 8) -> str:
+def _props(props: dict[str, Any], roots: list, limit: int = 8) -> str:
     items = list(props.items())[:limit]
-    roots = server_roots()  # the store keeps absolute paths (Image.source): visitors see them relative
+    # the store keeps absolute paths (Image.source): visitors see them relative to `roots`
     return "<br>".join(f"{plot_text(k)}: {plot_text(_short(no_server_paths(v, roots) if isinstance(v, str) else v))}"
                        for k, v in items)  # no markup from the store
 
